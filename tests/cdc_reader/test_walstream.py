@@ -1,0 +1,132 @@
+"""The replication protocol's CopyData framing and the feedback policy: bytes in, values out."""
+
+import struct
+from datetime import UTC, datetime
+
+import pytest
+
+from cdc_reader.walstream import (
+    ConfirmBeyondReceivedError,
+    Feedback,
+    PrimaryKeepalive,
+    StreamProtocolError,
+    XLogData,
+    from_unix_time,
+    parse_copy_data,
+    standby_status_update,
+    to_datetime,
+)
+
+
+def xlog_data(wal_start: int, wal_end: int, send_time: int, payload: bytes) -> memoryview:
+    return memoryview(b"w" + struct.pack(">QQq", wal_start, wal_end, send_time) + payload)
+
+
+def keepalive(wal_end: int, reply: bool = False, send_time: int = 7) -> PrimaryKeepalive:
+    message = parse_copy_data(memoryview(b"k" + struct.pack(">Qq?", wal_end, send_time, reply)))
+    assert isinstance(message, PrimaryKeepalive)
+    return message
+
+
+def test_xlog_data_is_parsed_without_copying_the_payload():
+    raw = xlog_data(0x1_0000_0010, 0x1_0000_0020, 123456, b"B\x00\x01")
+    message = parse_copy_data(raw)
+    assert message == XLogData(0x1_0000_0010, 0x1_0000_0020, 123456, memoryview(b"B\x00\x01"))
+    assert isinstance(message.payload, memoryview)
+    assert message.payload.obj is raw.obj
+
+
+def test_keepalive_is_parsed():
+    assert keepalive(0x16B3748, reply=True, send_time=99) == PrimaryKeepalive(0x16B3748, 99, True)
+    assert keepalive(5) == PrimaryKeepalive(5, 7, False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "empty CopyData message from the server"),
+        (b"w\x00\x00", "truncated XLogData message (3 bytes)"),
+        (b"k\x00", "malformed primary keepalive message (2 bytes)"),
+        (b"x123", "unknown CopyData message type 'x' from the server"),
+    ],
+)
+def test_malformed_copy_data_is_refused(raw, message):
+    with pytest.raises(StreamProtocolError) as caught:
+        parse_copy_data(memoryview(raw))
+    assert str(caught.value) == message
+
+
+def test_standby_status_update_layout():
+    assert standby_status_update(0x30, 0x20, 0x10, 5, True) == (
+        b"r" + struct.pack(">QQQq?", 0x30, 0x20, 0x10, 5, True)
+    )
+    assert len(standby_status_update(1, 1, 1, 1)) == 34
+
+
+def test_time_conversion_uses_the_postgres_epoch():
+    unix = datetime(2024, 2, 29, 12, 0, 0, 250000, tzinfo=UTC).timestamp()
+    micros = from_unix_time(unix)
+    assert micros == 762_523_200_250_000
+    assert to_datetime(micros) == datetime(2024, 2, 29, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+def unpack_status(message: bytes) -> tuple[int, int, int]:
+    _, write, flush, apply, _, _ = struct.unpack(">cQQQq?", message)
+    return write, flush, apply
+
+
+def test_flush_only_advances_through_confirm():
+    feedback = Feedback(start_lsn=100, interval=10.0, now=0.0)
+    feedback.transaction_began()
+    feedback.on_xlog_data(parse_copy_data(xlog_data(0, 0, 0, b"I")))
+    feedback.on_xlog_data(parse_copy_data(xlog_data(180, 180, 0, b"C")))
+    feedback.transaction_given(180)
+    assert unpack_status(feedback.status_update(now=1.0, unix_time=0.0)) == (180, 100, 100)
+    feedback.confirm(150)
+    assert feedback.flushed == 150
+    feedback.confirm(120)  # older confirmations never move it back
+    assert feedback.flushed == 150
+    feedback.confirm(180)
+    assert unpack_status(feedback.status_update(now=2.0, unix_time=0.0)) == (180, 180, 180)
+
+
+def test_keepalive_advances_flush_only_when_everything_given_is_confirmed():
+    feedback = Feedback(start_lsn=100, interval=10.0, now=0.0)
+    feedback.transaction_began()
+    feedback.on_keepalive(keepalive(150))
+    assert (feedback.received, feedback.flushed) == (150, 100)  # a transaction is open
+    feedback.transaction_given(200)
+    feedback.on_keepalive(keepalive(250))
+    assert (feedback.received, feedback.flushed) == (250, 100)  # 200 not confirmed yet
+    feedback.confirm(200)
+    feedback.on_keepalive(keepalive(250))
+    assert feedback.flushed == 250  # idle: nothing unconfirmed before the server's WAL end
+    feedback.on_keepalive(keepalive(240))
+    assert feedback.flushed == 250
+
+
+def test_confirming_what_was_never_given_is_refused():
+    feedback = Feedback(start_lsn=100, interval=10.0, now=0.0)
+    feedback.transaction_given(200)
+    with pytest.raises(ConfirmBeyondReceivedError) as caught:
+        feedback.confirm(201)
+    assert str(caught.value) == (
+        "confirmed LSN 0xc9 is past the last transaction handed out (0xc8); "
+        "confirm a TransactionCommit.end_lsn that was received"
+    )
+
+
+def test_status_update_is_due_on_interval_reply_request_or_new_flush():
+    feedback = Feedback(start_lsn=100, interval=10.0, now=0.0)
+    assert feedback.seconds_until_due(4.0) == 6.0
+    assert feedback.seconds_until_due(10.5) == 0.0
+    feedback.status_update(now=10.5, unix_time=0.0)
+    feedback.on_keepalive(keepalive(100, reply=True))
+    assert feedback.seconds_until_due(10.6) == 0.0
+    feedback.status_update(now=10.6, unix_time=0.0)
+    assert feedback.seconds_until_due(10.6) == 10.0
+    feedback.on_keepalive(keepalive(300))  # idle advance: report within a second, not ten
+    assert feedback.seconds_until_due(11.1) == pytest.approx(0.5)
+    assert feedback.seconds_until_due(11.6) == 0.0
+    feedback.status_update(now=11.6, unix_time=0.0)
+    assert feedback.seconds_until_due(11.6) == 10.0
