@@ -1,0 +1,179 @@
+"""List Customer Activity (SPEC §6) without I/O: query-string items in, a validated
+`ActivityQuery` out; stored rows in, the Voucherify list body out."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from query.errors import InvalidParam
+
+if TYPE_CHECKING:
+    from query.store import StoredEvent
+
+MAX_LIMIT = 100
+MAX_PAGE = 100_000
+MAX_TYPES = 100
+MAX_TEXT = 255
+# DateTime64(6) holds 1900-01-01 .. 2299-12-31; a bound outside that range selects the same rows
+# as the range's edge, so it is clamped instead of sent to ClickHouse as an invalid value.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2299, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+# Voucherify's parameters; `type` alone may be repeated.
+SINGLE_PARAMS = (
+    "limit", "page", "order", "starting_after_id", "start_date", "end_date", "campaign_id",
+    "campaign_type", "category",
+)
+
+
+class Order(enum.Enum):
+    ASCENDING = "created_at"
+    DESCENDING = "-created_at"
+
+
+class Category(enum.Enum):
+    ACTION = "ACTION"
+    EFFECT = "EFFECT"
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityQuery:
+    limit: int = 10
+    page: int = 1
+    order: Order = Order.DESCENDING
+    starting_after_id: uuid.UUID | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    campaign_id: uuid.UUID | None = None
+    campaign_type: str | None = None
+    category: Category | None = None
+    types: tuple[str, ...] = ()
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+
+def parse_activity_query(items: Iterable[tuple[str, str]]) -> ActivityQuery:
+    """Validate the query string; unknown parameters are ignored, as Voucherify does."""
+    single: dict[str, str] = {}
+    types: list[str] = []
+    for name, value in items:
+        if name == "type":
+            types.extend(_type_list(value))
+        elif name in SINGLE_PARAMS:
+            if name in single:
+                raise InvalidParam(name, "given more than once")
+            single[name] = value
+    if len(types) > MAX_TYPES:
+        raise InvalidParam("type", f"at most {MAX_TYPES} types")
+    values: dict[str, Any] = {"types": tuple(dict.fromkeys(types))}
+    parsers = {
+        "limit": lambda text: _integer("limit", text, 1, MAX_LIMIT),
+        "page": lambda text: _integer("page", text, 1, MAX_PAGE),
+        "order": lambda text: _choice("order", text, Order),
+        "starting_after_id": lambda text: _uuid("starting_after_id", text),
+        "start_date": lambda text: _moment("start_date", text, end_of_day=False),
+        "end_date": lambda text: _moment("end_date", text, end_of_day=True),
+        "campaign_id": lambda text: _uuid("campaign_id", text),
+        "campaign_type": lambda text: check_text("campaign_type", text),
+        "category": lambda text: _choice("category", text, Category),
+    }
+    for name, text in single.items():
+        values[name] = parsers[name](text)
+    return ActivityQuery(**values)
+
+
+def check_text(param: str, text: str) -> str:
+    """Free text bound as a parameter: non-empty, bounded, no control characters."""
+    if not text:
+        raise InvalidParam(param, "must not be empty")
+    if len(text) > MAX_TEXT:
+        raise InvalidParam(param, f"longer than {MAX_TEXT} characters")
+    if any(ord(character) < 32 or ord(character) == 127 for character in text):
+        raise InvalidParam(param, "contains control characters")
+    return text
+
+
+
+def _type_list(value: str) -> list[str]:
+    return [check_text("type", item.strip()) for item in value.split(",")]
+
+
+def _integer(param: str, text: str, low: int, high: int) -> int:
+    # isdecimal() also admits non-ASCII digits that int() would accept; be strict.
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise InvalidParam(param, f"must be an integer from {low} to {high}")
+    number = int(text)
+    if not low <= number <= high:
+        raise InvalidParam(param, f"must be an integer from {low} to {high}")
+    return number
+
+
+def _choice(param: str, text: str, choices: type[enum.Enum]) -> Any:
+    try:
+        return choices(text)
+    except ValueError:
+        allowed = " or ".join(repr(choice.value) for choice in choices)
+        raise InvalidParam(param, f"must be {allowed}") from None
+
+
+def _uuid(param: str, text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidParam(param, "must be a UUID") from None
+
+
+def _moment(param: str, text: str, *, end_of_day: bool) -> datetime:
+    """ISO 8601 date or date-time; naive values are UTC. A bare date as `end_date` means the
+    whole day, so that both bounds stay inclusive."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    try:
+        if day is not None:
+            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidParam(param, "must be an ISO 8601 date or date-time, e.g. 2024-05-01T12:00:00Z") from None
+    return min(max(moment, EARLIEST), LATEST)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with `Z`, microseconds kept so a client can filter on exactly it."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def list_body(events: Sequence[StoredEvent], limit: int) -> dict[str, Any]:
+    """The Voucherify list; `events` holds up to limit + 1 rows, the extra one meaning more."""
+    page = events[:limit]
+    has_more = len(events) > limit
+    return {
+        "object": "list",
+        "data_ref": "data",
+        "data": [
+            {
+                "id": str(event.id),
+                "type": event.type,
+                "category": event.category,
+                "data": orjson.loads(event.data),
+                "created_at": iso_utc(event.created_at),
+                "group_id": event.group_id,
+            }
+            for event in page
+        ],
+        "has_more": has_more,
+        "more_starting_after": str(page[-1].id) if has_more else None,
+    }

@@ -1,0 +1,167 @@
+"""The store's DDL (SPEC §5), rendered as plain statements for one server or `ON CLUSTER`.
+
+Pure: `render_ddl` returns text that `Store.ensure_schema` runs and that deploy files are
+generated from, so the embedded store and a cluster are built from the same definitions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+EVENTS_TABLE = "customer_events"
+DEDUP_VIEW = "customer_events_dedup"
+TENANTS_TABLE = "tenants"
+CUSTOMERS_TABLE = "customers"
+
+# The columns the writer sends, in table order; `ingested_at` is left to its DEFAULT so the
+# time a row became visible is the server's, not the writer's.
+EVENT_COLUMNS = (
+    "id", "tenant_id", "tenant", "customer_id", "created_at", "type", "category", "campaign_id",
+    "campaign_type", "group_id", "source", "data", "source_table", "source_lsn",
+)
+TENANT_COLUMNS = ("id", "name", "version")
+CUSTOMER_COLUMNS = ("tenant_id", "id", "source_id", "deleted", "version")
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class SchemaNameError(ValueError):
+    """A database or cluster name that cannot be used as a plain identifier."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """One replacing table: its columns, key, and the shard key used on a cluster (rows with
+    equal keys must land on the same shard, or collapsing re-delivered copies cannot work)."""
+
+    name: str
+    columns: str
+    version: str
+    order_by: str
+    shard_key: str
+    partition_by: str | None = None
+    settings: str = ""
+
+
+EVENTS = TableSpec(
+    name=EVENTS_TABLE,
+    columns="""
+    id UUID,
+    tenant_id UUID,
+    tenant LowCardinality(String),
+    customer_id UUID,
+    created_at DateTime64(6, 'UTC'),
+    type LowCardinality(String),
+    category LowCardinality(String),
+    campaign_id Nullable(UUID),
+    campaign_type LowCardinality(String),
+    group_id String,
+    source LowCardinality(String),
+    data String CODEC(ZSTD(3)),
+    source_table LowCardinality(String),
+    source_lsn UInt64,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)""",
+    # No version column: re-delivered copies are identical apart from ingested_at, any survivor
+    # will do.
+    version="",
+    order_by="(tenant_id, customer_id, created_at, id)",
+    partition_by="toYYYYMM(created_at)",
+    shard_key="cityHash64(customer_id)",
+    # Lets an insert retried after a lost acknowledgement be dropped by its dedup token.
+    settings="non_replicated_deduplication_window = 1000",
+)
+
+TENANTS = TableSpec(
+    name=TENANTS_TABLE,
+    columns="""
+    id UUID,
+    name String,
+    version UInt64""",
+    version="version",
+    order_by="id",
+    shard_key="cityHash64(id)",
+)
+
+CUSTOMERS = TableSpec(
+    name=CUSTOMERS_TABLE,
+    columns="""
+    tenant_id UUID,
+    id UUID,
+    source_id Nullable(String),
+    deleted Bool,
+    version UInt64,
+    INDEX source_id_index source_id TYPE bloom_filter GRANULARITY 1""",
+    version="version",
+    order_by="(tenant_id, id)",
+    shard_key="cityHash64(id)",
+)
+
+TABLES = (EVENTS, TENANTS, CUSTOMERS)
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Identifiers cannot be bound as parameters, so they are restricted to a safe alphabet."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise SchemaNameError(
+            f"{what} {name!r} is not a plain identifier (letters, digits, underscore)"
+        )
+    return name
+
+
+def _engine(spec: TableSpec, database: str, cluster: str | None) -> str:
+    if cluster is None:
+        return f"ReplacingMergeTree({spec.version})"
+    path = f"'/clickhouse/tables/{{shard}}/{database}/{spec.name}_local'"
+    version = f", {spec.version}" if spec.version else ""
+    return f"ReplicatedReplacingMergeTree({path}, '{{replica}}'{version})"
+
+
+def _table_ddl(spec: TableSpec, database: str, cluster: str | None) -> str:
+    local_name = spec.name if cluster is None else f"{spec.name}_local"
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    clauses = [f"ENGINE = {_engine(spec, database, cluster)}"]
+    if spec.partition_by:
+        clauses.append(f"PARTITION BY {spec.partition_by}")
+    clauses.append(f"ORDER BY {spec.order_by}")
+    if spec.settings:
+        clauses.append(f"SETTINGS {spec.settings}")
+    body = "\n".join(clauses)
+    return f"CREATE TABLE IF NOT EXISTS {database}.{local_name}{on_cluster} ({spec.columns}\n)\n{body}"
+
+
+def _distributed_ddl(spec: TableSpec, database: str, cluster: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.{spec.name} ON CLUSTER {cluster} "
+        f"AS {database}.{spec.name}_local\n"
+        f"ENGINE = Distributed({cluster}, {database}, {spec.name}_local, {spec.shard_key})"
+    )
+
+
+def _dedup_view_ddl(database: str, cluster: str | None) -> str:
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    # Copies share created_at, hence the partition: FINAL never has to merge across partitions.
+    return (
+        f"CREATE VIEW IF NOT EXISTS {database}.{DEDUP_VIEW}{on_cluster} AS\n"
+        f"SELECT * FROM {database}.{EVENTS_TABLE} FINAL\n"
+        "SETTINGS do_not_merge_across_partitions_select_final = 1"
+    )
+
+
+def render_ddl(database: str, cluster: str | None = None) -> list[str]:
+    """Every statement that creates the store, in order; each is idempotent (IF NOT EXISTS).
+
+    With `cluster`, tables are `<name>_local` on Replicated engines under `ON CLUSTER`, and the
+    contract names (`customer_events`, ...) are Distributed tables over them.
+    """
+    check_identifier(database, "database")
+    if cluster is not None:
+        check_identifier(cluster, "cluster")
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}"]
+    for spec in TABLES:
+        statements.append(_table_ddl(spec, database, cluster))
+        if cluster is not None:
+            statements.append(_distributed_ddl(spec, database, cluster))
+    statements.append(_dedup_view_ddl(database, cluster))
+    return statements

@@ -1,0 +1,275 @@
+"""The ClickHouse store: the only code that sends SQL to ClickHouse, embedded (chDB) or a server.
+
+Both kinds go through clickhouse-connect, so every query below runs unchanged on either. Every
+value from outside travels as a server-side parameter (`{name:Type}`); only identifiers checked
+by `schema.check_identifier` are ever formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+from cdc_reader.config import ConfigError
+from query import activity_sql
+from query.activity import ActivityQuery, iso_utc
+from query.schema import CUSTOMERS_TABLE, EVENTS_TABLE, TENANTS_TABLE, check_identifier, render_ddl
+
+DEFAULT_DATABASE = "voucher_activity"
+
+
+class StoreError(Exception):
+    """The store did not answer or refused a statement; retrying later may succeed."""
+
+
+class StoreUrlError(ConfigError):
+    """The store URL cannot be used; the message shows the accepted forms."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLocation:
+    """Where the store lives: `path` for embedded chDB, else an HTTP(S) server."""
+
+    database: str
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    secure: bool = False
+    username: str | None = None
+    password: str = ""
+
+    @property
+    def embedded(self) -> bool:
+        return self.path is not None
+
+
+def parse_store_url(url: str) -> StoreLocation:
+    """`chdb:///path[?database=name]` or `http(s)://user:pass@host:8123/database`."""
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    try:
+        if parsed.scheme == "chdb":
+            path = unquote(parsed.netloc + parsed.path)
+            if not path:
+                raise StoreUrlError(f"store URL {url!r} has no path (e.g. chdb:///var/lib/va/clickhouse)")
+            database = query.get("database", [DEFAULT_DATABASE])[0]
+            return StoreLocation(database=check_identifier(database, "store database"), path=path)
+        if parsed.scheme in ("http", "https"):
+            if not parsed.hostname:
+                raise StoreUrlError(f"store URL {url!r} has no host (e.g. http://user:pass@host:8123/db)")
+            database = unquote(parsed.path.strip("/")) or DEFAULT_DATABASE
+            return StoreLocation(
+                database=check_identifier(database, "store database"),
+                host=parsed.hostname,
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                secure=parsed.scheme == "https",
+                username=unquote(parsed.username) if parsed.username else None,
+                password=unquote(parsed.password) if parsed.password else "",
+            )
+    except ValueError as error:  # bad port, bad identifier
+        raise StoreUrlError(f"store URL {url!r}: {error}") from None
+    raise StoreUrlError(
+        f"store URL {url!r} must start with chdb:// (embedded) or http(s):// (a ClickHouse server)"
+    )
+
+
+def connect(location: StoreLocation, settings: dict[str, Any] | None = None) -> Client:
+    """A client with no default database (it may not exist yet); callers set `.database`."""
+    try:
+        if location.embedded:
+            return clickhouse_connect.get_client(
+                interface="chdb", path=location.path, settings=settings, tz_mode="aware"
+            )
+        return clickhouse_connect.get_client(
+            host=location.host, port=location.port, secure=location.secure,
+            username=location.username, password=location.password, settings=settings,
+            tz_mode="aware",
+            # A shared session would make concurrent API queries fail with "session is locked".
+            autogenerate_session_id=False,
+        )
+    except (ClickHouseError, OSError) as error:
+        raise StoreError(f"cannot open the store: {error}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One activity row as the API returns it (`data` still JSON text)."""
+
+    id: uuid.UUID
+    type: str
+    category: str
+    data: str
+    created_at: datetime
+    group_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStatus:
+    name: str
+    events_stored: int
+    last_event_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    events_stored: int
+    last_event_at: datetime | None
+    tenants: tuple[TenantStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return None if moment is None else iso_utc(moment)
+
+        return {
+            "events_stored": self.events_stored,
+            "last_event_at": iso(self.last_event_at),
+            "tenants": [
+                {"name": t.name, "events_stored": t.events_stored, "last_event_at": iso(t.last_event_at)}
+                for t in self.tenants
+            ],
+        }
+
+
+class Store:
+    """An open store. Reads and writes use separate clients so a flush never queues API reads
+    behind it on the embedded engine's per-client lock."""
+
+    def __init__(self, location: StoreLocation, reader: Client, writer: Client) -> None:
+        self.location = location
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    def open(cls, url: str, *, create_schema: bool = True, cluster: str | None = None) -> Store:
+        location = parse_store_url(url)
+        reader = connect(location)
+        writer = connect(location)
+        store = cls(location, reader, writer)
+        try:
+            if create_schema:
+                store.ensure_schema(cluster)
+            reader.database = writer.database = location.database
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- schema and writes -----------------------------------------------------------------
+    def ensure_schema(self, cluster: str | None = None) -> None:
+        for statement in render_ddl(self.location.database, cluster):
+            self._command(self._writer, statement)
+
+    def insert_columns(
+        self, table: str, columns: Sequence[str], types: Sequence[str],
+        data: Sequence[Sequence[Any]], dedup_token: str,
+    ) -> None:
+        """Insert one column-oriented block. `dedup_token` names the block's content, so the
+        same block sent again (a retry after a lost acknowledgement) is dropped by the server."""
+        try:
+            self._writer.insert(
+                table, data, column_names=list(columns), column_type_names=list(types),
+                column_oriented=True, settings={"insert_deduplication_token": dedup_token},
+            )
+        except (ClickHouseError, OSError) as error:
+            raise StoreError(f"insert into {table} failed: {error}") from error
+
+    # -- reads -----------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers a query on our tables."""
+        self._rows(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 0", {})
+
+    def resolve_tenant(self, name: str) -> uuid.UUID | None:
+        rows = self._rows(
+            f"SELECT id FROM {TENANTS_TABLE} FINAL WHERE name = {{name:String}} "
+            "ORDER BY version DESC, id LIMIT 1",
+            {"name": name},
+        )
+        return rows[0][0] if rows else None
+
+    def resolve_customer(self, tenant_id: uuid.UUID, key: str) -> uuid.UUID | None:
+        """By id (deleted customers too: their history is the audit trail), else by source_id
+        among live customers (the newest one if the engine let two share it)."""
+        as_id = _as_uuid(key)
+        if as_id is not None:
+            rows = self._rows(
+                f"SELECT id FROM {CUSTOMERS_TABLE} WHERE tenant_id = {{tenant:UUID}} AND id = {{id:UUID}} "
+                f"UNION ALL SELECT customer_id FROM {EVENTS_TABLE} "
+                "WHERE tenant_id = {tenant:UUID} AND customer_id = {id:UUID} LIMIT 1",
+                {"tenant": tenant_id, "id": as_id},
+            )
+            if rows:
+                return as_id
+        rows = self._rows(
+            f"SELECT id FROM {CUSTOMERS_TABLE} FINAL "
+            "WHERE tenant_id = {tenant:UUID} AND source_id = {source_id:String} AND NOT deleted "
+            "ORDER BY version DESC, id LIMIT 1",
+            {"tenant": tenant_id, "source_id": key},
+        )
+        return rows[0][0] if rows else None
+
+    def event_position(
+        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
+    ) -> datetime | None:
+        """created_at of one of the customer's events (the cursor's place in the order)."""
+        sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
+        rows = self._rows(sql, parameters)
+        return rows[0][0] if rows else None
+
+    def activity(
+        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
+        after: datetime | None = None,
+    ) -> list[StoredEvent]:
+        """Up to `query.limit + 1` events (the extra one tells whether there are more)."""
+        sql, parameters = activity_sql.page_sql(tenant_id, customer_id, query, after)
+        return [StoredEvent(*row) for row in self._rows(sql, parameters)]
+
+    def status(self) -> StoreStatus:
+        rows = self._rows(
+            f"SELECT tenant, count(), max(created_at) FROM {EVENTS_TABLE} GROUP BY tenant ORDER BY tenant",
+            {},
+        )
+        tenants = tuple(TenantStatus(name, count, last) for name, count, last in rows)
+        return StoreStatus(
+            events_stored=sum(t.events_stored for t in tenants),
+            last_event_at=max((t.last_event_at for t in tenants), default=None),
+            tenants=tenants,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple]:
+        try:
+            return self._reader.query(sql, parameters=parameters).result_rows
+        except (ClickHouseError, OSError) as error:
+            raise StoreError(f"store query failed: {error}") from error
+
+    @staticmethod
+    def _command(client: Client, sql: str) -> None:
+        try:
+            client.command(sql)
+        except (ClickHouseError, OSError) as error:
+            raise StoreError(f"store statement failed: {error}") from error
+
+
+def _as_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
