@@ -34,7 +34,7 @@ _ROLLBACK_PREPARED = struct.Struct(">BQQqqI")  # flags, 2 end LSNs, prepare/roll
 _MESSAGE_HEAD = struct.Struct(">BQ")  # flags, LSN
 _COLUMN_TYPE = struct.Struct(">Ii")  # type OID, type modifier
 
-_NULL, _UNCHANGED_TOAST, _TEXT, _BINARY = b"n"[0], b"u"[0], b"t"[0], b"b"[0]
+_NULL, _UNCHANGED_TOAST, _TEXT, _BINARY, _NEW_TUPLE = b"nutbN"
 
 
 class PgoutputDecodeError(Exception):
@@ -270,27 +270,36 @@ class _Cursor:
         return text
 
     def tuple_data(self) -> TupleData:
-        data = self.data
+        # The hot loop of the whole reader: locals only, one struct call per non-NULL column.
+        data, size = self.data, len(self.data)
         (count,) = _I16.unpack_from(data, self.pos)
-        pos = self.pos + 2
-        kinds = bytearray(count)
-        values: list[str | bytes | None] = [None] * count
-        for index in range(count):
-            self.pos = pos  # so a failure below reports the column that failed
-            kind = data[pos]
-            kinds[index] = kind
-            if kind == _TEXT or kind == _BINARY:
-                (length,) = _I32.unpack_from(data, pos + 1)
-                start = pos + 5
-                pos = start + length
-                if length < 0 or pos > len(data):
-                    raise PgoutputDecodeError(f"column {index} runs past the message end", start)
-                value = data[start:pos]
-                values[index] = value.decode() if kind == _TEXT else value
-            elif kind == _NULL or kind == _UNCHANGED_TOAST:
-                pos += 1
-            else:
-                raise PgoutputDecodeError(f"unknown column kind {kind} in column {index}", pos)
+        pos = column_start = self.pos + 2
+        kinds: list[int] = []
+        values: list[str | bytes | None] = []
+        try:
+            for _ in range(count):
+                column_start = pos
+                kind = data[pos]
+                if kind == _TEXT:
+                    # unsigned, so a corrupt negative length overshoots and is caught below
+                    (length,) = _U32.unpack_from(data, pos + 1)
+                    pos += 5 + length
+                    values.append(data[column_start + 5:pos].decode())
+                elif kind == _NULL or kind == _UNCHANGED_TOAST:
+                    pos += 1
+                    values.append(None)
+                elif kind == _BINARY:
+                    (length,) = _U32.unpack_from(data, pos + 1)
+                    pos += 5 + length
+                    values.append(data[column_start + 5:pos])
+                else:
+                    raise PgoutputDecodeError(f"unknown column kind {kind}", column_start)
+                kinds.append(kind)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            self.pos = column_start
+            raise
+        if pos > size:
+            raise PgoutputDecodeError("the last column runs past the message end", column_start)
         self.pos = pos
         return TupleData(bytes(kinds), tuple(values))
 
@@ -387,7 +396,7 @@ class Decoder:
     def _insert(self, cursor: _Cursor) -> Insert:
         xid = self._stream_xid(cursor)
         (oid,) = cursor.unpack(_U32)
-        _expect(cursor, "N")
+        _expect(cursor, _NEW_TUPLE)
         return Insert(xid, oid, cursor.tuple_data())
 
     def _update(self, cursor: _Cursor) -> Update:
@@ -397,7 +406,7 @@ class Decoder:
         if cursor.data[cursor.pos] in b"KO":
             old_kind = chr(cursor.byte())
             old = cursor.tuple_data()
-        _expect(cursor, "N")
+        _expect(cursor, _NEW_TUPLE)
         return Update(xid, oid, old_kind, old, cursor.tuple_data())
 
     def _delete(self, cursor: _Cursor) -> Delete:
@@ -482,7 +491,7 @@ class Decoder:
         return StreamPrepare(flags, lsn, end_lsn, pg_timestamp(time), xid, cursor.string())
 
 
-def _expect(cursor: _Cursor, marker: str) -> None:
+def _expect(cursor: _Cursor, marker: int) -> None:
     found = cursor.byte()
-    if found != ord(marker):
-        raise PgoutputDecodeError(f"expected {marker!r}, got {chr(found)!r}", cursor.pos - 1)
+    if found != marker:
+        raise PgoutputDecodeError(f"expected {chr(marker)!r}, got {chr(found)!r}", cursor.pos - 1)

@@ -1,0 +1,104 @@
+"""Python values from pgoutput's text-format column values, chosen once per column by type OID.
+
+`converter_for(type_oid)` returns a function str -> value that yields what psycopg returns for the
+same column (uuid.UUID, int, bool, Decimal, datetime, date, parsed JSON...). Unknown types stay
+text. Dates and times are parsed in DateStyle ISO, which the replication connection must use (as
+PostgreSQL's own subscriber does). Values Python cannot represent (years BC or past 9999) stay
+text rather than stopping the stream; 'infinity' maps to the type's max (min for '-infinity'),
+as psycopg's documentation suggests.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+Converter = Callable[[str], Any]
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _bool(value: str) -> bool:
+    return value == "t"
+
+
+def _bytea(value: str) -> bytes | str:
+    # bytea_output = 'hex' (the default) writes \x followed by hex digits
+    return bytes.fromhex(value[2:]) if value.startswith("\\x") else value
+
+
+def _json(value: str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # orjson refuses integers beyond 64 bits, which jsonb allows; json.loads (what psycopg
+        # uses) accepts them.
+        return json.loads(value)
+
+
+def _timestamp(value: str) -> datetime | str:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return _special(value, datetime.max, datetime.min)
+
+
+_AWARE_MAX = datetime.max.replace(tzinfo=timezone.utc)
+_AWARE_MIN = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _timestamptz(value: str) -> datetime | str:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return _special(value, _AWARE_MAX, _AWARE_MIN)
+
+
+def _date(value: str) -> date | str:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return _special(value, date.max, date.min)
+
+
+def _special(value: str, highest: Any, lowest: Any) -> Any:
+    if value == "infinity":
+        return highest
+    if value == "-infinity":
+        return lowest
+    return value  # e.g. "0044-03-15 BC": keep the server's text
+
+
+_CONVERTERS: MappingProxyType[int, Converter] = MappingProxyType({
+    16: _bool,  # bool
+    17: _bytea,  # bytea
+    20: int,  # int8
+    21: int,  # int2
+    23: int,  # int4
+    26: int,  # oid
+    114: _json,  # json
+    700: float,  # float4
+    701: float,  # float8
+    1082: _date,  # date
+    1114: _timestamp,  # timestamp
+    1184: _timestamptz,  # timestamptz
+    1700: Decimal,  # numeric
+    2950: uuid.UUID,  # uuid
+    3802: _json,  # jsonb
+})
+
+
+def converter_for(type_oid: int) -> Converter:
+    """The function that turns a text-format value of this type into its Python value; text
+    types (text, varchar, bpchar, name) and types we do not know return the text unchanged."""
+    return _CONVERTERS.get(type_oid, _text)
+
