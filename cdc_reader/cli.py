@@ -62,16 +62,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return build_settings(values)
 
 
-def _not_built(name: str) -> Callable[[argparse.Namespace, Settings], int]:
-    def command(_args: argparse.Namespace, _settings: Settings) -> int:
-        print(f"voucher-activity {name}: not built yet", file=sys.stderr)
-        return 2
-
-    return command
-
-
 def handlers() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
-    return {name: _not_built(name) for name in COMMANDS}
+    # Imported on use so that `--help` stays instant.
+    from cdc_reader.commands import HANDLERS
+
+    return HANDLERS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

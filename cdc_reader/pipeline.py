@@ -1,0 +1,241 @@
+"""The one place that wires the reader to the mappers and the store writer.
+
+Read it top to bottom: `Pipeline.run` retries `_run_once` with backoff; `_run_once` opens the
+reference state and the replication session, takes the initial snapshot when the slot is new,
+then streams. Durability protocol (SPEC §7), at transaction boundaries only:
+
+    writer.flush()  -> events up to LSN L are in the store
+    state.commit(L) -> reference state as of L is on disk, and L is where a restart resumes
+    session.confirm(L) -> PostgreSQL may recycle WAL up to L
+
+A crash between any two steps replays transactions whose events are already stored; their ids
+are deterministic, so the replay rewrites identical rows that the store collapses. A large
+transaction's events are flushed in several batches, but nothing is committed or confirmed
+before its commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exponential_jitter
+
+from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, format_lsn
+from cdc_reader.config import Settings, SnapshotMode
+from cdc_reader.logs import fields
+from cdc_reader.replication import ReplicationSession
+from cdc_reader.snapshot import read_snapshot
+from mappers import tracked_tables
+from mappers.state import ReferenceState
+from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
+from query.store import Store, StoreError
+from query.writer import EventWriter
+
+log = logging.getLogger("voucher_activity.pipeline")
+
+STATE_FILE = "reference_state.sqlite3"
+IDLE_READ_TIMEOUT = 0.5
+RATE_LOG_INTERVAL = 60.0
+
+
+class SlotLostError(RuntimeError):
+    """The slot had to be created although we had already streamed from one: WAL is missing."""
+
+
+def state_path(settings: Settings):
+    return settings.data_dir / STATE_FILE
+
+
+@dataclass
+class PipelineProgress:
+    """What the pipeline reports to /v1/status, /readyz and the metrics (updated in place by
+    the pipeline thread only; readers take a consistent-enough copy of scalars)."""
+
+    streaming: bool = False
+    snapshot_running: bool = False
+    last_error: str | None = None
+    confirmed_lsn: int | None = None
+    last_commit_time: float | None = None  # unix time of the last stored transaction's commit
+    pending_since: float | None = None  # when the oldest unconfirmed change was received
+    events_written: int = 0
+    transactions: int = 0
+    started: float = field(default_factory=time.time)
+
+    def lag_seconds(self) -> float:
+        return 0.0 if self.pending_since is None else max(time.time() - self.pending_since, 0.0)
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, StoreError, OSError))
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: Store, stop: threading.Event, metrics=None) -> None:
+        self.settings = settings
+        self.store = store
+        self.stop = stop
+        self.metrics = metrics
+        self.progress = PipelineProgress()
+
+    # -- supervision --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until `stop` is set; transient failures of PostgreSQL or the store are retried
+        with exponential backoff, each attempt logged. Configuration errors propagate."""
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            wait=wait_exponential_jitter(initial=0.5, max=30),
+            stop=stop_when_event_set(self.stop),
+            sleep=self.stop.wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self._run_once()
+
+    def _log_retry(self, retry_state) -> None:
+        error = retry_state.outcome.exception()
+        self.progress.streaming = False
+        self.progress.last_error = f"{type(error).__name__}: {error}"
+        log.warning(
+            "pipeline interrupted; retrying",
+            extra=fields(attempt=retry_state.attempt_number, error=self.progress.last_error,
+                         retry_in_seconds=round(retry_state.next_action.sleep, 2)),
+        )
+
+    def readiness(self) -> str | None:
+        """None when streaming, else why not (for /readyz)."""
+        if self.progress.streaming:
+            return None
+        if self.progress.snapshot_running:
+            return "initial snapshot in progress"
+        return self.progress.last_error or "reader is starting"
+
+    # -- one attempt ----------------------------------------------------------------------------
+    def _run_once(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        state = ReferenceState(state_path(settings))
+        try:
+            with ReplicationSession(
+                settings.require_source(), settings.slot, settings.publication, tracked_tables()
+            ) as session:
+                self._stream(session, state)
+        finally:
+            state.close()  # rolls back anything not committed at a checkpoint
+            self.progress.streaming = False
+
+    def _stream(self, session: ReplicationSession, state: ReferenceState) -> None:
+        settings = self.settings
+        want_snapshot = settings.snapshot is SnapshotMode.INITIAL and state.applied_lsn is None
+        slot = session.prepare(export_snapshot=want_snapshot)
+        if want_snapshot and not slot.created:
+            # The slot outlived a snapshot that never completed: its exported snapshot is gone,
+            # so start over with a new slot (the rows already written are rewritten identically).
+            log.warning("previous initial snapshot did not complete; recreating the slot",
+                        extra=fields(slot=settings.slot))
+            session.drop_slot()
+            slot = session.prepare(export_snapshot=True)
+        if slot.created and state.applied_lsn is not None:
+            raise SlotLostError(
+                f"replication slot {settings.slot!r} was missing and had to be recreated, so the "
+                "changes since the last confirmed LSN are lost; run `voucher-activity teardown`, "
+                "remove the data directory and the store's tables, and start again to rebuild"
+            )
+        mapper = EventMapper(
+            load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
+            slot=settings.slot,
+        )
+        writer = EventWriter(self.store)
+        if slot.created:
+            if want_snapshot:
+                self._snapshot(slot, mapper, writer)
+            writer.mark(slot.consistent_point)
+            self._checkpoint(writer, state, session)
+        session.start(state.applied_lsn)
+        self.progress.streaming = True
+        self.progress.last_error = None
+        log.info("streaming", extra=fields(slot=settings.slot, from_lsn=format_lsn(state.applied_lsn or 0)))
+        self._consume(session, state, mapper, writer)
+
+    def _snapshot(self, slot, mapper: EventMapper, writer: EventWriter) -> None:
+        self.progress.snapshot_running = True
+        started = time.monotonic()
+        rows = 0
+        for table, row in read_snapshot(
+            self.settings.require_source(), slot.snapshot_name, tracked_tables()
+        ):
+            writer.add(mapper.snapshot_row(table, row))
+            rows += 1
+            if writer.due():
+                writer.flush()
+        writer.add(mapper.snapshot_finish())
+        self.progress.snapshot_running = False
+        log.info("initial snapshot done",
+                 extra=fields(rows=rows, seconds=round(time.monotonic() - started, 1)))
+
+    def _consume(self, session, state, mapper, writer) -> None:
+        applied = state.applied_lsn
+        in_transaction = skipping = False
+        rate_started, rate_transactions = time.monotonic(), 0
+        while not self.stop.is_set():
+            envelopes = session.read(writer.seconds_until_due() if writer.pending else IDLE_READ_TIMEOUT)
+            for envelope in envelopes:
+                if isinstance(envelope, Change):
+                    if not skipping:
+                        writer.add(mapper.change(envelope))
+                        if writer.due():
+                            writer.flush()  # bounded memory; not a checkpoint (mid-transaction)
+                elif isinstance(envelope, TransactionBegin):
+                    in_transaction = True
+                    # Already applied before a restart (the server re-sends from its own,
+                    # possibly older, confirmed position).
+                    skipping = applied is not None and envelope.commit_lsn < applied
+                    if self.progress.pending_since is None:
+                        self.progress.pending_since = time.time()
+                    if not skipping:
+                        mapper.begin(envelope)
+                elif isinstance(envelope, TransactionCommit):
+                    in_transaction = False
+                    if not skipping:
+                        writer.add(mapper.commit(envelope))
+                        rate_transactions += 1
+                    writer.mark(envelope.end_lsn)
+                    self.progress.last_commit_time = envelope.commit_time.timestamp()
+                    if writer.due():
+                        self._checkpoint(writer, state, session)
+            if not in_transaction and not envelopes and writer.marked_lsn is not None:
+                self._checkpoint(writer, state, session)
+            if time.monotonic() - rate_started >= RATE_LOG_INTERVAL:
+                self._log_rates(rate_transactions, time.monotonic() - rate_started, session)
+                rate_started, rate_transactions = time.monotonic(), 0
+        if not in_transaction:
+            self._checkpoint(writer, state, session)  # graceful stop: flush, commit, confirm
+        session.send_feedback()
+
+    def _checkpoint(self, writer: EventWriter, state: ReferenceState, session) -> None:
+        written = writer.pending
+        durable = writer.flush()
+        if durable is None or (state.applied_lsn is not None and durable <= state.applied_lsn):
+            return
+        state.commit(durable)
+        session.confirm(durable)
+        self.progress.confirmed_lsn = durable
+        self.progress.pending_since = None
+        self.progress.events_written += written
+        log.debug("checkpoint", extra=fields(lsn=format_lsn(durable), rows=written))
+
+    def _log_rates(self, transactions: int, seconds: float, session) -> None:
+        log.info(
+            "pipeline rates",
+            extra=fields(
+                transactions_per_second=round(transactions / seconds, 1),
+                events_written=self.progress.events_written,
+                confirmed_lsn=format_lsn(self.progress.confirmed_lsn or 0),
+                lag_seconds=round(self.progress.lag_seconds(), 3),
+            ),
+        )
