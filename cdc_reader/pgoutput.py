@@ -281,9 +281,11 @@ class _Cursor:
                 column_start = pos
                 kind = data[pos]
                 if kind == _TEXT:
-                    # unsigned, so a corrupt negative length overshoots and is caught below
+                    # unsigned, so a corrupt negative length overshoots and is caught
                     (length,) = _U32.unpack_from(data, pos + 1)
                     pos += 5 + length
+                    if pos > size:
+                        raise PgoutputDecodeError("column runs past the message end", column_start)
                     values.append(data[column_start + 5:pos].decode())
                 elif kind == _NULL or kind == _UNCHANGED_TOAST:
                     pos += 1
@@ -291,6 +293,8 @@ class _Cursor:
                 elif kind == _BINARY:
                     (length,) = _U32.unpack_from(data, pos + 1)
                     pos += 5 + length
+                    if pos > size:
+                        raise PgoutputDecodeError("column runs past the message end", column_start)
                     values.append(data[column_start + 5:pos])
                 else:
                     raise PgoutputDecodeError(f"unknown column kind {kind}", column_start)
@@ -298,8 +302,6 @@ class _Cursor:
         except (struct.error, IndexError, UnicodeDecodeError):
             self.pos = column_start
             raise
-        if pos > size:
-            raise PgoutputDecodeError("the last column runs past the message end", column_start)
         self.pos = pos
         return TupleData(bytes(kinds), tuple(values))
 
