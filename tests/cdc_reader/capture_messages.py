@@ -175,16 +175,15 @@ def _render_scenario(conn: psycopg.Connection, name: str, slot: str, options: di
 
 
 def _keep_representative(rows: list) -> list:
-    """Streamed transactions send hundreds of identical inserts: keep the first Relation and Insert
-    of each transaction or stream segment, so the file stays small and every message kind stays."""
-    kept, seen_in_segment = [], set()
+    """Streamed transactions send hundreds of identical inserts: keep only the first Insert of
+    each stream segment, so the file stays small; everything outside streams is kept."""
+    kept, in_stream, insert_kept = [], False, False
     for row in rows:
         kind = chr(row[2][0])
-        if kind in "SBb":
-            seen_in_segment = set()
-        if kind in "IR" and kind in seen_in_segment:
+        if kind == "I" and in_stream and insert_kept:
             continue
-        seen_in_segment.add(kind)
+        in_stream = kind in "SRIUDTMY" and (in_stream or kind == "S")
+        insert_kept = in_stream and (insert_kept or kind == "I")
         kept.append(row)
     return kept
 
@@ -195,7 +194,7 @@ def _render_module(facts: dict, sections: list[str]) -> str:
 Written by tests/cdc_reader/capture_messages.py (run `.venv/bin/python -m
 tests.cdc_reader.capture_messages`); do not edit by hand. Each list holds the messages one
 scenario produced, in order, as returned by pg_logical_slot_get_binary_changes; streamed
-transactions keep only the first Relation/Insert of each stream segment. The comments record
+transactions keep only the first Insert of each stream segment. The comments record
 facts queried independently of pgoutput.
 """
 

@@ -3,7 +3,7 @@
 Written by tests/cdc_reader/capture_messages.py (run `.venv/bin/python -m
 tests.cdc_reader.capture_messages`); do not edit by hand. Each list holds the messages one
 scenario produced, in order, as returned by pg_logical_slot_get_binary_changes; streamed
-transactions keep only the first Relation/Insert of each stream segment. The comments record
+transactions keep only the first Insert of each stream segment. The comments record
 facts queried independently of pgoutput.
 """
 
@@ -12,10 +12,10 @@ FACTS = {'server_version': 180006, 'item_oid': 16389, 'item_full_oid': 16397, 'b
 
 # INSERT INTO item VALUES (1, 'Zoë 🎉', 12.50, 'happy', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 80) i), '{"a": [1, true, null]}')
 # options {}
-# commit timestamps (track_commit_timestamp): {'753': '2026-11-24 05:46:18.381069+00:00'}
+# commit timestamps (track_commit_timestamp): {'753': '2026-11-24 05:50:17.331101+00:00'}
 INSERT = [
     # row lsn 0/16FE2C8, xid 753, type 'B'
-    "4200000000016fe3f8000303fdff80ef0d000002f1",
+    "4200000000016fe3f8000303fe0dbf059d000002f1",
     # row lsn 0/16FE2C8, xid 753, type 'Y'
     "59000040017075626c6963006d6f6f6400",
     # row lsn 0/16FE2C8, xid 753, type 'R'
@@ -84,15 +84,15 @@ INSERT = [
     "6531373364303865393539333937616466333462316437376538386437663033336162333763333032303166"
     "373366313432343439643033373032386474000000167b2261223a205b312c20747275652c206e756c6c5d7d",
     # row lsn 0/16FE428, xid 753, type 'C'
-    "430000000000016fe3f800000000016fe428000303fdff80ef0d",
+    "430000000000016fe3f800000000016fe428000303fe0dbf059d",
 ]
 
 # INSERT INTO item VALUES (7, 'b', -3.25, 'sad', NULL, '{}')
 # options {'binary': 'true'}
-# commit timestamps (track_commit_timestamp): {'754': '2026-11-24 05:46:18.384006+00:00'}
+# commit timestamps (track_commit_timestamp): {'754': '2026-11-24 05:50:17.333625+00:00'}
 INSERT_BINARY = [
     # row lsn 0/16FE428, xid 754, type 'B'
-    "4200000000016fe4b8000303fdff80fa86000002f2",
+    "4200000000016fe4b8000303fe0dbf0f79000002f2",
     # row lsn 0/16FE428, xid 754, type 'Y'
     "59000040017075626c6963006d6f6f6400",
     # row lsn 0/16FE428, xid 754, type 'R'
@@ -103,15 +103,15 @@ INSERT_BINARY = [
     "49000040054e0006620000000400000007620000000162620000000c0002000040000002000309c462000000"
     "037361646e6200000003017b7d",
     # row lsn 0/16FE4E8, xid 754, type 'C'
-    "430000000000016fe4b800000000016fe4e8000303fdff80fa86",
+    "430000000000016fe4b800000000016fe4e8000303fe0dbf0f79",
 ]
 
 # UPDATE item SET name = 'renamed' WHERE id = 1
 # options {}
-# commit timestamps (track_commit_timestamp): {'755': '2026-11-24 05:46:18.385907+00:00'}
+# commit timestamps (track_commit_timestamp): {'755': '2026-11-24 05:50:17.335603+00:00'}
 UPDATE_TOAST_UNCHANGED = [
     # row lsn 0/16FE520, xid 755, type 'B'
-    "4200000000016fe5b8000303fdff8101f3000002f3",
+    "4200000000016fe5b8000303fe0dbf1733000002f3",
     # row lsn 0/16FE520, xid 755, type 'Y'
     "59000040017075626c6963006d6f6f6400",
     # row lsn 0/16FE520, xid 755, type 'R'
@@ -122,15 +122,15 @@ UPDATE_TOAST_UNCHANGED = [
     "55000040054e0006740000000131740000000772656e616d6564740000000531322e35307400000005686170"
     "70797574000000167b2261223a205b312c20747275652c206e756c6c5d7d",
     # row lsn 0/16FE5E8, xid 755, type 'C'
-    "430000000000016fe5b800000000016fe5e8000303fdff8101f3",
+    "430000000000016fe5b800000000016fe5e8000303fe0dbf1733",
 ]
 
 # UPDATE item SET id = 2 WHERE id = 1
 # options {}
-# commit timestamps (track_commit_timestamp): {'756': '2026-11-24 05:46:18.387370+00:00'}
+# commit timestamps (track_commit_timestamp): {'756': '2026-11-24 05:50:17.336900+00:00'}
 UPDATE_KEY = [
     # row lsn 0/16FE620, xid 756, type 'B'
-    "4200000000016fe700000303fdff8107aa000002f4",
+    "4200000000016fe700000303fe0dbf1c44000002f4",
     # row lsn 0/16FE620, xid 756, type 'Y'
     "59000040017075626c6963006d6f6f6400",
     # row lsn 0/16FE620, xid 756, type 'R'
@@ -141,7 +141,7 @@ UPDATE_KEY = [
     "55000040054b00067400000001316e6e6e6e6e4e0006740000000132740000000772656e616d656474000000"
     "0531322e3530740000000568617070797574000000167b2261223a205b312c20747275652c206e756c6c5d7d",
     # row lsn 0/16FE730, xid 756, type 'C'
-    "430000000000016fe70000000000016fe730000303fdff8107aa",
+    "430000000000016fe70000000000016fe730000303fe0dbf1c44",
 ]
 
 # INSERT INTO item_full VALUES (1, 'first')
@@ -149,31 +149,31 @@ UPDATE_KEY = [
 # DELETE FROM item_full WHERE id = 1
 # DELETE FROM item WHERE id = 2
 # options {}
-# commit timestamps (track_commit_timestamp): {'757': '2026-11-24 05:46:18.388707+00:00', '758': '2026-11-24 05:46:18.389025+00:00', '759': '2026-11-24 05:46:18.389168+00:00', '760': '2026-11-24 05:46:18.389417+00:00'}
+# commit timestamps (track_commit_timestamp): {'757': '2026-11-24 05:50:17.338059+00:00', '758': '2026-11-24 05:50:17.338361+00:00', '759': '2026-11-24 05:50:17.338492+00:00', '760': '2026-11-24 05:50:17.338684+00:00'}
 FULL_IDENTITY = [
     # row lsn 0/16FE730, xid 757, type 'B'
-    "4200000000016fe818000303fdff810ce3000002f5",
+    "4200000000016fe818000303fe0dbf20cb000002f5",
     # row lsn 0/16FE730, xid 757, type 'R'
     "520000400d7075626c6963006974656d5f66756c6c006600020169640000000017ffffffff016e6f74650000"
     "00041300000018",
     # row lsn 0/16FE730, xid 757, type 'I'
     "490000400d4e000274000000013174000000056669727374",
     # row lsn 0/16FE848, xid 757, type 'C'
-    "430000000000016fe81800000000016fe848000303fdff810ce3",
+    "430000000000016fe81800000000016fe848000303fe0dbf20cb",
     # row lsn 0/16FE848, xid 758, type 'B'
-    "4200000000016fe8a8000303fdff810e21000002f6",
+    "4200000000016fe8a8000303fe0dbf21f9000002f6",
     # row lsn 0/16FE848, xid 758, type 'U'
     "550000400d4f0002740000000131740000000566697273744e000274000000013174000000067365636f6e64",
     # row lsn 0/16FE8D8, xid 758, type 'C'
-    "430000000000016fe8a800000000016fe8d8000303fdff810e21",
+    "430000000000016fe8a800000000016fe8d8000303fe0dbf21f9",
     # row lsn 0/16FE8D8, xid 759, type 'B'
-    "4200000000016fe920000303fdff810eb0000002f7",
+    "4200000000016fe920000303fe0dbf227c000002f7",
     # row lsn 0/16FE8D8, xid 759, type 'D'
     "440000400d4f000274000000013174000000067365636f6e64",
     # row lsn 0/16FE950, xid 759, type 'C'
-    "430000000000016fe92000000000016fe950000303fdff810eb0",
+    "430000000000016fe92000000000016fe950000303fe0dbf227c",
     # row lsn 0/16FE950, xid 760, type 'B'
-    "4200000000016fea00000303fdff810fa9000002f8",
+    "4200000000016fea00000303fe0dbf233c000002f8",
     # row lsn 0/16FE950, xid 760, type 'Y'
     "59000040017075626c6963006d6f6f6400",
     # row lsn 0/16FE950, xid 760, type 'R'
@@ -183,7 +183,7 @@ FULL_IDENTITY = [
     # row lsn 0/16FE950, xid 760, type 'D'
     "44000040054b00067400000001326e6e6e6e6e",
     # row lsn 0/16FEA30, xid 760, type 'C'
-    "430000000000016fea0000000000016fea30000303fdff810fa9",
+    "430000000000016fea0000000000016fea30000303fe0dbf233c",
 ]
 
 # SELECT pg_logical_emit_message(false, 'voucher', '\x00ff'::bytea)
@@ -192,12 +192,12 @@ FULL_IDENTITY = [
 # INSERT INTO item_full VALUES (2, 'with message')
 # COMMIT
 # options {}
-# commit timestamps (track_commit_timestamp): {'761': '2026-11-24 05:46:18.391583+00:00'}
+# commit timestamps (track_commit_timestamp): {'761': '2026-11-24 05:50:17.340509+00:00'}
 MESSAGES = [
     # row lsn 0/16FEA70, xid 0, type 'M'
     "4d0000000000016fea70766f7563686572000000000200ff",
     # row lsn 0/16FEAC0, xid 761, type 'B'
-    "4200000000016feb48000303fdff81181f000002f9",
+    "4200000000016feb48000303fe0dbf2a5d000002f9",
     # row lsn 0/16FEAC0, xid 761, type 'M'
     "4d0100000000016feac0766f75636865720000000010696e2061207472616e73616374696f6e",
     # row lsn 0/16FEAC0, xid 761, type 'R'
@@ -206,16 +206,16 @@ MESSAGES = [
     # row lsn 0/16FEAC0, xid 761, type 'I'
     "490000400d4e0002740000000132740000000c77697468206d657373616765",
     # row lsn 0/16FEB78, xid 761, type 'C'
-    "430000000000016feb4800000000016feb78000303fdff81181f",
+    "430000000000016feb4800000000016feb78000303fe0dbf2a5d",
 ]
 
 # ALTER TABLE item_full ADD COLUMN score bigint
 # INSERT INTO item_full VALUES (3, 'altered', -9223372036854775808)
 # options {}
-# commit timestamps (track_commit_timestamp): {'763': '2026-11-24 05:46:18.393281+00:00'}
+# commit timestamps (track_commit_timestamp): {'763': '2026-11-24 05:50:17.341868+00:00'}
 ALTER_TABLE = [
     # row lsn 0/16FEEE0, xid 763, type 'B'
-    "4200000000016fef70000303fdff811ec1000002fb",
+    "4200000000016fef70000303fe0dbf2fac000002fb",
     # row lsn 0/16FEEE0, xid 763, type 'R'
     "520000400d7075626c6963006974656d5f66756c6c006600030169640000000017ffffffff016e6f74650000"
     "000413000000180173636f72650000000014ffffffff",
@@ -223,25 +223,28 @@ ALTER_TABLE = [
     "490000400d4e00037400000001337400000007616c746572656474000000142d393232333337323033363835"
     "34373735383038",
     # row lsn 0/16FEFA0, xid 763, type 'C'
-    "430000000000016fef7000000000016fefa0000303fdff811ec1",
+    "430000000000016fef7000000000016fefa0000303fe0dbf2fac",
 ]
 
 # TRUNCATE item, item_full RESTART IDENTITY CASCADE
 # options {}
-# commit timestamps (track_commit_timestamp): {'764': '2026-11-24 05:46:18.397569+00:00'}
+# commit timestamps (track_commit_timestamp): {'764': '2026-11-24 05:50:17.348523+00:00'}
 TRUNCATE = [
     # row lsn 0/17000B8, xid 764, type 'B'
-    "4200000000017000e8000303fdff812f81000002fc",
+    "4200000000017000e8000303fe0dbf49ab000002fc",
     # row lsn 0/17000B8, xid 764, type 'Y'
     "59000040017075626c6963006d6f6f6400",
     # row lsn 0/17000B8, xid 764, type 'R'
     "52000040057075626c6963006974656d006400060169640000000017ffffffff006e616d650000000019ffff"
     "ffff00707269636500000006a4000a0006006d6f6f640000004001ffffffff00626f64790000000019ffffff"
     "ff00646174610000000edaffffffff",
+    # row lsn 0/17000B8, xid 764, type 'R'
+    "520000400d7075626c6963006974656d5f66756c6c006600030169640000000017ffffffff016e6f74650000"
+    "000413000000180173636f72650000000014ffffffff",
     # row lsn 0/17000B8, xid 764, type 'T'
     "540000000203000040050000400d",
     # row lsn 0/17002F0, xid 764, type 'C'
-    "430000000000017000e800000000017002f0000303fdff812f81",
+    "430000000000017000e800000000017002f0000303fe0dbf49ab",
 ]
 
 # SELECT pg_replication_origin_create('upstream')
@@ -269,7 +272,7 @@ ORIGIN = [
 
 # INSERT INTO big SELECT g, repeat('x', 1000) FROM generate_series(1, 150) g
 # options {'streaming': 'on'}
-# commit timestamps (track_commit_timestamp): {'767': '2026-11-24 05:46:18.402625+00:00'}
+# commit timestamps (track_commit_timestamp): {'767': '2026-11-24 05:50:17.355571+00:00'}
 STREAM_COMMIT = [
     # row lsn 0/1700698, xid 767, type 'S'
     "53000002ff01",
@@ -362,7 +365,7 @@ STREAM_COMMIT = [
     # row lsn 0/1729990, xid 767, type 'E'
     "45",
     # row lsn 0/1729E28, xid 767, type 'c'
-    "63000002ff000000000001729df80000000001729e28000303fdff814341",
+    "63000002ff000000000001729df80000000001729e28000303fe0dbf6533",
 ]
 
 # BEGIN
@@ -372,7 +375,7 @@ STREAM_COMMIT = [
 # ROLLBACK TO SAVEPOINT inner_work
 # COMMIT
 # options {'streaming': 'on'}
-# commit timestamps (track_commit_timestamp): {'768': '2026-11-24 05:46:18.409822+00:00', '769': 'None'}
+# commit timestamps (track_commit_timestamp): {'768': '2026-11-24 05:50:17.360438+00:00', '769': 'None'}
 STREAM_SUBTRANSACTION_ABORT = [
     # row lsn 0/1729E28, xid 768, type 'S'
     "530000030001",
@@ -525,7 +528,7 @@ STREAM_SUBTRANSACTION_ABORT = [
     # row lsn 0/177CF58, xid 769, type 'A'
     "410000030000000301",
     # row lsn 0/177CF88, xid 768, type 'c'
-    "630000030000000000000177cf58000000000177cf88000303fdff815f5e",
+    "630000030000000000000177cf58000000000177cf88000303fe0dbf7836",
 ]
 
 # BEGIN
@@ -535,7 +538,7 @@ STREAM_SUBTRANSACTION_ABORT = [
 # ROLLBACK TO SAVEPOINT inner_work
 # COMMIT
 # options {'streaming': 'parallel'}
-# commit timestamps (track_commit_timestamp): {'770': '2026-11-24 05:46:18.419498+00:00', '771': 'None'}
+# commit timestamps (track_commit_timestamp): {'770': '2026-11-24 05:50:17.370181+00:00', '771': 'None'}
 STREAM_ABORT_PARALLEL = [
     # row lsn 0/177CF88, xid 770, type 'S'
     "530000030201",
@@ -686,9 +689,9 @@ STREAM_ABORT_PARALLEL = [
     # row lsn 0/17CCCB8, xid 770, type 'E'
     "45",
     # row lsn 0/17CFD70, xid 771, type 'A'
-    "41000003020000030300000000017cfd70000303fdff8184b7",
+    "41000003020000030300000000017cfd70000303fe0dbf9e13",
     # row lsn 0/17CFDA0, xid 770, type 'c'
-    "63000003020000000000017cfd7000000000017cfda0000303fdff81852a",
+    "63000003020000000000017cfd7000000000017cfda0000303fe0dbf9e45",
 ]
 
 # BEGIN
@@ -696,19 +699,19 @@ STREAM_ABORT_PARALLEL = [
 # PREPARE TRANSACTION 'gid-commit'
 # COMMIT PREPARED 'gid-commit'
 # options {'two_phase': 'on'}
-# commit timestamps (track_commit_timestamp): {'772': '2026-11-24 05:46:18.430022+00:00'}
+# commit timestamps (track_commit_timestamp): {'772': '2026-11-24 05:50:17.382249+00:00'}
 PREPARE_COMMIT = [
     # row lsn 0/17CFDD8, xid 772, type 'b'
-    "6200000000017cfe6800000000017cff68000303fdff81adbe000003046769642d636f6d6d697400",
+    "6200000000017cfe6800000000017cff68000303fe0dbfcd02000003046769642d636f6d6d697400",
     # row lsn 0/17CFDD8, xid 772, type 'R'
     "520000400d7075626c6963006974656d5f66756c6c006600030169640000000017ffffffff016e6f74650000"
     "000413000000180173636f72650000000014ffffffff",
     # row lsn 0/17CFDD8, xid 772, type 'I'
     "490000400d4e0003740000000231307400000008707265706172656474000000023130",
     # row lsn 0/17CFF68, xid 772, type 'P'
-    "500000000000017cfe6800000000017cff68000303fdff81adbe000003046769642d636f6d6d697400",
+    "500000000000017cfe6800000000017cff68000303fe0dbfcd02000003046769642d636f6d6d697400",
     # row lsn 0/17CFFA8, xid 772, type 'K'
-    "4b0000000000017cff6800000000017cffa8000303fdff81ae46000003046769642d636f6d6d697400",
+    "4b0000000000017cff6800000000017cffa8000303fe0dbfcd69000003046769642d636f6d6d697400",
 ]
 
 # BEGIN
@@ -719,11 +722,11 @@ PREPARE_COMMIT = [
 # commit timestamps (track_commit_timestamp): {'773': 'None'}
 PREPARE_ROLLBACK = [
     # row lsn 0/17CFFA8, xid 773, type 'b'
-    "6200000000017d005000000000017d0150000303fdff81b678000003056769642d726f6c6c6261636b00",
+    "6200000000017d005000000000017d0150000303fe0dbfd532000003056769642d726f6c6c6261636b00",
     # row lsn 0/17D0150, xid 773, type 'P'
-    "500000000000017d005000000000017d0150000303fdff81b678000003056769642d726f6c6c6261636b00",
+    "500000000000017d005000000000017d0150000303fe0dbfd532000003056769642d726f6c6c6261636b00",
     # row lsn 0/17D0190, xid 773, type 'r'
-    "720000000000017d015000000000017d0190000303fdff81b678000303fdff81b6e5000003056769642d726f"
+    "720000000000017d015000000000017d0190000303fe0dbfd532000303fe0dbfd584000003056769642d726f"
     "6c6c6261636b00",
 ]
 
@@ -732,7 +735,7 @@ PREPARE_ROLLBACK = [
 # PREPARE TRANSACTION 'gid-stream'
 # COMMIT PREPARED 'gid-stream'
 # options {'two_phase': 'on', 'streaming': 'on'}
-# commit timestamps (track_commit_timestamp): {'774': '2026-11-24 05:46:18.435155+00:00'}
+# commit timestamps (track_commit_timestamp): {'774': '2026-11-24 05:50:17.386749+00:00'}
 STREAM_PREPARE = [
     # row lsn 0/17D0190, xid 774, type 'S'
     "530000030601",
@@ -825,7 +828,7 @@ STREAM_PREPARE = [
     # row lsn 0/17F96F0, xid 774, type 'E'
     "45",
     # row lsn 0/17F9C58, xid 774, type 'p'
-    "700000000000017f9b5800000000017f9c58000303fdff81c1c1000003066769642d73747265616d00",
+    "700000000000017f9b5800000000017f9c58000303fe0dbfdea4000003066769642d73747265616d00",
     # row lsn 0/17F9C98, xid 774, type 'K'
-    "4b0000000000017f9c5800000000017f9c98000303fdff81c253000003066769642d73747265616d00",
+    "4b0000000000017f9c5800000000017f9c98000303fe0dbfdefd000003066769642d73747265616d00",
 ]
