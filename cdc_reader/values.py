@@ -11,6 +11,7 @@ as psycopg's documentation suggests.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -21,6 +22,8 @@ from typing import Any
 import orjson
 
 Converter = Callable[[str], Any]
+
+_LONG_DIGIT_RUN = re.compile(r"\d{19}")
 
 
 def _text(value: str) -> str:
@@ -37,12 +40,11 @@ def _bytea(value: str) -> bytes | str:
 
 
 def _json(value: str) -> Any:
-    try:
+    # orjson turns integers outside the 64-bit range (which json/jsonb allow) into floats;
+    # json.loads, which psycopg uses, keeps them exact. A run of 19 digits may be such an integer.
+    if _LONG_DIGIT_RUN.search(value) is None:
         return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits, which jsonb allows; json.loads (what psycopg
-        # uses) accepts them.
-        return json.loads(value)
+    return json.loads(value)
 
 
 def _timestamp(value: str) -> datetime | str:
