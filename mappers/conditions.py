@@ -1,0 +1,395 @@
+"""Rule conditions: SQL boolean expressions over `new.<col>` / `old.<col>`, compiled once.
+
+The text is parsed by pglast and the AST walked by a visitor (one `visit_<Node>` method per
+node class) that turns each node into a Python closure `(new, old) -> value` with PostgreSQL's
+semantics: NULL is `None` and propagates, AND/OR/NOT use three-valued logic, and a condition
+holds only when it evaluates to true. Untyped literals take the type of what they meet, as in
+SQL. Collation and case mapping follow the C locale (code point order, ASCII `upper`/`lower`),
+which is what the sidecar's clusters use and all the engine's enum values need.
+
+Anything outside the supported subset raises `ConditionError` naming the node, at load time.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError
+
+from mappers.sqltypes import JSON_NULL, TYPE_NAMES, SqlType, json_equal, jsonb_text, parse_literal
+
+Row = Mapping[str, Any]
+Evaluate = Callable[[Row, Row], Any]
+
+_NUMBERS = {SqlType.INTEGER, SqlType.NUMERIC}
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "<>": operator.ne, "!=": operator.ne, "<": operator.lt,
+    "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class ConditionError(ValueError):
+    """A condition uses SQL outside the supported subset, or is not valid SQL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A compiled condition; `holds(new, old)` is True only when the SQL value is true."""
+
+    text: str
+    evaluate: Evaluate
+
+    def holds(self, new: Row, old: Row) -> bool:
+        return self.evaluate(new, old) is True
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A compiled sub-expression: its closure, its SQL type, and for literals the raw text
+    (kept so an untyped literal can still be typed by its context)."""
+
+    evaluate: Evaluate
+    sql_type: SqlType
+    literal: Any = None
+    constant: bool = False  # a literal or a cast of one: its value is `literal`
+
+    @property
+    def untyped(self) -> bool:
+        return self.constant and self.sql_type is SqlType.UNKNOWN
+
+
+def compile_condition(text: str, column_types: Mapping[str, SqlType] | None = None) -> Condition:
+    """Compile `text`; `column_types` types the columns (others are checked at run time)."""
+    try:
+        statements = parse_sql(f"SELECT {text}")
+    except ParseError as error:
+        raise ConditionError(f"not valid SQL: {error}") from None
+    statement = statements[0].stmt if len(statements) == 1 else None
+    if (not isinstance(statement, ast.SelectStmt) or statement.fromClause or statement.whereClause
+            or len(statement.targetList or ()) != 1):
+        raise ConditionError("a condition is a single expression, not a query")
+    compiler = _Compiler(column_types or {})
+    node = compiler.visit(statement.targetList[0].val)
+    node = compiler.coerce(node, SqlType.BOOLEAN)
+    if node.sql_type not in (SqlType.BOOLEAN, SqlType.ANY):
+        raise ConditionError(f"a condition must be boolean, not {node.sql_type.value}")
+    return Condition(text, node.evaluate)
+
+
+def _constant(value: Any, sql_type: SqlType) -> _Node:
+    return _Node(lambda new, old: value, sql_type, value, constant=True)
+
+
+class _Compiler:
+    def __init__(self, column_types: Mapping[str, SqlType]) -> None:
+        self.column_types = column_types
+
+    def visit(self, node: Any) -> _Node:
+        method = getattr(self, f"visit_{type(node).__name__}", None)
+        if method is None:
+            raise ConditionError(f"unsupported SQL: {type(node).__name__}")
+        return method(node)
+
+    # -- leaves ------------------------------------------------------------------------------
+    def visit_A_Const(self, node: ast.A_Const) -> _Node:
+        if node.isnull:
+            return _constant(None, SqlType.UNKNOWN)
+        value = node.val
+        if isinstance(value, ast.String):
+            return _constant(value.sval, SqlType.UNKNOWN)
+        if isinstance(value, ast.Integer):
+            return _constant(value.ival, SqlType.INTEGER)
+        if isinstance(value, ast.Float):
+            return _constant(parse_literal(SqlType.NUMERIC, value.fval), SqlType.NUMERIC)
+        if isinstance(value, ast.Boolean):
+            return _constant(bool(value.boolval), SqlType.BOOLEAN)
+        raise ConditionError(f"unsupported SQL: constant {type(value).__name__}")
+
+    def visit_ColumnRef(self, node: ast.ColumnRef) -> _Node:
+        names = [field.sval if isinstance(field, ast.String) else "*" for field in node.fields]
+        if len(names) != 2 or names[0] not in ("new", "old") or names[1] == "*":
+            raise ConditionError(f"columns are written new.<column> or old.<column>, not {'.'.join(names)}")
+        side, column = names
+        sql_type = self.column_types.get(column, SqlType.ANY)
+        if side == "new":
+            return _Node(lambda new, old: new.get(column), sql_type)
+        return _Node(lambda new, old: old.get(column), sql_type)
+
+    def visit_TypeCast(self, node: ast.TypeCast) -> _Node:
+        target = _type_of(node.typeName)
+        inner = self.visit(node.arg)
+        if not inner.constant:
+            raise ConditionError("unsupported SQL: TypeCast of a non-literal (only literals are cast)")
+        return _constant(_cast(inner.literal, inner.sql_type, target), target)
+
+    # -- operators ---------------------------------------------------------------------------
+    def visit_A_Expr(self, node: ast.A_Expr) -> _Node:
+        kind = node.kind.name
+        name = node.name[-1].sval if node.name else ""
+        if node.lexpr is None:
+            raise ConditionError(f"unsupported SQL: prefix operator {name}")
+        if kind == "AEXPR_OP" and name in ("->", "->>"):
+            return self._json_field(self.visit(node.lexpr), self.visit(node.rexpr), name == "->>")
+        if kind == "AEXPR_OP" and name in _COMPARISONS:
+            return self._compare(name, self.visit(node.lexpr), self.visit(node.rexpr))
+        if kind == "AEXPR_IN":
+            return self._in_list(name, self.visit(node.lexpr), [self.visit(item) for item in node.rexpr])
+        if kind in ("AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT"):
+            return self._distinct(self.visit(node.lexpr), self.visit(node.rexpr), kind == "AEXPR_DISTINCT")
+        raise ConditionError(f"unsupported SQL: operator {name!r} ({kind})")
+
+    def visit_BoolExpr(self, node: ast.BoolExpr) -> _Node:
+        args = [self.coerce(self.visit(arg), SqlType.BOOLEAN) for arg in node.args]
+        for arg in args:
+            if arg.sql_type not in (SqlType.BOOLEAN, SqlType.ANY):
+                raise ConditionError(f"AND/OR/NOT need boolean operands, not {arg.sql_type.value}")
+        evaluators = [arg.evaluate for arg in args]
+        kind = node.boolop.name
+        if kind == "NOT_EXPR":
+            (inner,) = evaluators
+            return _Node(lambda new, old: _not(inner(new, old)), SqlType.BOOLEAN)
+        if kind == "AND_EXPR":
+            return _Node(lambda new, old: _and(evaluators, new, old), SqlType.BOOLEAN)
+        return _Node(lambda new, old: _or(evaluators, new, old), SqlType.BOOLEAN)
+
+    def visit_NullTest(self, node: ast.NullTest) -> _Node:
+        inner = self.visit(node.arg).evaluate
+        if node.nulltesttype.name == "IS_NULL":
+            return _Node(lambda new, old: inner(new, old) is None, SqlType.BOOLEAN)
+        return _Node(lambda new, old: inner(new, old) is not None, SqlType.BOOLEAN)
+
+    def visit_CoalesceExpr(self, node: ast.CoalesceExpr) -> _Node:
+        args = [self.visit(arg) for arg in node.args]
+        known = [arg.sql_type for arg in args if arg.sql_type not in (SqlType.UNKNOWN, SqlType.ANY)]
+        result_type = known[0] if known else (SqlType.ANY if any(
+            arg.sql_type is SqlType.ANY for arg in args) else SqlType.TEXT)
+        args = [self.coerce(arg, result_type) for arg in args]
+        for arg in args:
+            if not _same_category(arg.sql_type, result_type):
+                raise ConditionError(
+                    f"COALESCE types {result_type.value} and {arg.sql_type.value} cannot be matched")
+        evaluators = [arg.evaluate for arg in args]
+
+        def coalesce(new: Row, old: Row) -> Any:
+            for evaluate in evaluators:
+                value = evaluate(new, old)
+                if value is not None:
+                    return value
+            return None
+
+        return _Node(coalesce, result_type)
+
+    def visit_FuncCall(self, node: ast.FuncCall) -> _Node:
+        names = [name.sval for name in node.funcname]
+        name = names[-1]
+        if (len(names) > 2 or (len(names) == 2 and names[0] != "pg_catalog")
+                or name not in ("upper", "lower") or node.agg_star or node.over is not None):
+            raise ConditionError(f"unsupported SQL: function {'.'.join(names)}()")
+        if len(node.args or ()) != 1:
+            raise ConditionError(f"{name}() takes one argument")
+        argument = self.coerce(self.visit(node.args[0]), SqlType.TEXT)
+        if argument.sql_type not in (SqlType.TEXT, SqlType.ANY):
+            raise ConditionError(f"{name}() needs text, not {argument.sql_type.value}")
+        table = _ASCII_UPPER if name == "upper" else _ASCII_LOWER
+        inner = argument.evaluate
+
+        def case_map(new: Row, old: Row) -> Any:
+            value = inner(new, old)
+            return value.translate(table) if isinstance(value, str) else value
+
+        return _Node(case_map, SqlType.TEXT)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def coerce(self, node: _Node, target: SqlType) -> _Node:
+        """An untyped literal typed as `target` (SQL's unknown-literal resolution)."""
+        if not node.untyped or target in (SqlType.UNKNOWN, SqlType.ANY):
+            return node
+        return _constant(_cast(node.literal, SqlType.UNKNOWN, target), target)
+
+    def _operands(self, left: _Node, right: _Node) -> tuple[_Node, _Node, SqlType]:
+        if left.sql_type is SqlType.UNKNOWN and right.sql_type is SqlType.UNKNOWN:
+            left, right = self.coerce(left, SqlType.TEXT), self.coerce(right, SqlType.TEXT)
+        left, right = self.coerce(left, right.sql_type), self.coerce(right, left.sql_type)
+        if SqlType.ANY in (left.sql_type, right.sql_type):
+            return _runtime_typed(left), _runtime_typed(right), SqlType.ANY
+        if not _same_category(left.sql_type, right.sql_type):
+            raise ConditionError(
+                f"cannot compare {left.sql_type.value} with {right.sql_type.value}")
+        return left, right, left.sql_type
+
+    def _compare(self, name: str, left: _Node, right: _Node) -> _Node:
+        left, right, sql_type = self._operands(left, right)
+        compare = _COMPARISONS[name]
+        if sql_type is SqlType.JSONB:
+            if name not in ("=", "<>", "!="):
+                raise ConditionError(f"unsupported SQL: ordering comparison {name!r} of jsonb")
+            compare = json_equal if name == "=" else (lambda a, b: not json_equal(a, b))
+        left_value, right_value = left.evaluate, right.evaluate
+
+        def comparison(new: Row, old: Row) -> Any:
+            a = left_value(new, old)
+            if a is None:
+                return None
+            b = right_value(new, old)
+            if b is None:
+                return None
+            return compare(a, b)
+
+        def comparison_typed_at_run_time(new: Row, old: Row) -> Any:
+            a = left_value(new, old)
+            if a is None:
+                return None
+            b = right_value(new, old)
+            if b is None:
+                return None
+            if type(b) is _Untyped:
+                b = b.like(a)
+            elif type(a) is _Untyped:
+                a = a.like(b)
+            return compare(a, b)
+
+        if sql_type is SqlType.ANY:
+            return _Node(comparison_typed_at_run_time, SqlType.BOOLEAN)
+        return _Node(comparison, SqlType.BOOLEAN)
+
+    def _in_list(self, name: str, left: _Node, items: list[_Node]) -> _Node:
+        comparisons = [self._compare(name, left, item).evaluate for item in items]
+        combine = _or if name == "=" else _and
+        return _Node(lambda new, old: combine(comparisons, new, old), SqlType.BOOLEAN)
+
+    def _distinct(self, left: _Node, right: _Node, distinct: bool) -> _Node:
+        equal = self._compare("=", left, right).evaluate
+        left_value, right_value = left.evaluate, right.evaluate
+
+        def is_distinct(new: Row, old: Row) -> bool:
+            a_null, b_null = left_value(new, old) is None, right_value(new, old) is None
+            if a_null or b_null:
+                return a_null is not b_null
+            return not equal(new, old)
+
+        if distinct:
+            return _Node(is_distinct, SqlType.BOOLEAN)
+        return _Node(lambda new, old: not is_distinct(new, old), SqlType.BOOLEAN)
+
+    def _json_field(self, document: _Node, key: _Node, as_text: bool) -> _Node:
+        if document.sql_type not in (SqlType.JSONB, SqlType.ANY):
+            raise ConditionError(f"-> and ->> need jsonb on the left, not {document.sql_type.value}")
+        key = self.coerce(key, SqlType.TEXT)
+        if key.sql_type not in (SqlType.TEXT, SqlType.INTEGER):
+            raise ConditionError(f"a jsonb key is text or an integer, not {key.sql_type.value}")
+        document_value, key_value = document.evaluate, key.evaluate
+
+        def field(new: Row, old: Row) -> Any:
+            container = document_value(new, old)
+            selector = key_value(new, old)
+            if container is None or selector is None:
+                return None
+            element = _json_element(container, selector)
+            if not as_text or element is None:
+                return element
+            if element is JSON_NULL:
+                return None
+            return element if isinstance(element, str) else jsonb_text(element)
+
+        return _Node(field, SqlType.TEXT if as_text else SqlType.JSONB)
+
+
+class _Untyped:
+    """An untyped literal compared with a column of unknown type: typed by the value it meets."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def like(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            return parse_literal(SqlType.BOOLEAN, self.text)
+        if isinstance(value, int):
+            return parse_literal(SqlType.INTEGER, self.text)
+        if isinstance(value, (dict, list)):
+            return parse_literal(SqlType.JSONB, self.text)
+        return self.text
+
+
+def _runtime_typed(node: _Node) -> _Node:
+    if node.untyped and node.literal is not None:
+        untyped = _Untyped(node.literal)
+        return _Node(lambda new, old: untyped, SqlType.ANY)
+    return node
+
+
+def _same_category(left: SqlType, right: SqlType) -> bool:
+    if left is right or SqlType.ANY in (left, right):
+        return True
+    return left in _NUMBERS and right in _NUMBERS
+
+
+def _type_of(type_name: ast.TypeName) -> SqlType:
+    name = type_name.names[-1].sval
+    if type_name.typmods or type_name.arrayBounds:
+        raise ConditionError(f"unsupported SQL: cast to {name} with modifiers")
+    sql_type = TYPE_NAMES.get(name)
+    if sql_type is None:
+        raise ConditionError(f"unsupported SQL: cast to {name}")
+    return sql_type
+
+
+def _cast(value: Any, source: SqlType, target: SqlType) -> Any:
+    """A literal's value converted like PostgreSQL's cast; invalid input fails at load time."""
+    if value is None or source is target:
+        return value
+    try:
+        if source in (SqlType.UNKNOWN, SqlType.TEXT):
+            return parse_literal(target, value)
+        if target is SqlType.TEXT:
+            if source is SqlType.BOOLEAN:
+                return "true" if value else "false"
+            return jsonb_text(value) if source is SqlType.JSONB else str(value)
+        if source in _NUMBERS and target is SqlType.NUMERIC:
+            return parse_literal(SqlType.NUMERIC, str(value))
+        if source is SqlType.NUMERIC and target is SqlType.INTEGER:
+            return int(value.to_integral_value(rounding="ROUND_HALF_UP"))
+    except (ValueError, ArithmeticError) as error:
+        raise ConditionError(f"invalid {target.value} literal {value!r}: {error}") from None
+    raise ConditionError(f"unsupported SQL: cast from {source.value} to {target.value}")
+
+
+def _json_element(container: Any, selector: Any) -> Any:
+    if isinstance(selector, str):
+        return container.get(selector) if isinstance(container, dict) else None
+    if isinstance(container, list) and -len(container) <= selector < len(container):
+        return container[selector]
+    return None
+
+
+def _not(value: Any) -> Any:
+    return None if value is None else not value
+
+
+def _and(evaluators: list[Evaluate], new: Row, old: Row) -> Any:
+    result: Any = True
+    for evaluate in evaluators:
+        value = evaluate(new, old)
+        if value is False:
+            return False
+        if value is None:
+            result = None
+    return result
+
+
+def _or(evaluators: list[Evaluate], new: Row, old: Row) -> Any:
+    result: Any = False
+    for evaluate in evaluators:
+        value = evaluate(new, old)
+        if value is True:
+            return True
+        if value is None:
+            result = None
+    return result

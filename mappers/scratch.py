@@ -1,0 +1,93 @@
+"""Per-transaction bookkeeping that must wait for the commit, bounded in memory.
+
+Events that depend on later changes of their transaction (a publication's vouchers, an order
+update that a status change may still suppress, `customer_event` rows) and the facts they are
+checked against (events emitted, rows touched) are kept here until the commit. Entries stay in
+memory up to `memory_limit`; past it, everything moves to a temporary SQLite table, so a
+transaction of millions of rows costs disk, not memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+_TABLE = "temp.mapper_scratch"
+
+
+class Scratch:
+    """A multimap (kind, key) -> values in insertion order."""
+
+    def __init__(self, connection: sqlite3.Connection, memory_limit: int = 100_000) -> None:
+        self.connection = connection
+        self.memory_limit = memory_limit
+        self._memory: dict[str, dict[str, list[Any]]] = {}
+        self._size = 0
+        self._spilled = False
+        self._sequence = itertools.count()
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {_TABLE} "
+            "(kind TEXT, key TEXT, sequence INTEGER, value BLOB)")
+        connection.execute(
+            "CREATE INDEX IF NOT EXISTS temp.mapper_scratch_key ON mapper_scratch (kind, key)")
+
+    def add(self, kind: str, key: str, value: Any = None) -> None:
+        by_key = self._memory.get(kind)
+        if by_key is None:
+            by_key = self._memory[kind] = {}
+        entry = (next(self._sequence), value)
+        values = by_key.get(key)
+        if values is None:
+            by_key[key] = [entry]
+        else:
+            values.append(entry)
+        self._size += 1
+        if self._size > self.memory_limit:
+            self._spill()
+
+    def has(self, kind: str, key: str) -> bool:
+        by_key = self._memory.get(kind)
+        if by_key is not None and key in by_key:
+            return True
+        return self._spilled and self.connection.execute(
+            f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (kind, key)).fetchone() is not None
+
+    def values(self, kind: str, key: str) -> list[Any]:
+        found = []
+        if self._spilled:
+            found = [pickle.loads(value) for (value,) in self.connection.execute(
+                f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY sequence", (kind, key))]
+        return found + [value for _, value in self._memory.get(kind, {}).get(key, ())]
+
+    def items(self, kind: str) -> Iterator[tuple[str, Any]]:
+        """Every (key, value) of `kind`, in the order they were added."""
+        if self._spilled:
+            cursor = self.connection.execute(
+                f"SELECT key, value FROM {_TABLE} WHERE kind = ? ORDER BY sequence", (kind,))
+            for key, value in cursor:
+                yield key, pickle.loads(value)
+        # Spilling moves everything, so what is still in memory came after the table's rows;
+        # within memory, keys interleave: the sequence restores the order of addition.
+        entries = [(sequence, key, value) for key, values in self._memory.get(kind, {}).items()
+                   for sequence, value in values]
+        for _, key, value in sorted(entries, key=lambda entry: entry[0]):
+            yield key, value
+
+    def clear(self) -> None:
+        self._memory.clear()
+        self._size = 0
+        if self._spilled:
+            self.connection.execute(f"DELETE FROM {_TABLE}")
+            self._spilled = False
+
+    def _spill(self) -> None:
+        rows = ((kind, key, sequence, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+                for kind, by_key in self._memory.items() for key, values in by_key.items()
+                for sequence, value in values)
+        self.connection.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?, ?)", rows)
+        self._memory.clear()
+        self._size = 0
+        self._spilled = True

@@ -1,0 +1,163 @@
+"""Reference state: what the mappers remember of earlier rows (tenant names, customers,
+campaigns, vouchers, segments, redemptions, orders), kept from the change stream itself.
+
+REPLICA IDENTITY DEFAULT sends no old row on UPDATE and only the key on DELETE, so previous
+values (an order's status, a voucher's holder, a deleted customer's details) come from here,
+each as of the LSN being mapped. It lives in SQLite under the data dir with a bounded LRU cache
+in front, so it survives restarts without re-reading the source and stays bounded in memory.
+
+Crash consistency: writes go into one open SQLite transaction that only `commit(lsn)` commits;
+the pipeline calls it once the events up to `lsn` are durable in the store, and resumes after
+`applied_lsn`. A crash in between rolls the state back to match what was stored. A huge source
+transaction spills to SQLite's own pages, not to memory.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "mapper_state.sqlite3"
+_ABSENT = None  # a cached negative lookup: the row is known not to exist
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entity (
+    kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshot_match (
+    customer_id TEXT NOT NULL, type TEXT NOT NULL, business INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, type)
+) WITHOUT ROWID;
+"""
+
+
+class ReferenceState:
+    """Rows by (table, key). `get` sees every `put`/`delete` since the last commit."""
+
+    def __init__(self, path: Path, cache_size: int = 200_000) -> None:
+        self.path = Path(path)
+        self.cache_size = cache_size
+        self.connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        # Losing the last commit on power loss only means re-mapping from an older LSN, which
+        # yields identical events; so the state need not wait for fsync.
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection.executescript(_SCHEMA)
+        self._cache: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
+        self._dirty: set[tuple[str, str]] = set()
+        self._in_transaction = False
+        row = self.connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
+        self._applied_lsn: int | None = int(row[0]) if row else None
+
+    @classmethod
+    def open(cls, data_dir: Path, cache_size: int = 200_000) -> ReferenceState:
+        """The state file in `data_dir` (created on first use)."""
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        return cls(Path(data_dir) / STATE_FILE, cache_size)
+
+    @property
+    def applied_lsn(self) -> int | None:
+        """The LSN up to which the state reflects the source (None: nothing committed yet)."""
+        return self._applied_lsn
+
+    # -- rows ----------------------------------------------------------------------------------
+    def get(self, table: str, key: Any) -> dict[str, Any] | None:
+        cache_key = (table, str(key))
+        cache = self._cache
+        if cache_key in cache:
+            cache.move_to_end(cache_key)
+            return cache[cache_key]
+        found = self.connection.execute(
+            "SELECT row FROM entity WHERE kind = ? AND key = ?", cache_key).fetchone()
+        row = pickle.loads(found[0]) if found else _ABSENT
+        self._remember(cache_key, row)
+        return row
+
+    def put(self, table: str, key: Any, row: dict[str, Any]) -> None:
+        cache_key = (table, str(key))
+        self._dirty.add(cache_key)
+        self._remember(cache_key, row)
+
+    def delete(self, table: str, key: Any) -> None:
+        self.put(table, key, _ABSENT)  # type: ignore[arg-type]
+
+    def _remember(self, cache_key: tuple[str, str], row: dict[str, Any] | None) -> None:
+        cache = self._cache
+        cache[cache_key] = row
+        cache.move_to_end(cache_key)
+        while len(cache) > self.cache_size:
+            evicted_key, evicted = cache.popitem(last=False)
+            if evicted_key in self._dirty:
+                self._dirty.discard(evicted_key)
+                self._write(((evicted_key, evicted),))
+
+    def _write(self, entries: Any) -> None:
+        self.begin()
+        upserts, deletes = [], []
+        for (table, key), row in entries:
+            if row is _ABSENT:
+                deletes.append((table, key))
+            else:
+                upserts.append((table, key, pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)))
+        if upserts:
+            self.connection.executemany(
+                "INSERT INTO entity (kind, key, row) VALUES (?, ?, ?) "
+                "ON CONFLICT (kind, key) DO UPDATE SET row = excluded.row", upserts)
+        if deletes:
+            self.connection.executemany("DELETE FROM entity WHERE kind = ? AND key = ?", deletes)
+
+    # -- transaction ---------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Open the SQLite transaction that the next `commit` makes durable (idempotent)."""
+        if not self._in_transaction:
+            self.connection.execute("BEGIN")
+            self._in_transaction = True
+
+    def commit(self, lsn: int) -> None:
+        """Make every change so far durable, as the state at `lsn`."""
+        self._write((key, self._cache[key]) for key in self._dirty)
+        self._dirty.clear()
+        self.connection.execute(
+            "INSERT INTO meta (name, value) VALUES ('applied_lsn', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (lsn,))
+        self.connection.execute("COMMIT")
+        self._in_transaction = False
+        self._applied_lsn = lsn
+
+    def rollback(self) -> None:
+        """Forget everything since the last commit."""
+        if self._in_transaction:
+            self.connection.execute("ROLLBACK")
+            self._in_transaction = False
+        self._cache.clear()
+        self._dirty.clear()
+
+    def close(self) -> None:
+        """Close; uncommitted changes are rolled back."""
+        self.rollback()
+        self.connection.close()
+
+    # -- snapshot de-duplication of customer_event rows ------------------------------------------
+    def count_snapshot_event(self, customer_id: str, event_type: str) -> None:
+        """A business-derived snapshot event of this (customer, type) exists."""
+        self.begin()
+        self.connection.execute(
+            "INSERT INTO snapshot_match VALUES (?, ?, 1) ON CONFLICT (customer_id, type) "
+            "DO UPDATE SET business = business + 1", (customer_id, event_type))
+
+    def take_snapshot_match(self, customer_id: str, event_type: str) -> bool:
+        """Pair one customer_event row with an unpaired business event of the same (customer,
+        type); False when none is left (the row is the only record of its event)."""
+        self.begin()
+        cursor = self.connection.execute(
+            "UPDATE snapshot_match SET business = business - 1 "
+            "WHERE customer_id = ? AND type = ? AND business > 0", (customer_id, event_type))
+        return cursor.rowcount == 1
+
+    def clear_snapshot_matches(self) -> None:
+        self.begin()
+        self.connection.execute("DELETE FROM snapshot_match")
