@@ -21,6 +21,7 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from cdc_reader.config import ConfigError
 from query import activity_sql
 from query.activity import ActivityQuery, iso_utc
+from query.activity_sql import Position
 from query.schema import CUSTOMERS_TABLE, EVENTS_TABLE, TENANTS_TABLE, check_identifier, render_ddl
 
 DEFAULT_DATABASE = "voucher_activity"
@@ -227,19 +228,50 @@ class Store:
 
     def event_position(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
-    ) -> datetime | None:
-        """created_at of one of the customer's events (the cursor's place in the order)."""
+    ) -> Position | None:
+        """Where one of the customer's events sits in its history (a cursor's place)."""
         sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
         rows = self._rows(sql, parameters)
-        return rows[0][0] if rows else None
+        return Position(rows[0][0], event_id) if rows else None
 
     def activity(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
-        after: datetime | None = None,
+        after: Position | None = None,
     ) -> list[StoredEvent]:
-        """Up to `query.limit + 1` events (the extra one tells whether there are more)."""
-        sql, parameters = activity_sql.page_sql(tenant_id, customer_id, query, after)
-        return [StoredEvent(*row) for row in self._rows(sql, parameters)]
+        """Up to `query.limit + 1` distinct events after `after`, past `query.offset` of them
+        (the extra one tells whether there are more)."""
+        if query.offset:
+            # Pages are skipped on the key columns only, then continue like a cursor.
+            keys = self._distinct_rows(tenant_id, customer_id, query, after, query.offset,
+                                       activity_sql.KEY_COLUMNS)
+            if len(keys) < query.offset:
+                return []
+            after = Position(keys[-1][1], keys[-1][0])
+        rows = self._distinct_rows(tenant_id, customer_id, query, after, query.limit + 1,
+                                   activity_sql.PAGE_COLUMNS)
+        return [StoredEvent(*row) for row in rows]
+
+    def _distinct_rows(
+        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
+        after: Position | None, wanted: int, columns: str,
+    ) -> list[tuple]:
+        """The first `wanted` rows with distinct ids (id is the first column). Copies are
+        adjacent in key order; a window of twice `wanted` holds enough even when every event
+        was re-delivered once and not merged yet (a crash re-delivers each row at most once),
+        and when it still falls short while more rows exist, the window doubles."""
+        window = 2 * wanted + 16
+        while True:
+            sql, parameters = activity_sql.window_sql(tenant_id, customer_id, query, after, window, columns)
+            rows = self._rows(sql, parameters)
+            seen: set[uuid.UUID] = set()
+            distinct = []
+            for row in rows:
+                if row[0] not in seen:
+                    seen.add(row[0])
+                    distinct.append(row)
+            if len(distinct) >= wanted or len(rows) < window:
+                return distinct[:wanted]
+            window *= 2
 
     def status(self) -> StoreStatus:
         rows = self._rows(
