@@ -17,6 +17,7 @@ from types import TracebackType
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.conninfo import conninfo_to_dict
 
 from cdc_reader.assembler import ChangeAssembler
 from cdc_reader.changes import Envelope, TransactionBegin, TransactionCommit, format_lsn, parse_lsn
@@ -31,6 +32,10 @@ from cdc_reader.slot import (
     slot_info,
 )
 from cdc_reader.walstream import Feedback, PrimaryKeepalive, parse_copy_data
+
+# What PostgreSQL's own subscriber sets on its replication connection, so that pgoutput's text
+# values parse the same everywhere (values.py expects ISO dates; timestamptz comes out in UTC).
+SESSION_OPTIONS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC"
 
 # Upper bound on envelopes returned by one read(), so a huge transaction arrives in pieces.
 MAX_ENVELOPES_PER_READ = 5000
@@ -66,6 +71,12 @@ def _translated_errors() -> Iterator[None]:
         raise no_free_slot() from error
     except (psycopg.OperationalError, OSError) as error:
         raise ReplicationConnectionError(str(error)) from error
+
+
+def _with_session_options(dsn: str) -> str:
+    """The DSN's own `options` (if any) followed by ours, which take precedence."""
+    given = conninfo_to_dict(dsn).get("options")
+    return f"{given} {SESSION_OPTIONS}" if given else SESSION_OPTIONS
 
 
 def protocol_version(server_version: int) -> int:
@@ -153,7 +164,10 @@ class ReplicationSession:
     def _replication_connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(self.dsn, replication="database", autocommit=True)
+                self._conn = psycopg.connect(
+                    self.dsn, replication="database", autocommit=True, client_encoding="UTF8",
+                    options=_with_session_options(self.dsn),
+                )
             except psycopg.OperationalError as error:
                 if "max_wal_senders" in str(error):
                     raise no_free_wal_sender() from error

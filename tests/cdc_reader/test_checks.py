@@ -1,5 +1,8 @@
 """Start-up checks, each against a real server configured to fail it, with its exact message."""
 
+import contextlib
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,29 +30,32 @@ from cdc_reader.embedded_pg import LocalPostgres, wheel_installation
 from tests.replication_helpers import temporary_role
 
 
-def started_cluster(data_dir: Path, settings: dict[str, str]) -> LocalPostgres:
-    cluster = LocalPostgres(wheel_installation(), data_dir, settings=settings)
+@contextlib.contextmanager
+def started_cluster(settings: dict[str, str]) -> Iterator[LocalPostgres]:
+    # Not under pytest's tmp_path: concurrent pytest runs prune each other's old directories.
+    cluster = LocalPostgres(wheel_installation(), Path(tempfile.mkdtemp(prefix="va-checks-")) / "pg",
+                            settings=settings)
     cluster.init()
     cluster.start()
-    return cluster
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def replica_only(tmp_path_factory) -> Iterator[LocalPostgres]:
+def replica_only() -> Iterator[LocalPostgres]:
     """A server with wal_level=replica: no logical decoding."""
-    cluster = started_cluster(tmp_path_factory.mktemp("replica"), {"wal_level": "replica"})
-    yield cluster
-    cluster.destroy()
+    with started_cluster({"wal_level": "replica"}) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
-def one_of_each(tmp_path_factory) -> Iterator[LocalPostgres]:
+def one_of_each() -> Iterator[LocalPostgres]:
     """A logical server with room for a single replication slot and a single WAL sender."""
-    cluster = started_cluster(
-        tmp_path_factory.mktemp("limited"), {"max_replication_slots": "1", "max_wal_senders": "1"}
-    )
-    yield cluster
-    cluster.destroy()
+    with started_cluster({"max_replication_slots": "1", "max_wal_senders": "1"}) as cluster:
+        yield cluster
 
 
 def test_wal_level_replica_is_refused(replica_only):
