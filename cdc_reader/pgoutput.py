@@ -13,14 +13,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 from datetime import datetime, timedelta, timezone
 
 POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
-_U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
 _LSN = struct.Struct(">Q")
 _BEGIN = struct.Struct(">QqI")  # final LSN, commit time, xid
 _COMMIT = struct.Struct(">BQQq")  # flags, commit LSN, end LSN, commit time
@@ -280,22 +280,17 @@ class _Cursor:
             for _ in range(count):
                 column_start = pos
                 kind = data[pos]
-                if kind == _TEXT:
+                if kind == _TEXT or kind == _BINARY:
                     # unsigned, so a corrupt negative length overshoots and is caught
                     (length,) = _U32.unpack_from(data, pos + 1)
                     pos += 5 + length
                     if pos > size:
                         raise PgoutputDecodeError("column runs past the message end", column_start)
-                    values.append(data[column_start + 5:pos].decode())
+                    value = data[column_start + 5:pos]
+                    values.append(value.decode() if kind == _TEXT else value)
                 elif kind == _NULL or kind == _UNCHANGED_TOAST:
                     pos += 1
                     values.append(None)
-                elif kind == _BINARY:
-                    (length,) = _U32.unpack_from(data, pos + 1)
-                    pos += 5 + length
-                    if pos > size:
-                        raise PgoutputDecodeError("column runs past the message end", column_start)
-                    values.append(data[column_start + 5:pos])
                 else:
                     raise PgoutputDecodeError(f"unknown column kind {kind}", column_start)
                 kinds.append(kind)
@@ -307,6 +302,7 @@ class _Cursor:
 
 
 _Parser = Callable[[_Cursor], PgoutputMessage]
+_Prepared = TypeVar("_Prepared", Prepare, CommitPrepared, StreamPrepare)  # alike on the wire
 
 
 class Decoder:
@@ -334,8 +330,9 @@ class Decoder:
             }
         if protocol_version >= 3:
             parsers |= {
-                "b": self._begin_prepare, "P": self._prepare, "K": self._commit_prepared,
-                "r": self._rollback_prepared, "p": self._stream_prepare,
+                "b": self._begin_prepare, "P": partial(self._prepared, Prepare),
+                "K": partial(self._prepared, CommitPrepared), "r": self._rollback_prepared,
+                "p": partial(self._prepared, StreamPrepare),
             }
         self._parsers = {ord(code): parser for code, parser in parsers.items()}
 
@@ -471,13 +468,9 @@ class Decoder:
         prepare_lsn, end_lsn, prepare_time, xid = cursor.unpack(_PREPARE_HEAD)
         return BeginPrepare(prepare_lsn, end_lsn, pg_timestamp(prepare_time), xid, cursor.string())
 
-    def _prepare(self, cursor: _Cursor) -> Prepare:
+    def _prepared(self, kind: type[_Prepared], cursor: _Cursor) -> _Prepared:
         flags, lsn, end_lsn, time, xid = cursor.unpack(_FLAGGED_PREPARE_HEAD)
-        return Prepare(flags, lsn, end_lsn, pg_timestamp(time), xid, cursor.string())
-
-    def _commit_prepared(self, cursor: _Cursor) -> CommitPrepared:
-        flags, lsn, end_lsn, time, xid = cursor.unpack(_FLAGGED_PREPARE_HEAD)
-        return CommitPrepared(flags, lsn, end_lsn, pg_timestamp(time), xid, cursor.string())
+        return kind(flags, lsn, end_lsn, pg_timestamp(time), xid, cursor.string())
 
     def _rollback_prepared(self, cursor: _Cursor) -> RollbackPrepared:
         flags, prepare_end, rollback_end, prepare_time, rollback_time, xid = cursor.unpack(
@@ -487,10 +480,6 @@ class Decoder:
             flags, prepare_end, rollback_end, pg_timestamp(prepare_time),
             pg_timestamp(rollback_time), xid, cursor.string(),
         )
-
-    def _stream_prepare(self, cursor: _Cursor) -> StreamPrepare:
-        flags, lsn, end_lsn, time, xid = cursor.unpack(_FLAGGED_PREPARE_HEAD)
-        return StreamPrepare(flags, lsn, end_lsn, pg_timestamp(time), xid, cursor.string())
 
 
 def _expect(cursor: _Cursor, marker: int) -> None:
