@@ -4,6 +4,8 @@ DBA who applies them gets the schema the sidecar itself would create."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,3 +51,24 @@ def test_schema_database_is_the_one_the_deploy_files_use():
     assert compose["services"]["clickhouse"]["environment"]["CLICKHOUSE_DB"] == render.DATABASE
     secret = yaml.safe_load((CLICKHOUSE.parent / "kubernetes" / "secret.yaml").read_text())
     assert urlsplit(secret["stringData"]["VA_STORE_URL"]).path == "/" + render.DATABASE
+
+
+APPLY_ON_CHDB = """
+import sys, tempfile
+from chdb import session
+text = open(sys.argv[1]).read()
+body = "\\n".join(line for line in text.splitlines() if not line.startswith("--"))
+store = session.Session(tempfile.mkdtemp())
+for _ in range(2):  # idempotent
+    for statement in [s.strip() for s in body.split(";\\n") if s.strip()]:
+        store.query(statement.rstrip(";"))
+print(store.query("SELECT name FROM system.tables WHERE database = 'voucher_activity' ORDER BY name", "CSV"))
+"""
+
+
+def test_single_server_schema_applies_twice_on_clickhouse():
+    # In a child process: chDB allows one data path per process, and the test session has its own.
+    result = subprocess.run([sys.executable, "-c", APPLY_ON_CHDB, str(CLICKHOUSE / "schema.sql")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['"customer_events"', '"customer_events_dedup"', '"customers"', '"tenants"']
