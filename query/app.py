@@ -65,7 +65,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
-            template = route.path if route is not None and status not in (404, 405) else UNMATCHED_ROUTE
+            template = getattr(route, "path_format", UNMATCHED_ROUTE)
             self.metrics.observe_request(template, scope["method"], status, time.perf_counter() - started)
 
 

@@ -1,0 +1,97 @@
+"""/healthz, /readyz, /metrics, /v1/status, /openapi.json and /docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from query.app import create_app
+from query.metrics import Metrics
+from query.store import Store
+from tests.conftest import unique_name
+from tests.query.conftest import ACME_HEADERS, TOKENS, Dataset
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_readyz_follows_store_and_reader(dataset: Dataset) -> None:
+    reasons: list[str | None] = [None]
+    with TestClient(create_app(dataset.store, tokens=TOKENS, readiness=lambda: reasons[-1])) as client:
+        assert (client.get("/readyz").status_code, client.get("/readyz").json()) == (200, {"status": "ready"})
+        reasons.append("initial snapshot in progress")
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert {k: response.json()[k] for k in ("code", "key", "details")} == {
+            "code": 503, "key": "not_ready", "details": "initial snapshot in progress"}
+
+
+def test_readyz_is_503_when_the_store_has_no_tables(chdb_path: Path) -> None:
+    store = Store.open(f"chdb://{chdb_path}?database={unique_name('bare')}", create_schema=False)
+    with store, TestClient(create_app(store, tokens=TOKENS)) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["key"] == "not_ready"
+        assert response.json()["details"].startswith("store: store query failed:")
+
+
+def test_store_failure_during_a_request_is_503(chdb_path: Path) -> None:
+    store = Store.open(f"chdb://{chdb_path}?database={unique_name('bare')}", create_schema=False)
+    with store, TestClient(create_app(store, tokens=TOKENS)) as client:
+        response = client.get("/v1/customers/x/activity", headers=ACME_HEADERS)
+        assert response.status_code == 503
+        assert response.json()["key"] == "store_unavailable"
+
+
+def test_metrics_count_requests_per_route_template(dataset: Dataset) -> None:
+    metrics = Metrics()
+    with TestClient(create_app(dataset.store, tokens=TOKENS, metrics=metrics)) as client:
+        client.get(f"/v1/customers/{dataset.dave.id}/activity", headers=ACME_HEADERS)
+        client.get("/v1/customers/nobody/activity", headers=ACME_HEADERS)
+        client.get("/nothing")
+        metrics.set_reader_lag(123, 0.5)
+        text = client.get("/metrics").text
+    route = "/v1/customers/{customerId}/activity"
+    assert f'va_http_requests_total{{method="GET",route="{route}",status="200"}} 1.0' in text
+    assert f'va_http_requests_total{{method="GET",route="{route}",status="404"}} 1.0' in text
+    assert 'va_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert f'va_http_request_duration_seconds_count{{route="{route}"}} 2.0' in text
+    assert "va_reader_lag_bytes 123.0" in text
+    assert "va_reader_lag_seconds 0.5" in text
+
+
+def test_status_needs_an_admin_token(dataset: Dataset) -> None:
+    with TestClient(create_app(dataset.store, tokens=TOKENS, status=lambda: {"slot": "voucher_activity"})) as client:
+        assert client.get("/v1/status", headers=ACME_HEADERS).status_code == 403
+        assert client.get("/v1/status").status_code == 401
+        response = client.get("/v1/status", headers={"Authorization": "Bearer admin-token"})
+        assert response.json() == {"slot": "voucher_activity"}
+
+
+def test_status_defaults_to_the_store_status(client: TestClient, dataset: Dataset) -> None:
+    body = client.get("/v1/status", headers={"Authorization": "Bearer admin-token"}).json()
+    assert body == {"store": dataset.store.status().to_dict()}
+    assert [tenant["name"] for tenant in body["store"]["tenants"]] == ["acme", "globex"]
+
+
+def test_openapi_describes_every_route_and_parameter(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"] == "3.1.0"
+    assert sorted(document["paths"]) == sorted(
+        ["/v1/customers/{customerId}/activity", "/v1/status", "/healthz", "/readyz", "/metrics",
+         "/openapi.json", "/docs"])
+    parameters = [p["name"] for p in document["paths"]["/v1/customers/{customerId}/activity"]["get"]["parameters"]]
+    assert parameters == ["customerId", "limit", "page", "order", "starting_after_id", "start_date", "end_date",
+                          "campaign_id", "campaign_type", "category", "type", "tenant"]
+
+
+def test_docs_page_is_self_contained(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    html = response.text
+    for fragment in ("/v1/customers/{customerId}/activity", "starting_after_id", "X-App-Token", "/readyz"):
+        assert fragment in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html
