@@ -77,13 +77,18 @@ class _TablePlan:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """An event waiting for its transaction's commit, with what decides its fate."""
+    """A rule that matched a change, with what decides its event's fate and payload. Events
+    that wait for the commit are built then, from the state at the commit (a publication's
+    voucher already carries the holder its transaction assigned)."""
 
     rule_index: int
+    position: int
     row_key: str
     subject: str
-    fields: dict[str, Any]  # CustomerEvent fields but `data`
-    data: dict[str, Any]  # serialized once the commit has completed it
+    customer: Any
+    changed: list[str] | None
+    new: Row
+    old: Row
 
 
 def collect_kind(collect: Any) -> str:
@@ -128,10 +133,11 @@ class EventMapper:
             raise RuntimeError("commit() without begin()")
         records: list[Record] = []
         decided = [pending for _, pending in self._scratch.items("pending") if self._wanted(pending)]
-        for pending in decided:
-            records.append(self._finish_pending(pending))
-        for pending in decided:
-            self._remember_emitted(pending.fields["type"], pending.fields["customer_id"], pending.subject)
+        events = [(pending, self._event(pending, context)) for pending in decided]
+        for pending, event in events:
+            if event is not None:
+                records.append(event)
+                self._remember_emitted(event.type, event.customer_id, pending.subject)
         if self.catalog.passthrough is not None:
             rows = list(self._scratch.items("passthrough"))
             for _, (position, row) in rows:
@@ -229,21 +235,19 @@ class EventMapper:
             if self._scratch.has(once_kind, subject):
                 return None
             self._scratch.add(once_kind, subject)
-        draft = self._draft(rule, new, old, key, customer, changed, position, context)
-        if draft is None:
-            return None
-        fields, data = draft
-        pending = _Pending(rule_index, key, subject, fields, data)
+        pending = _Pending(rule_index, position, key, subject, customer, changed, new, old)
         if rule.deferred and not context.snapshot:
             self._scratch.add("pending", "", pending)
             return None
-        event = self._finish_pending(pending)
-        self._remember_emitted(rule.type, event.customer_id, subject, context)
+        event = self._event(pending, context)
+        if event is not None:
+            self._remember_emitted(rule.type, event.customer_id, subject, context)
         return event
 
-    def _draft(self, rule: Rule, new: Row, old: Row, key: str, customer: Any,
-               changed: list[str] | None, position: int,
-               context: _Context) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def _event(self, pending: _Pending, context: _Context) -> CustomerEvent | None:
+        """The event of a matched rule, its payload as the state holds it now."""
+        rule = self.catalog.rules[pending.rule_index]
+        new, old, customer, key = pending.new, pending.old, pending.customer, pending.row_key
         lookup = self.state.get
         customer_row = lookup(CUSTOMER_TABLE, customer)
         tenant_id = rule.tenant.resolve(new, old, lookup)
@@ -268,34 +272,26 @@ class EventMapper:
             payload_object = resolve_object(self.catalog.objects[name], reference.resolve(new, old, lookup), lookup)
             if payload_object is not None:
                 data[name] = payload_object
-        if changed is not None:
-            data["changed_fields"] = changed
+        if rule.collect is not None and rule.collect.object in data:
+            collected = self._scratch.values(collect_kind(rule.collect), key)
+            data[rule.collect.object][rule.collect.field] = sorted(
+                value for value in collected if value is not None)
+        if pending.changed is not None:
+            data["changed_fields"] = pending.changed
         data["event_source"] = event_source(context.source)
         if context.snapshot:
             event_id = snapshot_event_id(self.source, rule.table, key, rule.type)
             created_at = event_time(rule.snapshot_time.resolve(new, old, lookup), new.get("updated_at"))
         else:
-            event_id = wal_event_id(self.source, context.commit_lsn, position, rule.type)
+            event_id = wal_event_id(self.source, context.commit_lsn, pending.position, rule.type)
             created_at = context.commit_time
         tenant_row = lookup(TENANT_TABLE, tenant_id)
-        fields = {
-            "id": event_id, "tenant_id": tenant_uuid,
-            "tenant": (tenant_row or _EMPTY).get("name") or "", "customer_id": customer_uuid,
-            "created_at": created_at, "type": rule.type, "category": rule.category,
-            "campaign_id": as_uuid(campaign_id), "campaign_type": campaign_type,
-            "group_id": context.group_id, "source": context.source, "source_table": rule.table,
-            "source_lsn": context.commit_lsn,
-        }
-        return fields, data
-
-    def _finish_pending(self, pending: _Pending) -> CustomerEvent:
-        rule = self.catalog.rules[pending.rule_index]
-        data = pending.data
-        if rule.collect is not None and rule.collect.object in data:
-            collected = self._scratch.values(collect_kind(rule.collect), pending.row_key)
-            data[rule.collect.object][rule.collect.field] = sorted(
-                value for value in collected if value is not None)
-        return CustomerEvent(**pending.fields, data=serialize(data))
+        return CustomerEvent(
+            id=event_id, tenant_id=tenant_uuid, tenant=(tenant_row or _EMPTY).get("name") or "",
+            customer_id=customer_uuid, created_at=created_at, type=rule.type,
+            category=rule.category, campaign_id=as_uuid(campaign_id), campaign_type=campaign_type,
+            group_id=context.group_id, source=context.source, data=serialize(data),
+            source_table=rule.table, source_lsn=context.commit_lsn)
 
     def _wanted(self, pending: _Pending) -> bool:
         """Whether a waiting event survives what the rest of its transaction did."""
