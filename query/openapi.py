@@ -34,7 +34,7 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 ACTIVITY_PARAMETERS = [
-    {"name": "customerId", "in": "path", "required": True, "schema": TEXT,
+    {"name": "customerId", "in": "path", "required": True, "schema": TEXT, "example": "cust_0001",
      "description": "The customer's id, or its source_id within the tenant. A deleted customer "
                     "still resolves by id."},
     _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},

@@ -1,0 +1,82 @@
+"""Generated requests: random query strings never produce a server error, and schemathesis
+finds no response that breaks /openapi.json (nor valid input rejected, nor invalid accepted)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import quote, urlencode
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+import uvicorn
+from starlette.testclient import TestClient
+
+from query.app import create_app
+from query.openapi import build_document
+from tests.query import factories as f
+from tests.query.conftest import ACME_HEADERS, TOKENS, Dataset, write
+
+NAMES = ["limit", "page", "order", "starting_after_id", "start_date", "end_date", "campaign_id",
+         "campaign_type", "category", "type"]
+VALUES = st.one_of(
+    st.text(max_size=40),
+    st.integers(min_value=-10**30, max_value=10**30).map(str),
+    st.uuids().map(str),
+    st.datetimes().map(lambda moment: moment.isoformat()),
+    st.sampled_from(["created_at", "-created_at", "ACTION", "EFFECT", "", "Z", "1e3", "0x10", "NaN"]),
+)
+PAIRS = st.lists(st.tuples(st.one_of(st.sampled_from(NAMES), st.text(max_size=10)), VALUES), max_size=6)
+RAW = st.text(max_size=60).map(lambda text: quote(text, safe="=&%+;,"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=PAIRS, raw=RAW, customer=st.sampled_from(["dave-src", "shared-src", "x", "%20", "..%2F"]))
+def test_random_query_strings_never_fail_the_server(client: TestClient, pairs, raw: str, customer: str) -> None:
+    query = urlencode(pairs) + ("&" + raw if raw else "")
+    response = client.get(f"/v1/customers/{customer}/activity?{query}", headers=ACME_HEADERS)
+    assert response.status_code in (200, 400, 404), response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["object"] == "list" if response.status_code == 200 else set(body) >= {
+        "code", "key", "message", "details", "request_id"}
+
+
+# The served document is built by this function; loading it directly lets the cases be
+# generated at collection time, while the server (which needs the store fixture) starts later.
+schema = schemathesis.openapi.from_dict(build_document())
+
+
+@pytest.fixture(scope="module")
+def served_url(dataset: Dataset) -> Iterator[str]:
+    """The app under uvicorn on a loopback port, as it runs in production."""
+    # The document's example customer, so the explicit-example phase reaches a 200 page.
+    example = f.customer(dataset.acme, "example", "cust_0001")
+    write(dataset.store, [example, f.event(dataset.acme, example.id, 1, 900)], lsn=9)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(dataset.store, tokens=TOKENS), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    listener.close()
+
+
+def test_served_document_is_the_tested_one(client: TestClient) -> None:
+    assert client.get("/openapi.json").json() == build_document()
+
+
+@schema.parametrize()
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_matches_its_openapi_document(case, served_url: str) -> None:
+    case.call_and_validate(base_url=served_url, headers=ACME_HEADERS)
