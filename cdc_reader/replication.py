@@ -20,9 +20,9 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from cdc_reader.assembler import ChangeAssembler
-from cdc_reader.changes import Envelope, TransactionBegin, TransactionCommit, format_lsn, parse_lsn
+from cdc_reader.changes import Envelope, format_lsn
 from cdc_reader.checks import no_free_slot, no_free_wal_sender, run_startup_checks
-from cdc_reader.pgoutput import Decoder
+from cdc_reader.pgoutput import Begin, Commit, Decoder
 from cdc_reader.slot import (
     check_slot_usable,
     create_slot,
@@ -31,7 +31,7 @@ from cdc_reader.slot import (
     ensure_publication,
     slot_info,
 )
-from cdc_reader.walstream import Feedback, PrimaryKeepalive, parse_copy_data
+from cdc_reader.walstream import XLOG_DATA, XLOG_DATA_HEADER_SIZE, Feedback, parse_copy_data
 
 # What PostgreSQL's own subscriber sets on its replication connection, so that pgoutput's text
 # values parse the same everywhere (values.py expects ISO dates; timestamptz comes out in UTC).
@@ -210,14 +210,26 @@ class ReplicationSession:
         if self._decoder is None or self._selector is None:
             raise RuntimeError("call start() before read()")
         pgconn = self._conn.pgconn
+        get_copy_data, decode, feed = pgconn.get_copy_data, self._decoder.decode, self._assembler.feed
         feedback = self._feedback
         envelopes: list[Envelope] = []
         deadline = time.monotonic() + timeout
         with _translated_errors():
             while True:
-                size, data = pgconn.get_copy_data(1)
+                size, data = get_copy_data(1)
                 if size > 0:
-                    self._handle(data, envelopes)
+                    if data[0] == XLOG_DATA:
+                        # The hot path. pgoutput sets XLogData's wal_end only on a Commit, whose
+                        # end LSN the message itself carries, so the header is skipped unread.
+                        message = decode(data[XLOG_DATA_HEADER_SIZE:])
+                        kind = type(message)
+                        if kind is Begin:
+                            feedback.transaction_began()
+                        elif kind is Commit:
+                            feedback.transaction_given(message.end_lsn)
+                        envelopes.extend(feed(message))
+                    else:
+                        feedback.on_keepalive(parse_copy_data(data))
                     if len(envelopes) < MAX_ENVELOPES_PER_READ:
                         continue
                 elif size == -1:
@@ -233,22 +245,6 @@ class ReplicationSession:
                     return envelopes
                 self._selector.select(min(deadline - now, feedback.seconds_until_due(now)))
                 pgconn.consume_input()
-
-    def _handle(self, data: memoryview, envelopes: list[Envelope]) -> None:
-        message = parse_copy_data(data)
-        if type(message) is PrimaryKeepalive:
-            self._feedback.on_keepalive(message)
-            return
-        self._feedback.on_xlog_data(message)
-        produced = self._assembler.feed(self._decoder.decode(message.payload))
-        if produced:
-            for envelope in produced:
-                kind = type(envelope)
-                if kind is TransactionBegin:
-                    self._feedback.transaction_began()
-                elif kind is TransactionCommit:
-                    self._feedback.transaction_given(envelope.end_lsn)
-            envelopes.extend(produced)
 
     def confirm(self, lsn: int) -> None:
         """The consumer has durably stored everything up to `lsn` (a TransactionCommit.end_lsn);

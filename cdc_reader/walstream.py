@@ -20,6 +20,7 @@ PRIMARY_KEEPALIVE = ord("k")
 STANDBY_STATUS_UPDATE = b"r"
 
 _XLOG_DATA_HEADER = struct.Struct(">QQq")  # wal_start, wal_end, send_time
+XLOG_DATA_HEADER_SIZE = 1 + _XLOG_DATA_HEADER.size  # where the payload starts
 _KEEPALIVE = struct.Struct(">Qq?")  # wal_end, send_time, reply_requested
 _STATUS_UPDATE = struct.Struct(">cQQQq?")  # 'r', write, flush, apply, client_time, reply
 
@@ -56,10 +57,10 @@ def parse_copy_data(data: memoryview) -> XLogData | PrimaryKeepalive:
         raise StreamProtocolError("empty CopyData message from the server")
     kind = data[0]
     if kind == XLOG_DATA:
-        if len(data) < 1 + _XLOG_DATA_HEADER.size:
+        if len(data) < XLOG_DATA_HEADER_SIZE:
             raise StreamProtocolError(f"truncated XLogData message ({len(data)} bytes)")
         wal_start, wal_end, send_time = _XLOG_DATA_HEADER.unpack_from(data, 1)
-        return XLogData(wal_start, wal_end, send_time, data[1 + _XLOG_DATA_HEADER.size:])
+        return XLogData(wal_start, wal_end, send_time, data[XLOG_DATA_HEADER_SIZE:])
     if kind == PRIMARY_KEEPALIVE:
         if len(data) != 1 + _KEEPALIVE.size:
             raise StreamProtocolError(f"malformed primary keepalive message ({len(data)} bytes)")
@@ -123,10 +124,6 @@ class Feedback:
         self.last_sent_flush = start_lsn
 
     # -- what the stream tells us -----------------------------------------------------------
-    def on_xlog_data(self, message: XLogData) -> None:
-        if message.wal_end > self.received:
-            self.received = message.wal_end
-
     def on_keepalive(self, message: PrimaryKeepalive) -> None:
         if message.wal_end > self.received:
             self.received = message.wal_end
@@ -147,6 +144,8 @@ class Feedback:
         self.in_transaction = False
         if end_lsn > self.given:
             self.given = end_lsn
+        if end_lsn > self.received:
+            self.received = end_lsn
 
     # -- what the consumer tells us -----------------------------------------------------------
     def confirm(self, lsn: int) -> None:
