@@ -69,11 +69,19 @@ def collect_transactions(
     return grouped
 
 
-def drop_slot_and_publication(dsn: str, slot: str, publication: str) -> None:
+def drop_slot_and_publication(dsn: str, slot: str, publication: str, timeout: float = 5.0) -> None:
+    """Drop both, waiting for the walsender of a just-closed session to release the slot."""
+    deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
+        while conn.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone() == (True,):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"replication slot {slot} still in use after {timeout} s")
+            time.sleep(0.02)
         conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-            " WHERE slot_name = %s AND NOT active", (slot,)
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
         )
         conn.execute(f'DROP PUBLICATION IF EXISTS "{publication}"')
 

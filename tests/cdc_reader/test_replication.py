@@ -12,7 +12,7 @@ import pytest
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit, format_lsn, parse_lsn
 from cdc_reader.replication import ReplicationConnectionError, ReplicationSession, SlotState
 from cdc_reader.slot import SlotInUseError, slot_info
-from tests.replication_helpers import collect_transactions
+from tests.replication_helpers import collect_transactions, stream_transactions
 
 TRACKED = ["tenant", "customer", "voucher", "redemption"]
 TENANT, CUSTOMER, VOUCHER, REDEMPTION, CUSTOMER_2 = (uuid.UUID(int=n) for n in range(1, 6))
@@ -301,3 +301,17 @@ def test_losing_the_connection_surfaces_as_a_retryable_error(voucher_db_any):
         with pytest.raises(ReplicationConnectionError):
             session.read(5)
     assert issubclass(ReplicationConnectionError, psycopg.OperationalError)
+
+
+def test_stream_transactions_helper_groups_and_cleans_up(voucher_db):
+    def write():
+        voucher_db.execute("INSERT INTO tenant (id, name) VALUES (%s, 'acme')", (TENANT,))
+        voucher_db.execute("UPDATE tenant SET name = 'acme corp' WHERE id = %s", (TENANT,))
+
+    grouped = stream_transactions(voucher_db.dsn, write, ["tenant"], transactions=2)
+    assert [[type(envelope).__name__ for envelope in transaction] for transaction in grouped] == [
+        ["TransactionBegin", "Change", "TransactionCommit"]] * 2
+    assert [transaction[1].after["name"] for transaction in grouped] == ["acme", "acme corp"]
+    with voucher_db.connect() as conn:
+        assert conn.execute("SELECT (SELECT count(*) FROM pg_replication_slots),"
+                            " (SELECT count(*) FROM pg_publication)").fetchone() == (0, 0)
