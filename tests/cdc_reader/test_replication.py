@@ -313,5 +313,5 @@ def test_stream_transactions_helper_groups_and_cleans_up(voucher_db):
         ["TransactionBegin", "Change", "TransactionCommit"]] * 2
     assert [transaction[1].after["name"] for transaction in grouped] == ["acme", "acme corp"]
     with voucher_db.connect() as conn:
-        assert conn.execute("SELECT (SELECT count(*) FROM pg_replication_slots),"
+        assert conn.execute("SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database()),"
                             " (SELECT count(*) FROM pg_publication)").fetchone() == (0, 0)
