@@ -362,11 +362,18 @@ def _cast(value: Any, source: SqlType, target: SqlType) -> Any:
 
 
 def _json_element(container: Any, selector: Any) -> Any:
+    """The element, JSON_NULL for a JSON null element, None (SQL NULL) when there is none."""
     if isinstance(selector, str):
-        return container.get(selector) if isinstance(container, dict) else None
-    if isinstance(container, list) and -len(container) <= selector < len(container):
-        return container[selector]
-    return None
+        if not isinstance(container, dict) or selector not in container:
+            return None
+        element = container[selector]
+    else:
+        if not isinstance(container, (dict, list)):
+            container = [container]  # jsonb subscripts a scalar as a one-element array
+        if not isinstance(container, list) or not -len(container) <= selector < len(container):
+            return None
+        element = container[selector]
+    return JSON_NULL if element is None else element
 
 
 def _not(value: Any) -> Any:
