@@ -41,7 +41,9 @@ class TableSpec:
     order_by: str
     shard_key: str
     partition_by: str | None = None
-    settings: str = ""
+    # Lets an insert retried after a lost acknowledgement be dropped by its dedup token
+    # (replicated tables deduplicate by default).
+    settings: str = "non_replicated_deduplication_window = 1000"
 
 
 EVENTS = TableSpec(
@@ -68,8 +70,6 @@ EVENTS = TableSpec(
     order_by="(tenant_id, customer_id, created_at, id)",
     partition_by="toYYYYMM(created_at)",
     shard_key="cityHash64(customer_id)",
-    # Lets an insert retried after a lost acknowledgement be dropped by its dedup token.
-    settings="non_replicated_deduplication_window = 1000",
 )
 
 TENANTS = TableSpec(

@@ -1,0 +1,84 @@
+"""Store URLs, tenant and customer resolution, status, and an unreachable server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from mappers.events import TenantRecord
+from query.store import Store, StoreError, StoreLocation, StoreUrlError, parse_store_url
+from tests.query import factories as f
+from tests.query.conftest import write
+
+ACME = f.tenant("acme")
+GLOBEX = f.tenant("globex")
+
+
+@pytest.mark.parametrize(("url", "location"), [
+    ("chdb:///var/lib/va/clickhouse", StoreLocation(database="voucher_activity", path="/var/lib/va/clickhouse")),
+    ("chdb:///tmp/ch?database=events_1", StoreLocation(database="events_1", path="/tmp/ch")),
+    ("chdb://data/ch", StoreLocation(database="voucher_activity", path="data/ch")),
+    ("http://default:s%40cret@ch.internal:8123/analytics",
+     StoreLocation(database="analytics", host="ch.internal", port=8123, username="default", password="s@cret")),
+    ("https://ch.internal", StoreLocation(database="voucher_activity", host="ch.internal", port=8443, secure=True)),
+])
+def test_store_urls(url: str, location: StoreLocation) -> None:
+    assert parse_store_url(url) == location
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgres://x/y", "must start with chdb:// (embedded) or http(s):// (a ClickHouse server)"),
+    ("chdb://", "has no path"),
+    ("http:///db", "has no host"),
+    ("http://host:99999/db", "Port out of range"),
+    ("chdb:///tmp/x?database=a-b", "store database 'a-b' is not a plain identifier"),
+])
+def test_bad_store_urls_say_what_is_accepted(url: str, message: str) -> None:
+    with pytest.raises(StoreUrlError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_store_url(url)
+
+
+def test_unreachable_server_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store.open("http://127.0.0.1:9/db")
+
+
+def test_tenant_resolves_by_its_latest_name(store: Store) -> None:
+    write(store, [ACME, GLOBEX, TenantRecord(ACME.id, "acme-renamed", 5)])
+    assert store.resolve_tenant("acme-renamed") == ACME.id
+    assert store.resolve_tenant("globex") == GLOBEX.id
+    assert store.resolve_tenant("nope") is None
+
+
+def test_customer_resolution(store: Store) -> None:
+    old = f.customer(ACME, "old", "same-src", version=1)
+    new = f.customer(ACME, "new", "same-src", version=7)
+    gone = f.customer(ACME, "gone", "gone-src", deleted=True, version=3)
+    elsewhere = f.customer(GLOBEX, "elsewhere", "other-src")
+    unrecorded = f.stable_id("customer", "acme", "only-events")
+    write(store, [ACME, GLOBEX, old, new, gone, elsewhere, f.event(ACME, unrecorded, 0, 1)])
+    assert store.resolve_customer(ACME.id, str(old.id)) == old.id
+    assert store.resolve_customer(ACME.id, "same-src") == new.id  # the newest live one
+    assert store.resolve_customer(ACME.id, str(gone.id)) == gone.id
+    assert store.resolve_customer(ACME.id, "gone-src") is None
+    assert store.resolve_customer(ACME.id, str(elsewhere.id)) is None
+    assert store.resolve_customer(ACME.id, "other-src") is None
+    assert store.resolve_customer(GLOBEX.id, "other-src") == elsewhere.id
+    assert store.resolve_customer(ACME.id, str(unrecorded)) == unrecorded  # known from its events
+
+
+def test_status_counts_events_and_last_time_per_tenant(store: Store) -> None:
+    assert store.status().to_dict() == {"events_stored": 0, "last_event_at": None, "tenants": []}
+    dave = f.customer(ACME, "dave", None)
+    bob = f.customer(GLOBEX, "bob", None)
+    write(store, [f.event(ACME, dave.id, n, n) for n in range(3)] + [f.event(GLOBEX, bob.id, 90, 9)])
+    assert store.status().to_dict() == {
+        "events_stored": 4,
+        "last_event_at": "2024-03-01T12:01:30.000000Z",
+        "tenants": [
+            {"name": "acme", "events_stored": 3, "last_event_at": "2024-03-01T12:00:02.000000Z"},
+            {"name": "globex", "events_stored": 1, "last_event_at": "2024-03-01T12:01:30.000000Z"},
+        ],
+    }
+    assert store.status().last_event_at == f.START + timedelta(seconds=90)

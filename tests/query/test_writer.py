@@ -1,0 +1,124 @@
+"""EventWriter on chDB: batching by size and age, durable LSNs, failed flushes retried without
+loss, and the same rows written twice never visible twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from query.activity import ActivityQuery
+from query.metrics import Metrics
+from query.store import Store, StoreError
+from query.writer import EventWriter
+from tests.query import factories as f
+
+ACME = f.tenant("acme")
+DAVE = f.customer(ACME, "dave", "dave-src")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stored(store: Store) -> list[tuple]:
+    return sorted(store._rows("SELECT id, count() FROM customer_events GROUP BY id", {}))
+
+
+def test_flush_writes_everything_and_returns_the_marked_lsn(store: Store) -> None:
+    metrics = Metrics()
+    writer = EventWriter(store, metrics=metrics)
+    events = [f.event(ACME, DAVE.id, n, n) for n in range(5)]
+    writer.add([ACME, DAVE, *events[:3]])
+    writer.mark(30)
+    writer.add(events[3:])  # after the mark: written, but the mark stays the durable point
+    assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (7, 30, None)
+    assert writer.flush() == 30
+    assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (0, None, 30)
+    assert stored(store) == sorted((e.id, 1) for e in events)
+    assert store.resolve_tenant("acme") == ACME.id
+    assert store.resolve_customer(ACME.id, "dave-src") == DAVE.id
+    row = store._rows("SELECT * EXCEPT ingested_at FROM customer_events WHERE id = {id:UUID}", {"id": events[0].id})
+    e = events[0]
+    assert row == [(e.id, e.tenant_id, e.tenant, e.customer_id, e.created_at, e.type, e.category, e.campaign_id,
+                     e.campaign_type, e.group_id, e.source, e.data, e.source_table, e.source_lsn)]
+    assert metrics.events_written._value.get() == 5
+    assert metrics.batch_rows._sum.get() == 7
+
+
+def test_flush_without_marks_returns_none_and_marks_only_rise(store: Store) -> None:
+    writer = EventWriter(store)
+    assert writer.flush() is None
+    writer.mark(50)
+    writer.mark(40)
+    assert writer.marked_lsn == 50
+    assert writer.flush() == 50
+    writer.mark(50)
+    assert writer.marked_lsn is None  # nothing new to make durable
+    assert writer.flush() == 50
+
+
+def test_due_by_size_or_age() -> None:
+    clock = Clock()
+    writer = EventWriter(store=None, max_rows=3, max_age=0.5, clock=clock)  # type: ignore[arg-type]
+    assert not writer.due()
+    assert writer.seconds_until_due() == 0.5
+    writer.add([f.event(ACME, DAVE.id, 0, 0)])
+    clock.now += 0.25
+    assert not writer.due()
+    assert writer.seconds_until_due() == 0.25
+    clock.now += 0.25
+    assert writer.due()
+    sized = EventWriter(store=None, max_rows=3, max_age=10, clock=clock)  # type: ignore[arg-type]
+    sized.add([f.event(ACME, DAVE.id, n, n) for n in range(3)])
+    assert sized.due() and sized.seconds_until_due() == 0.0
+    marked = EventWriter(store=None, max_age=0.5, clock=clock)  # type: ignore[arg-type]
+    marked.mark(7)  # a transaction without events still wants confirming
+    clock.now += 0.5
+    assert marked.due()
+
+
+def test_unknown_records_are_refused(store: Store) -> None:
+    with pytest.raises(TypeError, match="EventWriter cannot store str"):
+        EventWriter(store).add(["not a record"])
+
+
+def test_failed_flush_keeps_rows_and_a_retry_writes_them_once(store: Store) -> None:
+    writer = EventWriter(store)
+    events = [f.event(ACME, DAVE.id, n, n) for n in range(4)]
+    writer.add([ACME, DAVE, *events])
+    writer.mark(10)
+    store._writer.command("DROP TABLE customer_events")  # the store loses its table: inserts fail
+    with pytest.raises(StoreError, match="insert into customer_events failed"):
+        writer.flush()
+    assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (6, 10, None)
+    store.ensure_schema()
+    assert writer.flush() == 10
+    assert stored(store) == sorted((e.id, 1) for e in events)
+    # Lookup rows were written by the failed attempt and sent again: the dedup token dropped them.
+    assert store._rows("SELECT count() FROM tenants", {}) == [(1,)]
+
+
+def test_the_same_batch_sent_twice_is_dropped_by_its_token(store: Store) -> None:
+    events = [f.event(ACME, DAVE.id, n, n) for n in range(3)]
+    for lsn in (1, 2):
+        writer = EventWriter(store)
+        writer.add(events)
+        writer.mark(lsn)
+        writer.flush()
+    assert stored(store) == sorted((e.id, 1) for e in events)
+
+
+def test_copies_in_other_batches_are_stored_but_collapsed_by_the_view(store: Store) -> None:
+    events = [f.event(ACME, DAVE.id, n, n) for n in range(4)]
+    writer = EventWriter(store)
+    writer.add(events)
+    writer.flush()
+    writer.add(events[1:3])  # another cut of the same rows: another token
+    writer.flush()
+    assert store._rows("SELECT count() FROM customer_events", {}) == [(6,)]
+    assert store._rows("SELECT count(), uniqExact(id) FROM customer_events_dedup", {}) == [(4, 4)]
+    assert [event.id for event in store.activity(ACME.id, DAVE.id, ActivityQuery(limit=10))] == [
+        e.id for e in sorted(events, key=f.history_key, reverse=True)]
