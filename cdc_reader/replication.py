@@ -234,9 +234,10 @@ class ReplicationSession:
                         continue
                 elif size == -1:
                     result = pgconn.get_result()
+                    detail = result.error_message.decode(errors="replace").strip() if result else ""
                     raise ReplicationConnectionError(
-                        "the server ended replication"
-                        + (f": {result.error_message.decode(errors='replace')}" if result else "")
+                        f"the server ended replication{': ' + detail if detail else ''}; "
+                        "reconnect and resume from the confirmed LSN"
                     )
                 now = time.monotonic()
                 if feedback.seconds_until_due(now) == 0:

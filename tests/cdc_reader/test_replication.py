@@ -10,7 +10,12 @@ import psycopg
 import pytest
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit, format_lsn, parse_lsn
-from cdc_reader.replication import ReplicationConnectionError, ReplicationSession, SlotState
+from cdc_reader.replication import (
+    ReplicationConnectionError,
+    ReplicationSession,
+    SlotState,
+    start_replication_command,
+)
 from cdc_reader.slot import SlotInUseError, slot_info
 from tests.replication_helpers import collect_transactions, stream_transactions
 
@@ -315,3 +320,18 @@ def test_stream_transactions_helper_groups_and_cleans_up(voucher_db):
     with voucher_db.connect() as conn:
         assert conn.execute("SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database()),"
                             " (SELECT count(*) FROM pg_publication)").fetchone() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("server_version", "options"),
+    [
+        (180001, "proto_version '4', publication_names '\"va pub\"', messages 'true'"),
+        (160000, "proto_version '4', publication_names '\"va pub\"', messages 'true'"),
+        (150010, "proto_version '3', publication_names '\"va pub\"', messages 'true'"),
+        (140000, "proto_version '2', publication_names '\"va pub\"', messages 'true'"),
+        (130012, "proto_version '1', publication_names '\"va pub\"'"),
+    ],
+)
+def test_start_replication_asks_for_the_newest_protocol_without_streaming(server_version, options):
+    command = start_replication_command("va", "va pub", 0x1_0000_00A0, server_version)
+    assert command.as_string() == f'START_REPLICATION SLOT "va" LOGICAL 1/A0 ({options})'
