@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
-POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # Seconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC).
 POSTGRES_EPOCH_UNIX = 946_684_800
 
@@ -33,7 +31,8 @@ class StreamProtocolError(Exception):
 class XLogData:
     """A chunk of WAL-derived data: for logical replication, one output plugin message.
 
-    Times are microseconds since 2000-01-01 UTC (the server's clock); see `to_datetime`.
+    Times are microseconds since 2000-01-01 UTC (the server's clock; `pgoutput.pg_timestamp`
+    turns them into datetimes).
     """
 
     wal_start: int
@@ -79,11 +78,6 @@ def standby_status_update(
 def from_unix_time(unix_seconds: float) -> int:
     """Unix time -> microseconds since PostgreSQL's epoch, the protocol's time unit."""
     return round((unix_seconds - POSTGRES_EPOCH_UNIX) * 1_000_000)
-
-
-def to_datetime(postgres_micros: int) -> datetime:
-    """Protocol time -> aware UTC datetime."""
-    return POSTGRES_EPOCH + timedelta(microseconds=postgres_micros)
 
 
 class ConfirmBeyondReceivedError(ValueError):

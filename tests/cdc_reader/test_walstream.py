@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cdc_reader.pgoutput import pg_timestamp
 from cdc_reader.walstream import (
     ConfirmBeyondReceivedError,
     Feedback,
@@ -14,7 +15,6 @@ from cdc_reader.walstream import (
     from_unix_time,
     parse_copy_data,
     standby_status_update,
-    to_datetime,
 )
 
 
@@ -67,7 +67,7 @@ def test_time_conversion_uses_the_postgres_epoch():
     unix = datetime(2024, 2, 29, 12, 0, 0, 250000, tzinfo=UTC).timestamp()
     micros = from_unix_time(unix)
     assert micros == 762_523_200_250_000
-    assert to_datetime(micros) == datetime(2024, 2, 29, 12, 0, 0, 250000, tzinfo=UTC)
+    assert pg_timestamp(micros) == datetime(2024, 2, 29, 12, 0, 0, 250000, tzinfo=UTC)
 
 
 def unpack_status(message: bytes) -> tuple[int, int, int]:
