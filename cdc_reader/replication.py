@@ -180,12 +180,12 @@ class ReplicationSession:
         position; None means exactly from there)."""
         if self._state is None:
             raise RuntimeError("call prepare() before start()")
-        conn = self._replication_connection()
         position = max(start_lsn or 0, self._state.confirmed_flush)
-        version = conn.info.server_version
-        command = start_replication_command(self.slot, self.publication, position, version)
-        pgconn = conn.pgconn
         with _translated_errors():
+            conn = self._replication_connection()
+            version = conn.info.server_version
+            command = start_replication_command(self.slot, self.publication, position, version)
+            pgconn = conn.pgconn
             pgconn.send_query(command.as_bytes(conn))
             self._selector = selectors.DefaultSelector()
             self._selector.register(pgconn.socket, selectors.EVENT_READ)
