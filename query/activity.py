@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mappers.events import Category
 from query.errors import InvalidParam
 
 if TYPE_CHECKING:
@@ -43,11 +44,6 @@ SINGLE_PARAMS = (
 class Order(enum.Enum):
     ASCENDING = "created_at"
     DESCENDING = "-created_at"
-
-
-class Category(enum.Enum):
-    ACTION = "ACTION"
-    EFFECT = "EFFECT"
 
 
 @dataclass(frozen=True, slots=True)

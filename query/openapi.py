@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from query.activity import MAX_LIMIT, MAX_PAGE, MAX_TEXT, MAX_TYPES, Category, Order
+from mappers.events import Category
+from query.activity import MAX_LIMIT, MAX_PAGE, MAX_TEXT, MAX_TYPES, Order
 
 ACTIVITY_PATH = "/v1/customers/{customerId}/activity"
 

@@ -151,7 +151,8 @@ class Store:
     @classmethod
     def open(cls, url: str, *, create_schema: bool = True, cluster: str | None = None) -> Store:
         location = parse_store_url(url)
-        reader = connect(location)
+        # Reads cannot write even if a bug let them try (2: settings may still change per query).
+        reader = connect(location, settings={"readonly": 2})
         writer = connect(location)
         store = cls(location, reader, writer)
         try:
@@ -195,10 +196,10 @@ class Store:
     # -- reads -----------------------------------------------------------------------------
     def ping(self) -> None:
         """Raise StoreError unless the store answers a query on our tables."""
-        self._rows(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 0", {})
+        self.rows(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 0", {})
 
     def resolve_tenant(self, name: str) -> uuid.UUID | None:
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT id FROM {TENANTS_TABLE} FINAL WHERE name = {{name:String}} "
             "ORDER BY version DESC, id LIMIT 1",
             {"name": name},
@@ -210,7 +211,7 @@ class Store:
         among live customers (the newest one if the engine let two share it)."""
         as_id = _as_uuid(key)
         if as_id is not None:
-            rows = self._rows(
+            rows = self.rows(
                 f"SELECT id FROM {CUSTOMERS_TABLE} WHERE tenant_id = {{tenant:UUID}} AND id = {{id:UUID}} "
                 f"UNION ALL SELECT customer_id FROM {EVENTS_TABLE} "
                 "WHERE tenant_id = {tenant:UUID} AND customer_id = {id:UUID} LIMIT 1",
@@ -218,7 +219,7 @@ class Store:
             )
             if rows:
                 return as_id
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT id FROM {CUSTOMERS_TABLE} FINAL "
             "WHERE tenant_id = {tenant:UUID} AND source_id = {source_id:String} AND NOT deleted "
             "ORDER BY version DESC, id LIMIT 1",
@@ -231,7 +232,7 @@ class Store:
     ) -> Position | None:
         """Where one of the customer's events sits in its history (a cursor's place)."""
         sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
-        rows = self._rows(sql, parameters)
+        rows = self.rows(sql, parameters)
         return Position(rows[0][0], event_id) if rows else None
 
     def activity(
@@ -262,7 +263,7 @@ class Store:
         window = 2 * wanted + 16
         while True:
             sql, parameters = activity_sql.window_sql(tenant_id, customer_id, query, after, window, columns)
-            rows = self._rows(sql, parameters)
+            rows = self.rows(sql, parameters)
             seen: set[uuid.UUID] = set()
             distinct = []
             for row in rows:
@@ -274,7 +275,7 @@ class Store:
             window *= 2
 
     def status(self) -> StoreStatus:
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT tenant, count(), max(created_at) FROM {EVENTS_TABLE} GROUP BY tenant ORDER BY tenant",
             {},
         )
@@ -286,7 +287,8 @@ class Store:
         )
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple]:
+    def rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple]:
+        """Run one read query; values only as server-side `{name:Type}` parameters."""
         try:
             return self._reader.query(sql, parameters=parameters).result_rows
         except (ClickHouseError, OSError) as error:

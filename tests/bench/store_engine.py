@@ -119,7 +119,7 @@ Strategy = Callable[[Store, Population, uuid.UUID, ActivityQuery], list]
 def _sql_strategy(rewrite: Callable[[str], str]) -> Strategy:
     def run(store: Store, population: Population, customer: uuid.UUID, query: ActivityQuery) -> list:
         sql, parameters = window_sql(population.tenant_id, customer, query, None, query.limit + 1)
-        return store._rows(rewrite(sql) + " OFFSET {offset:UInt64}", parameters | {"offset": query.offset})
+        return store.rows(rewrite(sql) + " OFFSET {offset:UInt64}", parameters | {"offset": query.offset})
     return run
 
 
@@ -182,7 +182,7 @@ def bench_status(store: Store, repeat: int) -> dict:
             "SETTINGS do_not_merge_across_partitions_select_final = 1"),
         "uniqExact(id)": "SELECT tenant, uniqExact(id), max(created_at) FROM customer_events GROUP BY tenant",
     }
-    return {name: timings(lambda: store._rows(sql, {}), repeat) for name, sql in queries.items()}
+    return {name: timings(lambda: store.rows(sql, {}), repeat) for name, sql in queries.items()}
 
 
 def run(events_count: int, customers: int, repeat: int) -> dict:
@@ -201,7 +201,7 @@ def run(events_count: int, customers: int, repeat: int) -> dict:
             for start in range(0, len(redelivered), 7_000):
                 writer.add(redelivered[start:start + 7_000])
                 writer.flush()
-            stored = store._rows("SELECT count() FROM customer_events", {})[0][0]
+            stored = store.rows("SELECT count() FROM customer_events", {})[0][0]
             pages = bench_pages(store, population, repeat)
             status = bench_status(store, max(3, repeat // 10))
     return {

@@ -175,10 +175,10 @@ def test_cursor_of_another_customer_is_not_found(client: TestClient, dataset: Da
 
 
 def test_redelivered_copies_are_stored_but_never_visible(client: TestClient, dataset: Dataset) -> None:
-    rows = dataset.store._rows("SELECT count(), uniqExact(id) FROM customer_events WHERE customer_id = {c:UUID}",
+    rows = dataset.store.rows("SELECT count(), uniqExact(id) FROM customer_events WHERE customer_id = {c:UUID}",
                                {"c": dataset.dave.id})
     assert rows == [(80, 40)]  # the copies did land (unmerged parts): the read side must hide them
-    dedup = dataset.store._rows("SELECT count() FROM customer_events_dedup WHERE customer_id = {c:UUID}",
+    dedup = dataset.store.rows("SELECT count() FROM customer_events_dedup WHERE customer_id = {c:UUID}",
                                 {"c": dataset.dave.id})
     assert dedup == [(40,)]
     body = client.get(path(str(dataset.dave.id)), params={"limit": 100}, headers=ACME_HEADERS).json()

@@ -28,11 +28,11 @@ SPEC_COLUMNS = [
 
 def test_customer_events_is_the_spec_table(store: Store) -> None:
     database = store.location.database
-    columns = store._rows(
+    columns = store.rows(
         "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'customer_events' "
         "ORDER BY position", {"db": database})
     assert columns == SPEC_COLUMNS
-    tables = store._rows(
+    tables = store.rows(
         "SELECT name, engine, sorting_key, partition_key FROM system.tables WHERE database = {db:String} "
         "ORDER BY name", {"db": database})
     assert tables == [
@@ -46,7 +46,7 @@ def test_customer_events_is_the_spec_table(store: Store) -> None:
 def test_schema_creation_is_idempotent(store: Store) -> None:
     store.ensure_schema()
     store.ensure_schema()
-    assert store._rows("SELECT count() FROM system.tables WHERE database = {db:String}",
+    assert store.rows("SELECT count() FROM system.tables WHERE database = {db:String}",
                        {"db": store.location.database}) == [(4,)]
 
 

@@ -58,8 +58,8 @@ def test_writes_are_refused_by_clickhouse(store: Store, store_url: str) -> None:
         status, out, err = run(store_url, statement, "table")
         assert (status, out) == (1, "")
         assert "readonly" in err.lower()
-    assert store._rows("SELECT count() FROM tenants", {}) == [(0,)]
-    assert store._rows("EXISTS TABLE customer_events", {}) == [(1,)]
+    assert store.rows("SELECT count() FROM tenants", {}) == [(0,)]
+    assert store.rows("EXISTS TABLE customer_events", {}) == [(1,)]
 
 
 def test_bad_sql_and_bad_format(store: Store, store_url: str) -> None:

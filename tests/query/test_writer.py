@@ -7,7 +7,7 @@ import pytest
 
 from query.activity import ActivityQuery
 from query.metrics import Metrics
-from query.store import Store, StoreError
+from query.store import Store, StoreError, connect
 from query.writer import EventWriter
 from tests.query import factories as f
 
@@ -24,7 +24,7 @@ class Clock:
 
 
 def stored(store: Store) -> list[tuple]:
-    return sorted(store._rows("SELECT id, count() FROM customer_events GROUP BY id", {}))
+    return sorted(store.rows("SELECT id, count() FROM customer_events GROUP BY id", {}))
 
 
 def test_flush_writes_everything_and_returns_the_marked_lsn(store: Store) -> None:
@@ -40,7 +40,7 @@ def test_flush_writes_everything_and_returns_the_marked_lsn(store: Store) -> Non
     assert stored(store) == sorted((e.id, 1) for e in events)
     assert store.resolve_tenant("acme") == ACME.id
     assert store.resolve_customer(ACME.id, "dave-src") == DAVE.id
-    row = store._rows("SELECT * EXCEPT ingested_at FROM customer_events WHERE id = {id:UUID}", {"id": events[0].id})
+    row = store.rows("SELECT * EXCEPT ingested_at FROM customer_events WHERE id = {id:UUID}", {"id": events[0].id})
     e = events[0]
     assert row == [(e.id, e.tenant_id, e.tenant, e.customer_id, e.created_at, e.type, e.category, e.campaign_id,
                      e.campaign_type, e.group_id, e.source, e.data, e.source_table, e.source_lsn)]
@@ -90,7 +90,9 @@ def test_failed_flush_keeps_rows_and_a_retry_writes_them_once(store: Store) -> N
     events = [f.event(ACME, DAVE.id, n, n) for n in range(4)]
     writer.add([ACME, DAVE, *events])
     writer.mark(10)
-    store._writer.command("DROP TABLE customer_events")  # the store loses its table: inserts fail
+    outsider = connect(store.location)
+    outsider.command(f"DROP TABLE {store.location.database}.customer_events")  # inserts now fail
+    outsider.close()
     with pytest.raises(StoreError, match="insert into customer_events failed"):
         writer.flush()
     assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (6, 10, None)
@@ -98,7 +100,7 @@ def test_failed_flush_keeps_rows_and_a_retry_writes_them_once(store: Store) -> N
     assert writer.flush() == 10
     assert stored(store) == sorted((e.id, 1) for e in events)
     # Lookup rows were written by the failed attempt and sent again: the dedup token dropped them.
-    assert store._rows("SELECT count() FROM tenants", {}) == [(1,)]
+    assert store.rows("SELECT count() FROM tenants", {}) == [(1,)]
 
 
 def test_the_same_batch_sent_twice_is_dropped_by_its_token(store: Store) -> None:
@@ -118,7 +120,7 @@ def test_copies_in_other_batches_are_stored_but_collapsed_by_the_view(store: Sto
     writer.flush()
     writer.add(events[1:3])  # another cut of the same rows: another token
     writer.flush()
-    assert store._rows("SELECT count() FROM customer_events", {}) == [(6,)]
-    assert store._rows("SELECT count(), uniqExact(id) FROM customer_events_dedup", {}) == [(4, 4)]
+    assert store.rows("SELECT count() FROM customer_events", {}) == [(6,)]
+    assert store.rows("SELECT count(), uniqExact(id) FROM customer_events_dedup", {}) == [(4, 4)]
     assert [event.id for event in store.activity(ACME.id, DAVE.id, ActivityQuery(limit=10))] == [
         e.id for e in sorted(events, key=f.history_key, reverse=True)]
