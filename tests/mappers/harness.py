@@ -104,11 +104,16 @@ class Engine:
                 with conn.transaction():
                     write(conn)
 
-    def stream(self, mapper: EventMapper | None = None) -> list[MappedTransaction]:
-        """Run the queued transactions, stream them, map them in order."""
+    def envelopes(self) -> list[list[Envelope]]:
+        """Run the queued transactions and return what replication streams, per transaction."""
         grouped = stream_transactions(self.database.dsn, self._write_all, tracked_tables(),
                                       transactions=len(self.writes))
         self.writes = []
+        return grouped
+
+    def stream(self, mapper: EventMapper | None = None) -> list[MappedTransaction]:
+        """Run the queued transactions, stream them, map them in order."""
+        grouped = self.envelopes()
         owned = mapper is None
         mapper = mapper or new_mapper(self.state_dir)
         try:
@@ -118,9 +123,10 @@ class Engine:
                 mapper.state.close()
 
 
-def new_mapper(state_dir: Path, cache_size: int = 1000) -> EventMapper:
+def new_mapper(state_dir: Path, cache_size: int = 1000, scratch_memory_limit: int = 100_000) -> EventMapper:
     state = ReferenceState.open(state_dir, cache_size)
-    return EventMapper(load_default_catalog(), state, source=SOURCE, slot=SLOT)
+    return EventMapper(load_default_catalog(), state, source=SOURCE, slot=SLOT,
+                       scratch_memory_limit=scratch_memory_limit)
 
 
 def map_transaction(mapper: EventMapper, envelopes: list[Envelope]) -> MappedTransaction:
