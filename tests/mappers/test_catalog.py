@@ -1,0 +1,78 @@
+"""The catalog as data: it covers SPEC §4, and a bad rule is refused at load naming the rule."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import pytest
+
+from mappers import CatalogError, load_default_catalog, tracked_tables
+from mappers.catalog import build_catalog
+from mappers.schema import voucher_schema
+
+SPEC_TYPES = {
+    "customer.created", "customer.updated", "customer.deleted", "customer.redemption.succeeded",
+    "customer.redemption.failed", "customer.redemption.rollback.succeeded",
+    "customer.redemption.rollback.failed", "customer.publication.succeeded",
+    "customer.publication.failed", "customer.order.created", "customer.order.paid",
+    "customer.order.fulfilled", "customer.order.canceled", "customer.order.processing",
+    "customer.order.updated", "customer.segment.entered", "customer.segment.left",
+    "customer.voucher.gift.balance_added", "customer.voucher.loyalty_card.points_added",
+    "customer.voucher.loyalty_card.points_expired", "customer.holder.assignment.created",
+    "customer.holder.assignment.deleted", "customer.voucher.deleted",
+}
+
+
+def packaged() -> dict:
+    return tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+
+
+def test_catalog_covers_every_row_of_the_spec():
+    catalog = load_default_catalog()
+    assert {rule.type for rule in catalog.rules} == SPEC_TYPES
+    assert catalog.passthrough.table == "customer_event"
+    assert {(rule.type, rule.table) for rule in catalog.rules if rule.type == "customer.order.updated"} == {
+        ("customer.order.updated", "orders"), ("customer.order.updated", "order_item")}
+
+
+def test_tracked_tables_put_references_first_and_customer_event_last():
+    tables = tracked_tables()
+    assert set(tables) == {
+        "tenant", "customer", "campaign", "voucher", "segment", "redemption", "orders", "order_item",
+        "redemption_rollback", "publication", "publication_vouchers", "segment_customer",
+        "voucher_transaction", "customer_event"}
+    assert tables[-1] == "customer_event"
+    for later, earlier in (("redemption", "voucher"), ("publication", "publication_vouchers"),
+                           ("redemption_rollback", "redemption"), ("segment_customer", "segment"),
+                           ("order_item", "orders"), ("voucher", "customer")):
+        assert tables.index(earlier) < tables.index(later)
+
+
+def test_adding_an_event_type_is_adding_a_rule():
+    document = packaged()
+    document["rule"].append({
+        "type": "customer.voucher.gift.balance_removed", "table": "voucher_transaction",
+        "on": ["insert"], "when": "new.type = 'CREDITS_REMOVAL'",
+        "customer": "new.voucher_id > voucher.holder_id", "campaign": "new.campaign_id",
+        "voucher": "new.voucher_id", "category": "EFFECT", "objects": {"transaction": "new"}})
+    catalog = build_catalog(document, voucher_schema())
+    assert catalog.rules[-1].condition.holds({"type": "CREDITS_REMOVAL"}, {})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"when": "new.result ~ 'SUCC'"}, r"rule customer.redemption.succeeded on redemption: condition .*unsupported SQL: operator '~'"),
+    ({"when": "new.amount = 'lots'"}, r"rule customer.redemption.succeeded on redemption: .*invalid integer literal 'lots'"),
+    ({"when": "new.result = 'SUCCESS' AND now() IS NULL"}, r"unsupported SQL: function now\(\)"),
+    ({"category": "SIDE_EFFECT"}, "category must be ACTION or EFFECT"),
+    ({"on": ["upsert"]}, r"unknown change kind 'upsert'"),
+    ({"campaign": "new.voucher_id > coupon.campaign_id"}, r"looks up 'coupon', which \[state\] does not keep"),
+    ({"customer": "neu.customer_id"}, "must start with new, old or row"),
+    ({"objects": {"receipt": "new"}}, r"no \[objects.receipt\]"),
+])
+def test_a_bad_rule_is_refused_naming_it(change, message):
+    document = packaged()
+    rule = next(rule for rule in document["rule"] if rule["type"] == "customer.redemption.succeeded")
+    rule.update(change)
+    with pytest.raises(CatalogError, match=message):
+        build_catalog(document, voucher_schema())
