@@ -1,0 +1,1 @@
+"""The ClickHouse store (schema, writer, reads) and the Voucherify-compatible activity API."""

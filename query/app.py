@@ -174,14 +174,20 @@ def create_app(
     status: Callable[[], dict] | None = None,
     readiness: Callable[[], str | None] | None = None,
     metrics: Metrics | None = None,
+    activity: bool = True,
 ) -> Starlette:
     """`tokens`: token -> tenant name or "*" (admin); empty = tenant from the headers (the CLI
     then listens on loopback only). `status` feeds /v1/status, `readiness` /readyz (None =
-    ready, else the reason), `metrics` is shared with the pipeline when given."""
+    ready, else the reason), `metrics` is shared with the pipeline when given. `activity=False`
+    leaves the activity route out (`voucher-activity reader` serves only the probes)."""
     metrics = metrics or Metrics()
     api = ActivityApi(store, Authenticator(tokens), metrics, status, readiness)
-    routes = [
+    # customerId may be a source_id holding "/", hence the path converter.
+    activity_routes = [
         Route(ACTIVITY_PATH.replace("{customerId}", "{customerId:path}"), api.activity, methods=["GET"]),
+    ]
+    routes = [
+        *(activity_routes if activity else []),
         Route("/v1/status", api.status, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),

@@ -10,7 +10,8 @@ from query.app import create_app
 from query.metrics import Metrics
 from query.store import Store
 from tests.conftest import unique_name
-from tests.query.conftest import ACME_HEADERS, TOKENS, Dataset
+from tests.query import factories as f
+from tests.query.conftest import ACME_HEADERS, TOKENS, Dataset, write
 
 
 def test_healthz(client: TestClient) -> None:
@@ -95,3 +96,17 @@ def test_docs_page_is_self_contained(client: TestClient) -> None:
     for fragment in ("/v1/customers/{customerId}/activity", "starting_after_id", "X-App-Token", "/readyz"):
         assert fragment in html
     assert "<script" not in html and "http://" not in html and "https://" not in html
+
+
+def test_probe_only_app_has_no_activity_route(dataset: Dataset) -> None:
+    with TestClient(create_app(dataset.store, tokens=TOKENS, activity=False)) as client:
+        assert client.get(f"/v1/customers/{dataset.dave.id}/activity", headers=ACME_HEADERS).status_code == 404
+        assert client.get("/healthz").status_code == 200
+
+
+def test_source_id_with_a_slash_resolves(dataset: Dataset) -> None:
+    slashed = f.customer(dataset.acme, "slashed", "crm/42")
+    write(dataset.store, [slashed, f.event(dataset.acme, slashed.id, 0, 700)], lsn=7)
+    with TestClient(create_app(dataset.store, tokens=TOKENS)) as client:
+        response = client.get("/v1/customers/crm%2F42/activity", headers=ACME_HEADERS)
+        assert [item["id"] for item in response.json()["data"]] == [str(f.stable_id("event", "acme", slashed.id, 700))]
