@@ -30,6 +30,8 @@ from query.openapi import ACTIVITY_PATH, build_document
 from query.store import Store, StoreError
 
 UNMATCHED_ROUTE = "unmatched"
+# Methods come from the client; anything else is one label so it cannot grow the series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class OrjsonResponse(JSONResponse):
@@ -66,7 +68,8 @@ class RequestContext:
         finally:
             route = scope.get("route")
             template = getattr(route, "path_format", UNMATCHED_ROUTE)
-            self.metrics.observe_request(template, scope["method"], status, time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+            self.metrics.observe_request(template, method, status, time.perf_counter() - started)
 
 
 def _request_id(request: Request) -> str:

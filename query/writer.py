@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from query.schema import (
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from query.metrics import Metrics
     from query.store import Store
 
-Record = Union[CustomerEvent, TenantRecord, CustomerRecord]
+Record = CustomerEvent | TenantRecord | CustomerRecord
 
 # Sent with every insert so the client never asks the server for the table's structure.
 EVENT_TYPES = (

@@ -37,7 +37,7 @@ def write(store: Store, records: list, lsn: int = 1) -> None:
     writer.flush()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dataset:
     """Two tenants that share a source_id; a customer with a rich history (ties on created_at
     included) whose every event was also re-delivered in a later batch; a deleted customer."""
