@@ -1,11 +1,12 @@
 """Reader throughput: our replication session (receive + decode + assemble + confirm) against
 PostgreSQL's own C client `pg_recvlogical` (receive only, to /dev/null), on the same WAL.
 
-A throwaway cluster gets two identical pgoutput slots, then N customer/redemption-like row
-changes (transactions of 2 inserts and 2 updates, as the engine's redemptions write them); each
-slot is drained to the end LSN by one client. Target: ours >= 0.6x pg_recvlogical.
+A throwaway cluster gets identical pgoutput slots (two per round), then N customer/redemption-like
+row changes (transactions of 2 inserts and 2 updates, as the engine's redemptions write them);
+in each round one slot is drained to the end LSN by each client. The best round of each counts
+(the machine may be shared). Target: ours >= 0.6x pg_recvlogical.
 
-Run: python -m tests.bench reader [--changes N]
+Run: python -m tests.bench reader [--changes N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ END $$
 """
 
 
-def prepare_cluster(root: Path, transactions: int) -> tuple[LocalPostgres, str, int]:
+def prepare_cluster(root: Path, transactions: int, rounds: int) -> tuple[LocalPostgres, str, int]:
     """Start a cluster, create the slots, write the workload; returns (cluster, dsn, end LSN)."""
     cluster = LocalPostgres(wheel_installation(), root / "pg")
     cluster.init()
@@ -68,16 +69,19 @@ def prepare_cluster(root: Path, transactions: int) -> tuple[LocalPostgres, str, 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema)
         ensure_publication(conn, PUBLICATION, TABLES)
-        create_slot(conn, "recvlogical")
-        create_slot(conn, "session")
+        for round_number in range(rounds):
+            create_slot(conn, f"recvlogical_{round_number}")
+            create_slot(conn, f"session_{round_number}")
         conn.execute(WORKLOAD % {"transactions": transactions})
         end = parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
     return cluster, dsn, end
 
 
-def drain_with_pg_recvlogical(cluster: LocalPostgres, dsn: str, end: int, version: int) -> float:
+def drain_with_pg_recvlogical(
+    cluster: LocalPostgres, dsn: str, slot: str, end: int, version: int
+) -> float:
     command = [
-        cluster.installation.tool("pg_recvlogical"), "-d", dsn, "--slot", "recvlogical", "--start",
+        cluster.installation.tool("pg_recvlogical"), "-d", dsn, "--slot", slot, "--start",
         "--endpos", format_lsn(end), "--no-loop", "-F", "0", "-f", "/dev/null",
         "-o", f"proto_version={version}", "-o", f"publication_names={PUBLICATION}",
         "-o", "messages=true",
@@ -87,10 +91,10 @@ def drain_with_pg_recvlogical(cluster: LocalPostgres, dsn: str, end: int, versio
     return time.perf_counter() - started
 
 
-def drain_with_session(dsn: str, end: int) -> tuple[float, int]:
+def drain_with_session(dsn: str, slot: str, end: int) -> tuple[float, int]:
     """Seconds from START_REPLICATION to the end LSN, and the changes received."""
     changes = 0
-    with ReplicationSession(dsn, "session", PUBLICATION, TABLES) as session:
+    with ReplicationSession(dsn, slot, PUBLICATION, TABLES) as session:
         session.prepare(export_snapshot=False)
         started = time.perf_counter()
         session.start()
@@ -111,6 +115,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench reader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--changes", type=int, default=200_000, help="row changes to stream")
+    parser.add_argument("--rounds", type=int, default=3, help="drains per client; the best counts")
     args = parser.parse_args(argv)
     transactions = max(args.changes // CHANGES_PER_TRANSACTION, 1)
     changes = transactions * CHANGES_PER_TRANSACTION
@@ -118,21 +123,31 @@ def main(argv: list[str]) -> int:
     cluster = None
     try:
         started = time.perf_counter()
-        cluster, dsn, end = prepare_cluster(root, transactions)
+        cluster, dsn, end = prepare_cluster(root, transactions, args.rounds)
         print(f"wrote {changes} changes in {transactions} transactions "
               f"({time.perf_counter() - started:.1f} s, end LSN {format_lsn(end)})")
         with psycopg.connect(dsn) as conn:
             version = protocol_version(conn.info.server_version)
-        theirs = drain_with_pg_recvlogical(cluster, dsn, end, version)
-        ours, received = drain_with_session(dsn, end)
-        if received != changes:
-            print(f"error: the session received {received} changes, expected {changes}")
-            return 1
-        print(f"pg_recvlogical  {changes / theirs:>10,.0f} changes/s  ({theirs:.2f} s)")
-        print(f"session         {changes / ours:>10,.0f} changes/s  ({ours:.2f} s)")
-        print(f"ratio           {theirs / ours:>10.2f}x  (target >= 0.6x)")
+        theirs, ours = [], []
+        for round_number in range(args.rounds):
+            theirs.append(drain_with_pg_recvlogical(
+                cluster, dsn, f"recvlogical_{round_number}", end, version))
+            seconds, received = drain_with_session(dsn, f"session_{round_number}", end)
+            if received != changes:
+                print(f"error: the session received {received} changes, expected {changes}")
+                return 1
+            ours.append(seconds)
+        print(f"pg_recvlogical  {changes / min(theirs):>10,.0f} changes/s  "
+              f"(best of {args.rounds}: {min(theirs):.2f} s; all: {_seconds(theirs)})")
+        print(f"session         {changes / min(ours):>10,.0f} changes/s  "
+              f"(best of {args.rounds}: {min(ours):.2f} s; all: {_seconds(ours)})")
+        print(f"ratio           {min(theirs) / min(ours):>10.2f}x  (target >= 0.6x)")
         return 0
     finally:
         if cluster is not None:
             cluster.destroy()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
