@@ -10,6 +10,7 @@ import sys
 
 BENCHMARKS = {
     "reader": "tests.bench.reader",  # replication session vs pg_recvlogical
+    "mapping": "tests.bench.mapping",  # envelopes -> events with the reference state
     "store": "tests.bench.store_engine",  # store batch sizes and dedup reads
 }
 
