@@ -29,15 +29,14 @@ from cdc_reader.config import Settings, SnapshotMode
 from cdc_reader.logs import fields
 from cdc_reader.replication import ReplicationSession
 from cdc_reader.snapshot import read_snapshot
-from mappers import tracked_tables
-from mappers.state import ReferenceState
+from mappers import open_state, tracked_tables
+from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
 from query.store import Store, StoreError
 from query.writer import EventWriter
 
 log = logging.getLogger("voucher_activity.pipeline")
 
-STATE_FILE = "reference_state.sqlite3"
 IDLE_READ_TIMEOUT = 0.5
 RATE_LOG_INTERVAL = 60.0
 
@@ -119,7 +118,7 @@ class Pipeline:
     def _run_once(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        state = ReferenceState(state_path(settings))
+        state = open_state(settings.data_dir)
         try:
             with ReplicationSession(
                 settings.require_source(), settings.slot, settings.publication, tracked_tables()
@@ -150,7 +149,7 @@ class Pipeline:
             load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
             slot=settings.slot,
         )
-        writer = EventWriter(self.store)
+        writer = EventWriter(self.store, metrics=self.metrics)
         if slot.created:
             if want_snapshot:
                 self._snapshot(slot, mapper, writer)

@@ -18,25 +18,8 @@ from cdc_reader.logs import fields
 
 log = logging.getLogger("voucher_activity.snapshot")
 
-# Reference rows first (tenants, campaigns, segments, customers, vouchers), then the rows whose
-# events need them; publication_vouchers before publication so a campaign publication finds its
-# voucher codes; customer_event last, because a customer_event row is kept only when no
-# business row already produced the same event.
-SNAPSHOT_ORDER = (
-    "tenant", "campaign", "segment", "customer", "voucher", "orders", "order_item",
-    "redemption", "redemption_rollback", "publication_vouchers", "publication",
-    "voucher_transaction", "segment_customer", "customer_event",
-)
-
 CHUNK_ROWS = 5000
 PROGRESS_INTERVAL = 2.0
-
-
-def snapshot_order(tables: Sequence[str]) -> list[str]:
-    """The tracked tables in snapshot order (tables we do not know go before customer_event)."""
-    known = [table for table in SNAPSHOT_ORDER if table in tables]
-    unknown = [table for table in tables if table not in SNAPSHOT_ORDER]
-    return known[:-1] + unknown + known[-1:] if known[-1:] == ["customer_event"] else known + unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +45,14 @@ def read_snapshot(
     chunk_rows: int = CHUNK_ROWS,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Iterator[tuple[str, dict]]:
-    """Yield (table, row) for every row of `tables` as of the exported snapshot."""
+    """Yield (table, row) for every row of `tables`, table by table in the given order (the
+    mappers' dependency order: reference rows before the rows whose events need them), as of
+    the exported snapshot."""
     report = on_progress or log_progress
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
-        for table in snapshot_order(tables):
+        for table in tables:
             total = _estimate_rows(conn, schema, table)
             started = time.monotonic()
             last_report = started
