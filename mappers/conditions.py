@@ -13,6 +13,7 @@ Anything outside the supported subset raises `ConditionError` naming the node, a
 from __future__ import annotations
 
 import operator
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -315,6 +316,8 @@ class _Untyped:
             return parse_literal(SqlType.INTEGER, self.text)
         if isinstance(value, (dict, list)):
             return parse_literal(SqlType.JSONB, self.text)
+        if isinstance(value, uuid.UUID):
+            return parse_literal(SqlType.UUID, self.text)
         return self.text
 
 

@@ -84,8 +84,8 @@ def serialize(data: Mapping[str, Any]) -> str:
 
 def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID from a canonical uuid string (or any spelling PostgreSQL accepts); None if invalid."""
-    if value is None:
-        return None
+    if value is None or type(value) is uuid.UUID:
+        return value
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -93,8 +93,9 @@ def as_uuid(value: Any) -> uuid.UUID | None:
 
 
 def event_time(value: Any, *fallbacks: Any) -> datetime:
-    """The first of the values that is a datetime (snapshot events: the row's own time)."""
+    """The first of the values that is a datetime, as aware UTC (snapshot events: the row's own
+    time; the schema's naive timestamps hold UTC)."""
     for candidate in (value, *fallbacks):
         if isinstance(candidate, datetime):
-            return candidate
+            return candidate.replace(tzinfo=UTC) if candidate.tzinfo is None else candidate
     return EPOCH

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
 from typing import Any
 
 from pglast import ast, parse_sql
 
-from mappers.sqltypes import CANONICAL, SqlType, TYPE_NAMES
+from mappers.sqltypes import CANONICAL, CANONICAL_TYPES, TYPE_NAMES, SqlType
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +26,14 @@ class TableSchema:
     primary_key: tuple[str, ...]
     # column -> canonical converter, built once so the hot loop does one lookup per column
     converters: Mapping[str, Callable[[Any], Any]]
+    # column -> the Python types (None included) its canonical values have
+    canonical_types: Mapping[str, tuple[type, ...]]
 
-    def canonical_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of `row` with every known column in canonical form."""
+    def canonical_row(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`row` with every known column in canonical form: the row itself when it already is
+        (what the reader and psycopg deliver: checked in one C-level pass), else a copy."""
+        if all(map(isinstance, row.values(), map(self.canonical_types.get, row, repeat(object)))):
+            return row
         converters = self.converters
         result = {}
         for column, value in row.items():
@@ -35,8 +41,11 @@ class TableSchema:
             result[column] = value if value is None or converter is None else converter(value)
         return result
 
-    def key_of(self, row: Mapping[str, Any]) -> str | None:
-        """The primary key of `row` as one string (composite keys joined by '/')."""
+    def key_of(self, row: Mapping[str, Any]) -> Any:
+        """The primary key of `row`: its value, or for a composite key the values joined by '/'
+        as text; None when part of it is missing."""
+        if len(self.primary_key) == 1:
+            return row.get(self.primary_key[0])
         values = [row.get(column) for column in self.primary_key]
         if any(value is None for value in values):
             return None
@@ -46,7 +55,9 @@ class TableSchema:
 def table_schema(name: str, columns: Mapping[str, SqlType], primary_key: tuple[str, ...]) -> TableSchema:
     converters = {column: CANONICAL[sql_type] for column, sql_type in columns.items()
                   if sql_type in CANONICAL}
-    return TableSchema(name, dict(columns), primary_key, converters)
+    canonical_types = {column: (*CANONICAL_TYPES.get(sql_type, (object,)), type(None))
+                       for column, sql_type in columns.items()}
+    return TableSchema(name, dict(columns), primary_key, converters, canonical_types)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,9 @@ class Scratch:
         connection.execute(
             "CREATE INDEX IF NOT EXISTS temp.mapper_scratch_key ON mapper_scratch (kind, key)")
 
-    def add(self, kind: str, key: str, value: Any = None) -> None:
+    def add(self, kind: str, key: Any, value: Any = None) -> None:
+        """Remember `value` under (kind, key); keys are hashable values compared as text once
+        they are on disk."""
         by_key = self._memory.get(kind)
         if by_key is None:
             by_key = self._memory[kind] = {}
@@ -48,21 +50,21 @@ class Scratch:
         if self._size > self.memory_limit:
             self._spill()
 
-    def has(self, kind: str, key: str) -> bool:
+    def has(self, kind: str, key: Any) -> bool:
         by_key = self._memory.get(kind)
         if by_key is not None and key in by_key:
             return True
         return self._spilled and self.connection.execute(
-            f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (kind, key)).fetchone() is not None
+            f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (kind, str(key))).fetchone() is not None
 
-    def values(self, kind: str, key: str) -> list[Any]:
+    def values(self, kind: str, key: Any) -> list[Any]:
         found = []
         if self._spilled:
             found = [pickle.loads(value) for (value,) in self.connection.execute(
-                f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY sequence", (kind, key))]
+                f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY sequence", (kind, str(key)))]
         return found + [value for _, value in self._memory.get(kind, {}).get(key, ())]
 
-    def items(self, kind: str) -> Iterator[tuple[str, Any]]:
+    def items(self, kind: str) -> Iterator[tuple[Any, Any]]:
         """Every (key, value) of `kind`, in the order they were added."""
         if self._spilled:
             cursor = self.connection.execute(
@@ -84,7 +86,7 @@ class Scratch:
             self._spilled = False
 
     def _spill(self) -> None:
-        rows = ((kind, key, sequence, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        rows = ((kind, str(key), sequence, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
                 for kind, by_key in self._memory.items() for key, values in by_key.items()
                 for sequence, value in values)
         self.connection.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?, ?)", rows)

@@ -3,8 +3,10 @@
 Row values reach the mappers as the reader decoded them (text or already typed), from the
 initial snapshot (psycopg types) or back from the reference state (JSON). Every consumer
 compares and serializes values, so each is brought to one canonical form first: uuid -> lower
-case str, timestamp -> aware UTC datetime, integer -> int, numeric -> Decimal, boolean -> bool,
-jsonb -> parsed value (JSON null as `JSON_NULL`, so it stays distinct from SQL NULL).
+uuid.UUID, timestamp -> naive datetime in UTC (the schema's `timestamp` columns hold UTC; orjson
+writes them with a Z), integer -> int, numeric -> Decimal, boolean -> bool, jsonb -> parsed value
+(JSON null as `JSON_NULL`, so it stays distinct from SQL NULL). These are the types the reader
+and psycopg already produce, so the common case costs one type check per column.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def parse_json(text: str | bytes) -> Any:
 def parse_timestamp(text: str) -> datetime:
     # The voucher schema's timestamps are `without time zone` holding UTC (SPEC §1).
     moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def canonical(sql_type: SqlType, value: Any) -> Any:
@@ -106,20 +108,18 @@ def _canonical_boolean(value: Any) -> Any:
 
 
 def _canonical_json(value: Any) -> Any:
-    if isinstance(value, (str, bytes)):
-        return parse_json(value)
-    return value
+    # The reader and psycopg hand jsonb over parsed (a str is a JSON string); only raw bytes
+    # are still JSON text.
+    return parse_json(value) if isinstance(value, bytes) else value
 
 
 def _canonical_uuid(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.lower() if len(value) == 36 else str(uuid.UUID(value))
-    return str(value)
+    return value if type(value) is uuid.UUID else uuid.UUID(str(value))
 
 
 def _canonical_timestamp(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if type(value) is datetime:
+        return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
     try:
         return parse_timestamp(value)
     except ValueError:
@@ -147,6 +147,19 @@ CANONICAL = {
 }
 
 
+# The Python types of canonical values (NULL aside), for the no-conversion-needed check.
+CANONICAL_TYPES: dict[SqlType, tuple[type, ...]] = {
+    SqlType.TEXT: (str,),
+    SqlType.INTEGER: (int,),
+    SqlType.NUMERIC: (Decimal, int),
+    SqlType.BOOLEAN: (bool,),
+    SqlType.JSONB: (object,),
+    SqlType.UUID: (uuid.UUID,),
+    SqlType.TIMESTAMP: (datetime,),
+    SqlType.DATE: (date,),
+}
+
+
 def parse_literal(sql_type: SqlType, text: str) -> Any:
     """A string literal cast to `sql_type`, as PostgreSQL's input function reads it."""
     if sql_type in (SqlType.TEXT, SqlType.UNKNOWN, SqlType.ANY):
@@ -160,7 +173,7 @@ def parse_literal(sql_type: SqlType, text: str) -> Any:
     if sql_type is SqlType.JSONB:
         return parse_json(text)
     if sql_type is SqlType.UUID:
-        return str(uuid.UUID(text.strip()))
+        return uuid.UUID(text.strip())
     if sql_type is SqlType.TIMESTAMP:
         return parse_timestamp(text.strip())
     return date.fromisoformat(text.strip())

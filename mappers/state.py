@@ -22,6 +22,7 @@ from typing import Any
 
 STATE_FILE = "mapper_state.sqlite3"
 _ABSENT = None  # a cached negative lookup: the row is known not to exist
+_MISSING = object()  # not in the cache at all
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -47,8 +48,8 @@ class ReferenceState:
         # yields identical events; so the state need not wait for fsync.
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.executescript(_SCHEMA)
-        self._cache: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
-        self._dirty: set[tuple[str, str]] = set()
+        self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
+        self._dirty: set[tuple[str, Any]] = set()
         self._in_transaction = False
         row = self.connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
         self._applied_lsn: int | None = int(row[0]) if row else None
@@ -66,26 +67,28 @@ class ReferenceState:
 
     # -- rows ----------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
-        cache_key = (table, str(key))
+        """The row of `table` keyed `key` (a uuid.UUID or text; SQLite stores its text form)."""
+        cache_key = (table, key)
         cache = self._cache
-        if cache_key in cache:
+        row = cache.get(cache_key, _MISSING)
+        if row is not _MISSING:
             cache.move_to_end(cache_key)
-            return cache[cache_key]
+            return row
         found = self.connection.execute(
-            "SELECT row FROM entity WHERE kind = ? AND key = ?", cache_key).fetchone()
+            "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, str(key))).fetchone()
         row = pickle.loads(found[0]) if found else _ABSENT
         self._remember(cache_key, row)
         return row
 
     def put(self, table: str, key: Any, row: dict[str, Any]) -> None:
-        cache_key = (table, str(key))
+        cache_key = (table, key)
         self._dirty.add(cache_key)
         self._remember(cache_key, row)
 
     def delete(self, table: str, key: Any) -> None:
         self.put(table, key, _ABSENT)  # type: ignore[arg-type]
 
-    def _remember(self, cache_key: tuple[str, str], row: dict[str, Any] | None) -> None:
+    def _remember(self, cache_key: tuple[str, Any], row: dict[str, Any] | None) -> None:
         cache = self._cache
         cache[cache_key] = row
         cache.move_to_end(cache_key)
@@ -100,9 +103,9 @@ class ReferenceState:
         upserts, deletes = [], []
         for (table, key), row in entries:
             if row is _ABSENT:
-                deletes.append((table, key))
+                deletes.append((table, str(key)))
             else:
-                upserts.append((table, key, pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)))
+                upserts.append((table, str(key), pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)))
         if upserts:
             self.connection.executemany(
                 "INSERT INTO entity (kind, key, row) VALUES (?, ?, ?) "

@@ -83,8 +83,8 @@ class _Pending:
 
     rule_index: int
     position: int
-    row_key: str
-    subject: str
+    row_key: Any
+    subject: Any
     customer: Any
     changed: list[str] | None
     new: Row
@@ -172,16 +172,19 @@ class EventMapper:
     def _map(self, plan: _TablePlan, op: Op, after: Row | None, before: Row | None,
              unchanged_toast: Iterable[str], position: int, context: _Context) -> list[Record]:
         schema = plan.schema
-        new = schema.canonical_row(after) if after else {}
-        old = schema.canonical_row(before) if before else {}
+        new = schema.canonical_row(after) if after else _EMPTY
+        old = schema.canonical_row(before) if before else _EMPTY
         key = schema.key_of(new or old)
-        if plan.state is not None and key is not None:
+        # An inserted row is new (the engine's ids are fresh UUIDs): no previous state to read.
+        if plan.state is not None and key is not None and op is not Op.INSERT:
             previous = self.state.get(plan.table, key)
             if previous is not None:
                 old = {**previous, **old} if old else previous
-        for column in unchanged_toast:
-            if column not in new and column in old:
-                new[column] = old[column]
+        if unchanged_toast:
+            new = dict(new)  # the reader's row is read-only
+            for column in unchanged_toast:
+                if column not in new and column in old:
+                    new[column] = old[column]
         if plan.state is not None and key is not None:
             self._update_state(plan.state, op, key, new, old)
         records: list[Record] = []
@@ -191,7 +194,7 @@ class EventMapper:
             self._scratch.add(f"touched:{plan.table}", key)
         if op is Op.INSERT:
             for kind, collect in plan.feeds:
-                self._scratch.add(kind, str(new.get(collect.key)),
+                self._scratch.add(kind, new.get(collect.key),
                                   collect.value.resolve(new, old, self.state.get))
         if plan.passthrough is not None and op in plan.passthrough.ops:
             if context.snapshot:
@@ -199,12 +202,12 @@ class EventMapper:
             else:
                 self._scratch.add("passthrough", "", (position, new))
         for rule_index, rule in plan.rules.get(op, ()):
-            event = self._apply(rule_index, rule, new, old, key or "", position, context)
+            event = self._apply(rule_index, rule, new, old, key, position, context)
             if event is not None:
                 records.append(event)
         return records
 
-    def _update_state(self, spec: StateSpec, op: Op, key: str, new: dict, old: Row) -> None:
+    def _update_state(self, spec: StateSpec, op: Op, key: Any, new: dict, old: Row) -> None:
         if op is Op.DELETE:
             if not spec.keep_deleted:
                 self.state.delete(spec.table, key)
@@ -214,7 +217,7 @@ class EventMapper:
             merged = {column: merged.get(column) for column in spec.columns}
         self.state.put(spec.table, key, merged)
 
-    def _apply(self, rule_index: int, rule: Rule, new: Row, old: Row, key: str, position: int,
+    def _apply(self, rule_index: int, rule: Rule, new: Row, old: Row, key: Any, position: int,
                context: _Context) -> CustomerEvent | None:
         if rule.condition is not None and not rule.condition.holds(new, old):
             return None
@@ -229,7 +232,7 @@ class EventMapper:
                        else changed_columns(new, old, rule.changed_fields.ignore))
             if not changed:
                 return None
-        subject = str(rule.subject.resolve(new, old, self.state.get)) if rule.subject else key
+        subject = rule.subject.resolve(new, old, self.state.get) if rule.subject else key
         if rule.once_per_transaction and not context.snapshot:
             once_kind = f"once:{rule_index}"
             if self._scratch.has(once_kind, subject):
@@ -301,14 +304,14 @@ class EventMapper:
         return not any(self._scratch.has(f"emitted:{kind}", pending.subject)
                        for kind in rule.unless_emitted)
 
-    def _remember_emitted(self, event_type: str, customer_id: uuid.UUID, subject: str,
+    def _remember_emitted(self, event_type: str, customer_id: uuid.UUID, subject: Any,
                           context: _Context | None = None) -> None:
         if self.catalog.passthrough is None:
             pass
         elif context is not None and context.snapshot:
             self.state.count_snapshot_event(str(customer_id), event_type)
         else:
-            self._scratch.add("emitted", f"{event_type}\x1f{customer_id}")
+            self._scratch.add("emitted", (event_type, customer_id))
         if event_type in self._blocking:
             self._scratch.add(f"emitted:{event_type}", subject)
 
@@ -324,11 +327,11 @@ class EventMapper:
             log.warning("%s row %s skipped: customer_id %r is not a UUID",
                         spec.table, row.get("id"), customer_text)
             return []
-        customer = str(customer_uuid)
+        customer = customer_uuid
         if context.snapshot:
-            if self.state.take_snapshot_match(customer, event_type):
+            if self.state.take_snapshot_match(str(customer), event_type):
                 return []
-        elif self._scratch.has("emitted", f"{event_type}\x1f{customer}"):
+        elif self._scratch.has("emitted", (event_type, customer)):
             return []
         customer_row = lookup(CUSTOMER_TABLE, customer)
         tenant_id = spec.tenant.resolve(row, _EMPTY, lookup) or (customer_row or _EMPTY).get("tenant_id")
@@ -346,13 +349,13 @@ class EventMapper:
                         spec.table, row.get("id"), campaign_text)
         campaign_type = ""
         if campaign_uuid is not None:
-            data["campaign"] = resolve_object(self._campaign_object, str(campaign_uuid), lookup)
+            data["campaign"] = resolve_object(self._campaign_object, campaign_uuid, lookup)
             campaign_type = data["campaign"].get("campaign_type") or ""
         source = EventSource.SNAPSHOT.value if context.snapshot else EventSource.CUSTOMER_EVENT.value
         data["event_source"] = event_source(source)
         created_at = (event_time(spec.snapshot_time.resolve(row, _EMPTY, lookup), row.get("updated_at"))
                       if context.snapshot else context.commit_time)
-        tenant_row = lookup(TENANT_TABLE, str(tenant_uuid))
+        tenant_row = lookup(TENANT_TABLE, tenant_uuid)
         return [CustomerEvent(
             id=event_id, tenant_id=tenant_uuid, tenant=(tenant_row or _EMPTY).get("name") or "",
             customer_id=customer_uuid, created_at=created_at, type=event_type,

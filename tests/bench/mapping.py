@@ -1,0 +1,188 @@
+"""Mapping throughput: change envelopes -> customer events (payloads serialized as stored), on
+one core, with the reference state on disk. `python -m tests.bench.mapping [--transactions N]`.
+
+The envelopes are built in memory with the value types the reader produces (uuid.UUID, naive
+datetimes, parsed jsonb), in the engine's transaction shapes: redemptions, voucher
+publications, customer upserts, orders with items, item-only order updates, static segments and
+balance top-ups. Building them is not timed; mapping and `state.commit` per batch are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
+from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
+from mappers.events import CustomerEvent
+
+TENANT = uuid.UUID(int=1)
+CAMPAIGN = uuid.UUID(int=2)
+NOW = datetime(2024, 3, 1, 9, 0)
+
+
+class Traffic:
+    """Builds engine-shaped transactions; ids come from one counter so every row is new."""
+
+    def __init__(self, customers: int) -> None:
+        self.ids = itertools.count(1000)
+        self.lsn = itertools.count(1 << 24, 4096)
+        self.customers = [uuid.UUID(int=100_000_000 + number) for number in range(customers)]
+        self.vouchers: list[uuid.UUID] = []
+
+    def new_id(self) -> uuid.UUID:
+        return uuid.UUID(int=next(self.ids))
+
+    def transaction(self, rows: list[tuple[Op, str, dict]]) -> list[Envelope]:
+        lsn = next(self.lsn)
+        moment = datetime(2024, 3, 1, tzinfo=UTC) + timedelta(microseconds=lsn)
+        changes = [Change(op, "public", table, row if op is Op.DELETE else None,
+                          None if op is Op.DELETE else row, 7, lsn, moment, position)
+                   for position, (op, table, row) in enumerate(rows)]
+        return [TransactionBegin(7, lsn, moment), *changes,
+                TransactionCommit(7, lsn, lsn + 40, moment, len(changes))]
+
+    def customer_row(self, customer: uuid.UUID, number: int) -> dict:
+        return {"id": customer, "created_at": NOW, "updated_at": NOW, "source_id": f"cust-{number}",
+                "name": f"Customer {number}", "description": None, "email": f"c{number}@example.com",
+                "phone": None, "birthdate": None, "metadata": {"tier": "gold", "n": number},
+                "tenant_id": TENANT, "city": None, "state": None, "line_1": None, "line_2": None,
+                "country": None, "postal_code": None}
+
+    def setup(self) -> Iterator[list[Envelope]]:
+        yield self.transaction([
+            (Op.INSERT, "tenant", {"id": TENANT, "created_at": NOW, "updated_at": NOW, "name": "acme"}),
+            (Op.INSERT, "campaign", {"id": CAMPAIGN, "created_at": NOW, "updated_at": NOW, "name": "Spring",
+                                     "type": "DISCOUNT_COUPONS", "tenant_id": TENANT}),
+        ])
+        for start in range(0, len(self.customers), 500):
+            yield self.transaction([(Op.INSERT, "customer", self.customer_row(customer, start + offset))
+                                    for offset, customer in enumerate(self.customers[start:start + 500])])
+
+    def customer_event(self, customer: uuid.UUID, event_type: str) -> tuple[Op, str, dict]:
+        return (Op.INSERT, "customer_event", {
+            "id": self.new_id(), "created_at": NOW, "updated_at": None, "event_type": event_type,
+            "customer_id": str(customer), "campaign_id": str(CAMPAIGN), "category": "ACTION",
+            "data": {"voucher_code": "X"}, "group_id": None, "event_source": "API", "tenant_id": TENANT})
+
+    def voucher(self, holder: uuid.UUID | None) -> dict:
+        voucher = self.new_id()
+        self.vouchers.append(voucher)
+        return {"id": voucher, "created_at": NOW, "updated_at": NOW, "code": f"V-{voucher.int}",
+                "campaign_id": CAMPAIGN, "type": "DISCOUNT_VOUCHER", "holder_id": holder,
+                "tenant_id": TENANT, "active": True, "redemption_json": {"redeemed_quantity": 0}}
+
+    def mix(self, number: int) -> list[Envelope]:
+        customer = self.customers[number % len(self.customers)]
+        kind = number % 7
+        if kind == 0:  # POST /v1/vouchers {customer}
+            return self.transaction([(Op.INSERT, "voucher", self.voucher(customer))])
+        if kind == 1 and self.vouchers:  # POST /v1/redemptions
+            voucher = self.vouchers[number % len(self.vouchers)]
+            return self.transaction([
+                (Op.INSERT, "redemption", {"id": self.new_id(), "created_at": NOW, "updated_at": NOW,
+                                           "tracking_id": "abc", "metadata": {"store": 1}, "amount": 2500,
+                                           "result": "SUCCESS", "status": "SUCCEEDED", "reason": None,
+                                           "voucher_id": voucher, "customer_id": customer, "order_id": None,
+                                           "parent_redemption_id": None, "tenant_id": TENANT}),
+                self.customer_event(customer, "customer.redemption.succeeded"),
+                (Op.UPDATE, "voucher", {**self.voucher(customer), "id": voucher,
+                                        "redemption_json": {"redeemed_quantity": 1}}),
+            ])
+        if kind == 2:  # POST /v1/publications (voucher mode)
+            voucher = self.voucher(None)
+            return self.transaction([
+                (Op.INSERT, "voucher", voucher),
+                (Op.INSERT, "publication", {"id": self.new_id(), "created_at": NOW, "updated_at": NOW,
+                                            "voucher_id": voucher["id"], "customer_id": customer,
+                                            "campaign_id": CAMPAIGN, "result": "SUCCESS",
+                                            "failure_code": None, "failure_message": None,
+                                            "source_id": None, "channel": "API", "metadata": None,
+                                            "tenant_id": TENANT}),
+                (Op.UPDATE, "voucher", {**voucher, "holder_id": customer}),
+            ])
+        if kind == 3:  # PUT /v1/customers/{id}
+            row = self.customer_row(customer, number)
+            return self.transaction([self.customer_event(customer, "customer.updated"),
+                                     (Op.UPDATE, "customer", row)])
+        if kind == 4:  # POST /v1/orders {status: PAID, items: 2}
+            order = self.new_id()
+            item = {"created_at": NOW, "updated_at": NOW, "order_id": order, "tenant_id": TENANT,
+                    "quantity": 1, "amount": 100}
+            return self.transaction([
+                (Op.INSERT, "orders", {"id": order, "created_at": NOW, "updated_at": NOW, "source_id": f"o{number}",
+                                       "status": "PAID", "amount": 200, "initial_amount": 200,
+                                       "discount_amount": 0, "metadata": {}, "customer_id": customer,
+                                       "tenant_id": TENANT}),
+                (Op.INSERT, "order_item", {**item, "id": self.new_id()}),
+                (Op.INSERT, "order_item", {**item, "id": self.new_id()}),
+            ])
+        if kind == 5:  # POST /v1/segments {static, 10 customers}
+            segment = self.new_id()
+            members = [self.customers[(number + offset) % len(self.customers)] for offset in range(10)]
+            return self.transaction([
+                (Op.INSERT, "segment", {"id": segment, "created_at": NOW, "updated_at": NOW, "name": "S",
+                                        "type": "STATIC", "filter": None, "tenant_id": TENANT}),
+                *[(Op.INSERT, "segment_customer", {"segment_id": segment, "customer_id": member})
+                  for member in members],
+                *[self.customer_event(member, "customer.segment.entered") for member in members],
+            ])
+        # POST /v1/vouchers/{code}/balance on a held voucher
+        voucher = self.vouchers[number % len(self.vouchers)] if self.vouchers else self.voucher(customer)["id"]
+        return self.transaction([(Op.INSERT, "voucher_transaction", {
+            "id": self.new_id(), "created_at": NOW, "updated_at": NOW, "source_id": "s",
+            "voucher_id": voucher, "campaign_id": CAMPAIGN, "type": "POINTS_ADDITION", "source": "API",
+            "reason": None, "amount": 10, "balance_after": 10, "redemption_id": None,
+            "rollback_id": None, "related_transaction_id": None, "details": None, "tenant_id": TENANT})])
+
+
+def map_all(mapper: EventMapper, transactions: list[list[Envelope]], commit_every: int) -> int:
+    events = 0
+    for number, (begin, *changes, commit) in enumerate(transactions, 1):
+        mapper.begin(begin)
+        for change in changes:
+            events += sum(isinstance(record, CustomerEvent) for record in mapper.change(change))
+        events += sum(isinstance(record, CustomerEvent) for record in mapper.commit(commit))
+        if number % commit_every == 0:
+            mapper.state.commit(commit.end_lsn)
+    return events
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.mapping", description=__doc__)
+    parser.add_argument("--transactions", type=int, default=50_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--cache-size", type=int, default=200_000)
+    parser.add_argument("--commit-every", type=int, default=1000, help="state.commit every N transactions")
+    args = parser.parse_args(argv)
+
+    traffic = Traffic(args.customers)
+    setup = list(traffic.setup())
+    transactions = [traffic.mix(number) for number in range(args.transactions)]
+    changes = sum(len(transaction) - 2 for transaction in transactions)
+    with tempfile.TemporaryDirectory(prefix="va-bench-mapping-") as directory:
+        state = ReferenceState.open(Path(directory), args.cache_size)
+        mapper = EventMapper(load_default_catalog(), state, SourceIdentity("7400000000000000001", "bench"),
+                             "voucher_activity")
+        map_all(mapper, setup, args.commit_every)
+        state.commit(setup[-1][-1].end_lsn)
+        started = time.perf_counter()
+        events = map_all(mapper, transactions, args.commit_every)
+        state.commit(transactions[-1][-1].end_lsn)
+        elapsed = time.perf_counter() - started
+        state.close()
+    print(f"mapped {args.transactions} transactions, {changes} changes -> {events} events "
+          f"in {elapsed:.2f} s: {events / elapsed:,.0f} events/s, {changes / elapsed:,.0f} changes/s")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
