@@ -12,6 +12,7 @@ BENCHMARKS = {
     "reader": "tests.bench.reader",  # replication session vs pg_recvlogical
     "mapping": "tests.bench.mapping",  # envelopes -> events with the reference state
     "store": "tests.bench.store_engine",  # store batch sizes and dedup reads
+    "decode": "tests.bench.decode",  # pgoutput payloads -> change envelopes, in process
 }
 
 
