@@ -18,15 +18,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from query.activity import ActivityQuery, check_text, list_body, parse_activity_query
+from query.analytics_api import AnalyticsApi
 from query.auth import Authenticator
+from query.dashboard import Dashboard
 from query.docs_page import render_docs
 from query.errors import ApiError, MethodNotAllowed, NotFound, NotReady, StoreUnavailable
 from query.metrics import Metrics
-from query.openapi import ACTIVITY_PATH, build_document
+from query.openapi import ACTIVITY_PATH, ANALYTICS_PATHS, build_document
 from query.store import Store, StoreError
 
 UNMATCHED_ROUTE = "unmatched"
@@ -182,12 +184,23 @@ def create_app(
     """`tokens`: token -> tenant name or "*" (admin); empty = tenant from the headers (the CLI
     then listens on loopback only). `status` feeds /v1/status, `readiness` /readyz (None =
     ready, else the reason), `metrics` is shared with the pipeline when given. `activity=False`
-    leaves the activity route out (`voucher-activity reader` serves only the probes)."""
+    leaves the activity, analytics and dashboard routes out (`voucher-activity reader` serves
+    only the probes)."""
     metrics = metrics or Metrics()
     api = ActivityApi(store, Authenticator(tokens), metrics, status, readiness)
     # customerId may be a source_id holding "/", hence the path converter.
+    analytics = AnalyticsApi(api.store, api.authenticator, OrjsonResponse)
+    dashboard = Dashboard()
     activity_routes = [
         Route(ACTIVITY_PATH.replace("{customerId}", "{customerId:path}"), api.activity, methods=["GET"]),
+        Route(ANALYTICS_PATHS["events_per_day"], analytics.events_per_day, methods=["GET"]),
+        Route(ANALYTICS_PATHS["heatmap"], analytics.heatmap, methods=["GET"]),
+        Route(ANALYTICS_PATHS["funnel"], analytics.funnel, methods=["GET"]),
+        Route(ANALYTICS_PATHS["top_customers"], analytics.top_customers, methods=["GET"]),
+        Route(ANALYTICS_PATHS["ingest_lag"], analytics.ingest_lag, methods=["GET"]),
+        Route("/dashboard", dashboard.timeline, methods=["GET"]),
+        Route("/dashboard/overview", dashboard.overview, methods=["GET"]),
+        Mount("/dashboard/static", app=dashboard.assets, name="dashboard_static"),
     ]
     routes = [
         *(activity_routes if activity else []),

@@ -10,8 +10,16 @@ from typing import Any
 
 from mappers.events import Category
 from query.activity import MAX_LIMIT, MAX_PAGE, MAX_TEXT, MAX_TYPES, Order
+from query.analytics import FILTER_PARAMS, FUNNEL_STAGES, WEEKDAYS
 
 ACTIVITY_PATH = "/v1/customers/{customerId}/activity"
+ANALYTICS_PATHS = {
+    "events_per_day": "/v1/analytics/events-per-day",
+    "heatmap": "/v1/analytics/heatmap",
+    "funnel": "/v1/analytics/funnel",
+    "top_customers": "/v1/analytics/top-customers",
+    "ingest_lag": "/v1/analytics/ingest-lag",
+}
 
 # Free text as the parsers accept it: 1..255 characters, none of them a control character.
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}
@@ -103,6 +111,97 @@ ERROR = {
     },
 }
 
+# The analytics endpoints take the activity filters (and the tenant header) unchanged.
+ANALYTICS_FILTERS = [p for p in ACTIVITY_PARAMETERS if p["name"] in FILTER_PARAMS | {"tenant"}]
+
+
+def _ranked(what: str) -> list[dict[str, Any]]:
+    return [*ANALYTICS_FILTERS,
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
+                   f"How many {what} to list.")]
+
+
+COUNT = {"type": "integer", "minimum": 0}
+NULLABLE_TEXT = {"type": ["string", "null"]}
+NULLABLE_MOMENT = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _object(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": ["object", *properties],
+            "properties": {"object": {"type": "string", "enum": [name]}, **properties}}
+
+
+EVENTS_PER_DAY = _object("events_per_day", {
+    "time_zone": {"type": "string", "enum": ["UTC"]},
+    "types": {"type": "array", "items": {"type": "string"}, "description": "Every type counted, sorted."},
+    "days": {"type": "array", "description": "Each day from the first to the last with events, zeros included.",
+             "items": {"type": "object", "required": ["date", "total", "counts"], "properties": {
+                 "date": {"type": "string", "format": "date"}, "total": COUNT,
+                 "counts": {"type": "object", "additionalProperties": COUNT,
+                            "description": "Events per type; types without events that day are absent."}}}},
+})
+HEATMAP = _object("heatmap", {
+    "time_zone": {"type": "string", "enum": ["UTC"]},
+    "weekdays": {"type": "array", "items": {"type": "string", "enum": list(WEEKDAYS)}},
+    "cells": {"type": "array", "minItems": 7, "maxItems": 7, "description": "cells[weekday][hour], Monday first.",
+              "items": {"type": "array", "minItems": 24, "maxItems": 24, "items": COUNT}},
+    "max": COUNT, "total": COUNT,
+})
+FUNNEL = _object("funnel", {
+    "stages": {"type": "array", "items": {"type": "string", "enum": list(FUNNEL_STAGES)}},
+    "data": {"type": "array", "items": {
+        "type": "object", "required": ["campaign_id", "campaign_name", "campaign_type", "published", "redeemed",
+                                       "rolled_back"],
+        "properties": {"campaign_id": {"type": "string", "format": "uuid"}, "campaign_name": NULLABLE_TEXT,
+                       "campaign_type": NULLABLE_TEXT, "published": COUNT, "redeemed": COUNT,
+                       "rolled_back": COUNT}}},
+})
+TOP_CUSTOMERS = _object("top_customers", {
+    "data": {"type": "array", "items": {
+        "type": "object", "required": ["customer_id", "source_id", "deleted", "events", "last_event_at"],
+        "properties": {"customer_id": {"type": "string", "format": "uuid"}, "source_id": NULLABLE_TEXT,
+                       "deleted": {"type": "boolean"}, "events": COUNT,
+                       "last_event_at": {"type": "string", "format": "date-time"}}}},
+})
+LAG_SECONDS = {"type": "object", "required": ["p50", "p99", "max"],
+               "properties": {name: {"type": "number"} for name in ("p50", "p99", "max")}}
+INGEST_LAG = _object("ingest_lag", {
+    "events": COUNT, "last_event_at": NULLABLE_MOMENT, "last_ingested_at": NULLABLE_MOMENT,
+    "lag_seconds": {"oneOf": [{"type": "null"}, LAG_SECONDS],
+                    "description": "ingested_at - created_at of streamed events (p50 and p99 approximate)."},
+})
+
+ANALYTICS_OPERATIONS = (
+    ("events_per_day", "Events per UTC day and type", "getEventsPerDay", "EventsPerDay", EVENTS_PER_DAY,
+     ANALYTICS_FILTERS),
+    ("heatmap", "Events per UTC weekday and hour", "getHeatmap", "Heatmap", HEATMAP, ANALYTICS_FILTERS),
+    ("funnel", "Publications, redemptions and rollbacks (succeeded) per campaign, most publications first",
+     "getFunnel", "Funnel", FUNNEL, _ranked("campaigns")),
+    ("top_customers", "The customers with most events", "getTopCustomers", "TopCustomers", TOP_CUSTOMERS,
+     _ranked("customers")),
+    ("ingest_lag", "Time from commit to store for streamed events (snapshot events excluded)",
+     "getIngestLag", "IngestLag", INGEST_LAG, ANALYTICS_FILTERS),
+)
+
+
+def _analytics_paths() -> dict[str, Any]:
+    return {
+        ANALYTICS_PATHS[key]: _get(
+            f"{summary}, in the caller's tenant",
+            {
+                "200": _json(summary, {"$ref": f"#/components/schemas/{schema_name}"}),
+                "400": _error("A malformed parameter (`param` names it)"),
+                "401": _error("Missing or wrong credentials"),
+                "403": _error("The token is for another tenant"),
+                "404": _error("Unknown tenant"),
+                "503": _error("The store is not answering"),
+            },
+            operationId=operation_id, parameters=parameters, security=AUTHENTICATED,
+        )
+        for key, summary, operation_id, schema_name, _schema, parameters in ANALYTICS_OPERATIONS
+    }
+
+
 STATUS_OK = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
 AUTHENTICATED = [{"appId": [], "appToken": []}, {"bearer": []}]
@@ -135,6 +234,7 @@ def build_document() -> dict[str, Any]:
                 operationId="listCustomerActivity", parameters=ACTIVITY_PARAMETERS,
                 security=AUTHENTICATED,
             ),
+            **_analytics_paths(),
             "/v1/status": _get(
                 "Reader and store status (what `voucher-activity status --json` prints); "
                 "needs an admin token when tokens are configured",
@@ -168,7 +268,10 @@ def build_document() -> dict[str, Any]:
             ),
         },
         "components": {
-            "schemas": {"ActivityList": ACTIVITY_LIST, "CustomerEvent": EVENT, "Error": ERROR},
+            "schemas": {
+                "ActivityList": ACTIVITY_LIST, "CustomerEvent": EVENT, "Error": ERROR,
+                **{name: schema for _key, _summary, _id, name, schema, _params in ANALYTICS_OPERATIONS},
+            },
             "securitySchemes": {
                 "appId": {"type": "apiKey", "in": "header", "name": "X-App-Id",
                           "description": "Tenant name (Voucherify clients)."},

@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from cdc_reader.config import ConfigError
-from query import activity_sql
+from query import activity_sql, analytics_sql
 from query.activity import ActivityQuery, iso_utc
 from query.activity_sql import Position
 from query.schema import CUSTOMERS_TABLE, EVENTS_TABLE, TENANTS_TABLE, check_identifier, render_ddl
@@ -273,6 +273,41 @@ class Store:
             if len(distinct) >= wanted or len(rows) < window:
                 return distinct[:wanted]
             window *= 2
+
+    # -- tenant analytics (the dashboard's overview; SQL in analytics_sql) -------------------
+    def events_per_day(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:
+        """(day, type, events) ordered by day, then type."""
+        return self.rows(*analytics_sql.events_per_day_sql(tenant_id, query))
+
+    def heatmap(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:
+        """(ISO weekday, hour, events) for the hours that have events."""
+        return self.rows(*analytics_sql.heatmap_sql(tenant_id, query))
+
+    def funnel(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:
+        """(campaign_id, campaign_type, published, redeemed, rolled_back), ranked."""
+        return self.rows(*analytics_sql.funnel_sql(tenant_id, query))
+
+    def campaign_names(self, tenant_id: uuid.UUID, campaign_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        if not campaign_ids:
+            return {}
+        return dict(self.rows(*analytics_sql.campaign_names_sql(tenant_id, campaign_ids)))
+
+    def top_customers(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:
+        """(customer_id, events, last event time), most events first."""
+        return self.rows(*analytics_sql.top_customers_sql(tenant_id, query))
+
+    def customer_directory(
+        self, tenant_id: uuid.UUID, customer_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[str | None, bool]]:
+        """id -> (source_id, deleted) for those of `customer_ids` the store knows."""
+        if not customer_ids:
+            return {}
+        rows = self.rows(*analytics_sql.customer_directory_sql(tenant_id, customer_ids))
+        return {customer_id: (source_id, deleted) for customer_id, source_id, deleted in rows}
+
+    def ingest_lag(self, tenant_id: uuid.UUID, query: ActivityQuery) -> tuple:
+        """(events, last created_at, last ingested_at, [p50, p99], max) of streamed events."""
+        return self.rows(*analytics_sql.ingest_lag_sql(tenant_id, query))[0]
 
     def status(self) -> StoreStatus:
         rows = self.rows(

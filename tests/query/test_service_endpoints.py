@@ -83,7 +83,8 @@ def test_openapi_describes_every_route_and_parameter(client: TestClient) -> None
     assert document["openapi"] == "3.1.0"
     assert sorted(document["paths"]) == sorted(
         ["/v1/customers/{customerId}/activity", "/v1/status", "/healthz", "/readyz", "/metrics",
-         "/openapi.json", "/docs"])
+         "/openapi.json", "/docs", "/v1/analytics/events-per-day", "/v1/analytics/heatmap",
+         "/v1/analytics/funnel", "/v1/analytics/top-customers", "/v1/analytics/ingest-lag"])
     parameters = [p["name"] for p in document["paths"]["/v1/customers/{customerId}/activity"]["get"]["parameters"]]
     assert parameters == ["customerId", "limit", "page", "order", "starting_after_id", "start_date", "end_date",
                           "campaign_id", "campaign_type", "category", "type", "tenant"]

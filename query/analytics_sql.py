@@ -1,0 +1,113 @@
+"""The analytics endpoints' aggregations as parameterized SELECTs (pure: SQL text and
+parameters, no I/O).
+
+Counts run over `customer_events_dedup` (the events table FINAL): copies share the whole sort
+key, so FINAL collapses them in a streaming merge of the tenant's key range, where counting
+distinct ids would hold every id of the range in memory. Measured on 10M events in
+docs/dashboard.md. Every query starts with `tenant_id =`, the sort key's prefix, and date
+bounds prune monthly partitions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from query.activity import ActivityQuery
+# The activity page's filter texts and time format, so a filter means the same on both.
+from query.activity_sql import _FILTERS as ACTIVITY_FILTERS
+from query.activity_sql import _utc_text
+from query.analytics import FUNNEL_STAGES, PUBLISHED, REDEEMED, ROLLED_BACK
+from query.schema import CUSTOMERS_TABLE, DEDUP_VIEW, EVENTS_TABLE
+
+_TENANT = "tenant_id = {tenant_id:UUID}"
+# Snapshot events carry the row's own time, not a commit time: no ingest lag to speak of.
+_STREAMED = "source != 'snapshot'"
+
+
+def _where(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
+    parameters: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "start_date": query.start_date and _utc_text(query.start_date),
+        "end_date": query.end_date and _utc_text(query.end_date),
+        "campaign_id": query.campaign_id,
+        "campaign_type": query.campaign_type,
+        "category": query.category and query.category.value,
+        "types": list(query.types) or None,
+    }
+    conditions = [_TENANT]
+    conditions += [condition for name, condition in ACTIVITY_FILTERS if parameters[name] is not None]
+    return " AND ".join(conditions), {name: value for name, value in parameters.items() if value is not None}
+
+
+def events_per_day_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
+    where, parameters = _where(tenant_id, query)
+    sql = (
+        f"SELECT toDate(created_at) AS day, type, count() FROM {DEDUP_VIEW} WHERE {where} "
+        "GROUP BY day, type ORDER BY day, type"
+    )
+    return sql, parameters
+
+
+def heatmap_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
+    where, parameters = _where(tenant_id, query)
+    sql = (
+        f"SELECT toDayOfWeek(created_at) AS weekday, toHour(created_at) AS hour, count() "
+        f"FROM {DEDUP_VIEW} WHERE {where} GROUP BY weekday, hour"
+    )
+    return sql, parameters
+
+
+def funnel_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
+    """Per campaign, the events of each stage; the `limit` campaigns with most publications
+    (then redemptions) first, ties by id so pages are stable."""
+    where, parameters = _where(tenant_id, query)
+    parameters |= {"stages": list(FUNNEL_STAGES), "published": PUBLISHED, "redeemed": REDEEMED,
+                   "rolled_back": ROLLED_BACK, "limit": query.limit}
+    sql = (
+        "SELECT assumeNotNull(campaign_id) AS campaign, any(campaign_type), "
+        "countIf(type = {published:String}) AS published, countIf(type = {redeemed:String}) AS redeemed, "
+        "countIf(type = {rolled_back:String}) "
+        f"FROM {DEDUP_VIEW} WHERE {where} AND campaign_id IS NOT NULL AND type IN {{stages:Array(String)}} "
+        "GROUP BY campaign ORDER BY published DESC, redeemed DESC, campaign LIMIT {limit:UInt32}"
+    )
+    return sql, parameters
+
+
+def campaign_names_sql(tenant_id: uuid.UUID, campaign_ids: list[uuid.UUID]) -> tuple[str, dict[str, Any]]:
+    """A name per campaign from any one of its events (every copy holds the same payload);
+    the outer LIMIT stops the read once each campaign has been seen."""
+    sql = (
+        f"SELECT assumeNotNull(campaign_id) AS campaign, JSONExtractString(data, 'campaign', 'name') "
+        f"FROM {EVENTS_TABLE} WHERE {_TENANT} AND campaign_id IN {{campaigns:Array(UUID)}} "
+        "AND JSONHas(data, 'campaign', 'name') LIMIT 1 BY campaign LIMIT {count:UInt32}"
+    )
+    return sql, {"tenant_id": tenant_id, "campaigns": campaign_ids, "count": len(campaign_ids)}
+
+
+def top_customers_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
+    where, parameters = _where(tenant_id, query)
+    parameters["limit"] = query.limit
+    sql = (
+        f"SELECT customer_id, count() AS events, max(created_at) FROM {DEDUP_VIEW} WHERE {where} "
+        "GROUP BY customer_id ORDER BY events DESC, customer_id LIMIT {limit:UInt32}"
+    )
+    return sql, parameters
+
+
+def customer_directory_sql(tenant_id: uuid.UUID, customer_ids: list[uuid.UUID]) -> tuple[str, dict[str, Any]]:
+    sql = (
+        f"SELECT id, source_id, deleted FROM {CUSTOMERS_TABLE} FINAL "
+        f"WHERE {_TENANT} AND id IN {{customers:Array(UUID)}}"
+    )
+    return sql, {"tenant_id": tenant_id, "customers": customer_ids}
+
+
+def ingest_lag_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
+    where, parameters = _where(tenant_id, query)
+    lag = "dateDiff('microsecond', created_at, ingested_at) / 1e6"
+    sql = (
+        f"SELECT count(), max(created_at), max(ingested_at), quantiles(0.5, 0.99)({lag}), max({lag}) "
+        f"FROM {DEDUP_VIEW} WHERE {where} AND {_STREAMED}"
+    )
+    return sql, parameters
