@@ -13,6 +13,16 @@ BENCHMARKS = {
     "mapping": "tests.bench.mapping",  # envelopes -> events with the reference state
     "store": "tests.bench.store_engine",  # store batch sizes and dedup reads
     "decode": "tests.bench.decode",  # pgoutput payloads -> change envelopes, in process
+    # side by side with the references (docs/benchmarks.md); `all` runs them together
+    "all": "tests.bench.all",
+    "ingest": "tests.bench.ingest",  # 1. pipeline end to end vs pg_recvlogical
+    "freshness": "tests.bench.freshness",  # 2. commit -> visible through the API
+    "api": "tests.bench.warehouse",  # 3. activity pages vs the PostgreSQL table
+    "analytics": "tests.bench.warehouse",  # 4. aggregate queries vs the PostgreSQL table
+    "storage": "tests.bench.warehouse",  # 5. bytes per event vs the PostgreSQL table
+    "warehouse": "tests.bench.warehouse",  # 3-5 on one stored history
+    "impact": "tests.bench.impact",  # 6. engine transactions/s with and without the sidecar
+    "memory": "tests.bench.memory",  # 7. sidecar RSS
 }
 
 
@@ -21,7 +31,10 @@ def main(argv: list[str]) -> int:
         names = ", ".join(BENCHMARKS)
         print(f"usage: python -m tests.bench {{{names}}} [options]", file=sys.stderr)
         return 2
-    return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
+    module = importlib.import_module(BENCHMARKS[argv[0]])
+    if module.__name__ == "tests.bench.warehouse":  # one module, a part per name
+        return module.main(argv[1:], part=argv[0])
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":
