@@ -6,8 +6,13 @@ import { funnel, heatmap, legend, stackedBars, typeColors } from "./charts.js";
 const FILTERS = ["start_date", "end_date", "category"];
 const $ = (id) => document.getElementById(id);
 
+// Milliseconds matter at steady state; after a backlog or a replay, days are what to read.
 function seconds(value) {
-  return value === null || value === undefined ? "–" : `${value.toFixed(value < 10 ? 3 : 1)} s`;
+  if (value === null || value === undefined) return "–";
+  if (value < 60) return `${value.toFixed(3)} s`;
+  if (value < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
+  if (value < 86400) return `${(value / 3600).toFixed(1)} h`;
+  return `${(value / 86400).toFixed(1)} days`;
 }
 
 function facts(rows) {
