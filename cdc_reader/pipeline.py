@@ -28,6 +28,7 @@ from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, form
 from cdc_reader.config import Settings, SnapshotMode
 from cdc_reader.logs import fields
 from cdc_reader.replication import ReplicationSession
+from cdc_reader.slot import slot_info
 from cdc_reader.snapshot import read_snapshot
 from mappers import open_state, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
@@ -39,6 +40,7 @@ log = logging.getLogger("voucher_activity.pipeline")
 
 IDLE_READ_TIMEOUT = 0.5
 RATE_LOG_INTERVAL = 60.0
+RETAINED_WAL_INTERVAL = 15.0
 
 
 class SlotLostError(RuntimeError):
@@ -86,7 +88,7 @@ class Pipeline:
         with exponential backoff, each attempt logged. Configuration errors propagate."""
         retrying = Retrying(
             retry=retry_if_exception(_retryable),
-            wait=wait_exponential_jitter(initial=0.5, max=30),
+            wait=wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
             stop=stop_when_event_set(self.stop),
             sleep=self.stop.wait,
             before_sleep=self._log_retry,
@@ -181,6 +183,7 @@ class Pipeline:
         applied = state.applied_lsn
         in_transaction = skipping = False
         rate_started, rate_transactions = time.monotonic(), 0
+        retained_checked = 0.0
         while not self.stop.is_set():
             envelopes = session.read(writer.seconds_until_due() if writer.pending else IDLE_READ_TIMEOUT)
             for envelope in envelopes:
@@ -209,6 +212,12 @@ class Pipeline:
                         self._checkpoint(writer, state, session)
             if not in_transaction and not envelopes and writer.marked_lsn is not None:
                 self._checkpoint(writer, state, session)
+            if self.metrics is not None:
+                confirmed = self.progress.confirmed_lsn or 0
+                self.metrics.set_reader_lag(max(session.server_wal_end - confirmed, 0), self.progress.lag_seconds())
+                if time.monotonic() - retained_checked >= RETAINED_WAL_INTERVAL:
+                    retained_checked = time.monotonic()
+                    self._refresh_retained_wal()
             if time.monotonic() - rate_started >= RATE_LOG_INTERVAL:
                 self._log_rates(rate_transactions, time.monotonic() - rate_started, session)
                 rate_started, rate_transactions = time.monotonic(), 0
@@ -227,6 +236,17 @@ class Pipeline:
         self.progress.pending_since = None
         self.progress.events_written += written
         log.debug("checkpoint", extra=fields(lsn=format_lsn(durable), rows=written))
+
+    def _refresh_retained_wal(self) -> None:
+        """WAL the server keeps for our slot (a gauge operators alert on)."""
+        try:
+            with psycopg.connect(self.settings.require_source(), connect_timeout=5, autocommit=True) as conn:
+                info = slot_info(conn, self.settings.slot)
+        except psycopg.Error as error:
+            log.debug("retained WAL not measured", extra=fields(error=str(error)))
+            return
+        if info is not None and info.retained_wal_bytes is not None:
+            self.metrics.set_retained_wal(info.retained_wal_bytes)
 
     def _log_rates(self, transactions: int, seconds: float, session) -> None:
         log.info(

@@ -151,6 +151,10 @@ class Feedback:
             )
         if lsn > self.flushed:
             self.flushed = lsn
+        # A keepalive that arrived while this transaction was still unconfirmed already told us
+        # that nothing published lies between it and the server's WAL end.
+        if not self.in_transaction and self.flushed >= self.given and self.received > self.flushed:
+            self.flushed = self.received
 
     # -- what we tell the server ----------------------------------------------------------------
     def seconds_until_due(self, now: float) -> float:

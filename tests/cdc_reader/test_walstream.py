@@ -103,6 +103,24 @@ def test_keepalive_advances_flush_only_when_everything_given_is_confirmed():
     assert feedback.flushed == 250
 
 
+def test_keepalive_seen_before_the_last_confirm_is_applied_by_that_confirm():
+    # The server's keepalive overtook the consumer's checkpoint: once the consumer confirms the
+    # last transaction it was given, the WAL end that keepalive reported is flushed too, with
+    # no need to wait for another keepalive (which an idle server may never send).
+    feedback = Feedback(start_lsn=100, interval=10.0, now=0.0)
+    feedback.transaction_began()
+    feedback.transaction_given(200)
+    feedback.on_keepalive(keepalive(280))
+    assert feedback.flushed == 100
+    feedback.confirm(200)
+    assert feedback.flushed == 280
+    feedback.transaction_began()  # a new transaction arrives: flush stays put until confirmed
+    feedback.transaction_given(300)
+    feedback.on_keepalive(keepalive(320))
+    feedback.confirm(290)
+    assert feedback.flushed == 290
+
+
 def test_confirming_what_was_never_given_is_refused():
     feedback = Feedback(start_lsn=100, interval=10.0, now=0.0)
     feedback.transaction_given(200)
