@@ -1,0 +1,49 @@
+"""The side-by-side benchmarks run end to end at a tiny scale and produce well-formed figures.
+
+Only the shape is checked (every benchmark reported, finite non-negative numbers, a reference
+where one exists): timings on shared machines are no test. The figures themselves come from
+`python -m tests.bench all --scale full` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench.all import SUITE
+from tests.bench.report import Outcome, well_formed
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {
+    "ingest": {"1. ingest"},
+    "freshness": {"2. freshness"},
+    "warehouse": {"3. API", "4. analytics", "5. storage"},
+    "impact": {"6. impact"},
+    "memory": {"7. memory"},
+}
+
+
+@pytest.mark.timeout(180)
+def test_every_benchmark_reports_well_formed_figures(tmp_path: Path) -> None:
+    report, figures_json = tmp_path / "bench.md", tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "all", "--scale", "tiny", "--out", str(report),
+         "--json-out", str(figures_json)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = {name: Outcome.from_json(data) for name, data in json.loads(figures_json.read_text()).items()}
+    assert set(outcomes) == set(SUITE)
+    for name, outcome in outcomes.items():
+        assert {figure.benchmark for figure in outcome.figures} == EXPECTED[name]
+        for figure in outcome.figures:
+            assert well_formed(figure), figure
+            if figure.reference is not None:
+                assert figure.ratio is not None and figure.ratio > 0, figure
+    text = report.read_text()
+    assert "| CPU |" in text and "| PostgreSQL |" in text and "| chDB |" in text
+    assert text.count("| 1. ingest |") == 1
