@@ -138,7 +138,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        store = Store.open(settings.store_url, create_schema=False)
+        # Creating the (idempotent) schema lets a store the reader never wrote report zero events.
+        store = Store.open(settings.store_url)
     except StoreError as error:
         store = None
         store_error = str(error)

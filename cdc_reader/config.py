@@ -84,7 +84,7 @@ def parse_tokens(spec: str | None) -> dict[str, str]:
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise ConfigError(f"--listen/VA_LISTEN: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
