@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS voucher_activity.tenants_local ON CLUSTER default (
     version UInt64
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/voucher_activity/tenants_local', '{replica}', version)
-ORDER BY id;
+ORDER BY id
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS voucher_activity.tenants ON CLUSTER default AS voucher_activity.tenants_local
 ENGINE = Distributed(default, voucher_activity, tenants_local, cityHash64(id));
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS voucher_activity.customers_local ON CLUSTER default (
     INDEX source_id_index source_id TYPE bloom_filter GRANULARITY 1
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/voucher_activity/customers_local', '{replica}', version)
-ORDER BY (tenant_id, id);
+ORDER BY (tenant_id, id)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS voucher_activity.customers ON CLUSTER default AS voucher_activity.customers_local
 ENGINE = Distributed(default, voucher_activity, customers_local, cityHash64(id));

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS voucher_activity.tenants (
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY id;
+ORDER BY id
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS voucher_activity.customers (
     tenant_id UUID,
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS voucher_activity.customers (
     INDEX source_id_index source_id TYPE bloom_filter GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY (tenant_id, id);
+ORDER BY (tenant_id, id)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE VIEW IF NOT EXISTS voucher_activity.customer_events_dedup AS
 SELECT * FROM voucher_activity.customer_events FINAL
