@@ -185,7 +185,9 @@ class Pipeline:
         rate_started, rate_transactions = time.monotonic(), 0
         retained_checked = 0.0
         while not self.stop.is_set():
-            envelopes = session.read(writer.seconds_until_due() if writer.pending else IDLE_READ_TIMEOUT)
+            # Mid-transaction there is nothing to checkpoint, so wait for the stream itself.
+            wait = writer.seconds_until_due() if writer.pending and not in_transaction else IDLE_READ_TIMEOUT
+            envelopes = session.read(wait)
             for envelope in envelopes:
                 if isinstance(envelope, Change):
                     if not skipping:

@@ -242,7 +242,12 @@ class ReplicationSession:
                 now = time.monotonic()
                 if feedback.seconds_until_due(now) == 0:
                     self._send(feedback.status_update(now, time.time()))
-                if envelopes or now >= deadline:
+                if envelopes:
+                    return envelopes
+                if now >= deadline:
+                    # Even a zero timeout takes in what the socket already holds; otherwise a
+                    # caller polling with timeout 0 would never see the rest of the stream.
+                    pgconn.consume_input()
                     return envelopes
                 self._selector.select(min(deadline - now, feedback.seconds_until_due(now)))
                 pgconn.consume_input()

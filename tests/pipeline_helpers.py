@@ -22,10 +22,11 @@ def prepare_source(dsn: str) -> None:
         conn.execute("ALTER TABLE segment_customer REPLICA IDENTITY FULL")
 
 
-def settings_for(dsn: str, store_url: str, data_dir: Path, slot: str, snapshot: str = "initial") -> Settings:
+def settings_for(dsn: str, store_url: str, data_dir: Path, slot: str, snapshot: str = "initial",
+                 publication: str | None = None) -> Settings:
     return build_settings({
         "source": dsn, "store": store_url, "data-dir": str(data_dir), "slot": slot,
-        "publication": slot, "snapshot": snapshot, "log-format": "json",
+        "publication": publication or slot, "snapshot": snapshot, "log-format": "json",
     })
 
 
