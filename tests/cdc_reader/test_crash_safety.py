@@ -25,7 +25,7 @@ from tests.conftest import unique_name
 from tests.pipeline_helpers import PipelineThread, prepare_source, settings_for, wait_caught_up
 
 KILLS = 4
-LOAD_RATE = 500.0  # operations/s: a few thousand transactions over the run
+LOAD_RATE = 200.0  # operations/s: a few thousand transactions over the run
 LOAD_OPERATIONS = 3000
 ADMIN = {"Authorization": "Bearer admin"}
 
@@ -94,7 +94,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(voucher_
         kills = 0
         try:
             while kills < KILLS:
-                time.sleep(randomness.uniform(0.7, 2.0))
+                wait_http(port)  # up and streaming: kill it mid-work, not during start-up
+                time.sleep(randomness.uniform(0.2, 1.5))
+                assert load.is_alive(), "every kill must land while the load is running"
                 sidecar.send_signal(signal.SIGKILL)
                 sidecar.wait(timeout=30)
                 kills += 1
