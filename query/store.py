@@ -84,6 +84,11 @@ def parse_store_url(url: str) -> StoreLocation:
 
 def connect(location: StoreLocation, settings: dict[str, Any] | None = None) -> Client:
     """A client with no default database (it may not exist yet); callers set `.database`."""
+    # clickhouse-connect imports pandas (when installed) lazily on the first insert, which made
+    # the pipeline's first checkpoint ~1 s late; pay that once here, at start-up.
+    from clickhouse_connect.driver import options
+
+    options.pd  # noqa: B018 - the attribute access performs the import
     try:
         if location.embedded:
             return clickhouse_connect.get_client(
