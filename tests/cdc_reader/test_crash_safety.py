@@ -59,11 +59,12 @@ def walk_activity(get, tenant: str, customer_id: str) -> list[dict]:
         after = page["more_starting_after"]
 
 
-def wait_http(port: int, timeout: float = 60) -> None:
+def wait_streaming(port: int, timeout: float = 60) -> None:
+    """Until /readyz says the reader streams (store answers, replication started)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -94,8 +95,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(voucher_
         kills = 0
         try:
             while kills < KILLS:
-                wait_http(port)  # up and streaming: kill it mid-work, not during start-up
-                time.sleep(randomness.uniform(0.2, 1.5))
+                wait_streaming(port)  # kill it mid-work, not during start-up
+                time.sleep(randomness.uniform(0.1, 1.2))
                 assert load.is_alive(), "every kill must land while the load is running"
                 sidecar.send_signal(signal.SIGKILL)
                 sidecar.wait(timeout=30)
@@ -103,7 +104,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(voucher_
                 sidecar = start_sidecar(voucher_db.dsn, tmp_path, crashing_slot, publication, port)
             load.join(timeout=120)
             assert not load.is_alive()
-            wait_http(port)
+            wait_streaming(port)
             wait_caught_up(voucher_db.dsn, crashing_slot, timeout=120)
             wait_caught_up(voucher_db.dsn, reference_slot, timeout=120, running=reference)
             with psycopg.connect(voucher_db.dsn) as conn:
