@@ -54,6 +54,15 @@ SCALES = MappingProxyType({
         impact_seconds=5, impact_rounds=1, impact_clients=4,
         memory_seconds=5, memory_transaction_changes=50_000,
     ),
+    "medium": Scale(  # the largest run that fits a shared two-core machine in minutes
+        name="medium", source_customers=20_000, source_vouchers=5_000,
+        ingest_changes=200_000, ingest_rounds=2,
+        freshness_probes=150, freshness_rate=1_000,
+        events=2_000_000, event_customers=40_000, tenants=2, api_requests=3_000, api_clients=16,
+        analytics_repeats=3,
+        impact_seconds=15, impact_rounds=2, impact_clients=4,
+        memory_seconds=15, memory_transaction_changes=200_000,
+    ),
     "full": Scale(
         name="full", source_customers=100_000, source_vouchers=20_000,
         ingest_changes=1_000_000, ingest_rounds=3,

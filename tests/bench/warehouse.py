@@ -26,6 +26,7 @@ import psycopg
 import uvicorn
 
 from cdc_reader.embedded_pg import free_port
+from query.activity import parse_activity_query
 from query.app import create_app
 from query.store import Store, connect
 from tests.bench import history, source
@@ -129,8 +130,27 @@ def run_loadgen(mode: str, target: str, plan_path: Path, clients: int, workdir: 
             "rps": len(latencies) / result["seconds"]}
 
 
+def store_call_breakdown(population: history.Population, store: Store, requests: int = 200) -> str:
+    """One client, in process, no HTTP: the median time of each store call an activity page
+    makes (to tell the server's queueing from the queries' own cost)."""
+    rng = random.Random(9)
+    timings: dict[str, list[float]] = {"resolve_tenant": [], "resolve_customer": [], "activity": []}
+    for _ in range(requests):
+        number = rng.randrange(len(population.customers))
+        tenant, customer = population.tenant_of(number), population.customers[number]
+        for name, call in (("resolve_tenant", lambda: store.resolve_tenant(tenant.name)),
+                           ("resolve_customer", lambda: store.resolve_customer(tenant.id, str(customer))),
+                           ("activity", lambda: store.activity(tenant.id, customer, parse_activity_query([])))):
+            started = time.perf_counter()
+            call()
+            timings[name].append((time.perf_counter() - started) * 1000)
+    parts = ", ".join(f"`Store.{name}` {statistics.median(values):.1f} ms" for name, values in timings.items())
+    return f"API, one client in process (no HTTP, no concurrency), median per store call: {parts}."
+
+
 def api_part(scale: Scale, population: history.Population, store: Store, reference_dsn: str,
-             workdir: Path) -> list[Figure]:
+             workdir: Path) -> tuple[list[Figure], str]:
+    breakdown = store_call_breakdown(population, store)
     plan_path = workdir / "plan.json"
     plan_path.write_text(json.dumps(request_plan(population, scale.api_requests)))
     with serve_api(store) as target:
@@ -146,7 +166,7 @@ def api_part(scale: Scale, population: history.Population, store: Store, referen
                met=ours["p99"] <= TARGET_API_P99_MS),
         Figure("3. API", f"{workload}: throughput", "requests/s", ours["rps"], theirs["rps"], "PostgreSQL SQL",
                higher_is_better=True),
-    ]
+    ], breakdown
 
 
 # -- 4. analytics ---------------------------------------------------------------------------------
@@ -255,7 +275,9 @@ def run_parts(scale: Scale, workdir: Path, parts: tuple[str, ...]) -> Outcome:
         if "analytics" in parts:
             figures += analytics_part(scale, population, store, reference_dsn)
         if "api" in parts:
-            figures += api_part(scale, population, store, reference_dsn, workdir)
+            api_figures, note = api_part(scale, population, store, reference_dsn, workdir)
+            figures += api_figures
+            notes.append(note)
     finally:
         store.close()
         cluster.destroy()
