@@ -44,6 +44,10 @@ def machine_facts() -> dict[str, str]:
                               text=True).stdout.strip()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "cdc_reader", "mappers", "query"],
+                           capture_output=True, text=True, cwd=REPO).stdout.strip()
+    if dirty:
+        commit += " (plus uncommitted changes to the product code)"
     return {
         "CPU": cpu,
         "cores": str(os.cpu_count()),
