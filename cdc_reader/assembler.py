@@ -18,18 +18,28 @@ produce nothing. The assembler expects whole transactions in commit order: it ra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
+from operator import call
 
 from cdc_reader.changes import Change, Envelope, Op, Row, TransactionBegin, TransactionCommit
 from cdc_reader.pgoutput import (
     Begin, Commit, Delete, Insert, Message, Origin, PgoutputMessage, Relation, Truncate,
     TupleData, Type, Update,
 )
-from cdc_reader.values import Converter, converter_for
+from cdc_reader.values import Converter, converter_for, text_value
 
 _NO_ENVELOPES: tuple[Envelope, ...] = ()
-_TEXT, _BINARY, _UNCHANGED_TOAST = ord("t"), ord("b"), ord("u")
+_NO_COLUMNS: frozenset[str] = frozenset()
+_TEXT, _NULL, _UNCHANGED_TOAST = ord("t"), ord("n"), ord("u")
+_new_object = object.__new__
+_CHANGE_SLOTS = tuple(getattr(Change, name).__set__ for name in (
+    "op", "schema", "table", "before", "after", "xid", "commit_lsn", "commit_time", "position",
+    "unchanged_toast",
+))
+# Row layouts kept per relation; a table's rows use few NULL/TOAST patterns, this bounds the rest.
+_MAX_LAYOUTS_PER_RELATION = 256
 
 
 class AssemblerError(Exception):
@@ -41,14 +51,68 @@ class UnsupportedMessageError(AssemblerError):
 
 
 @dataclass(frozen=True, slots=True)
+class _RowLayout:
+    """How to build a row of one relation from column values sent with one pattern of kinds,
+    worked out once per pattern so that building a row is a few C-level calls."""
+
+    names: tuple[str, ...]  # the columns in the row: all but unchanged TOAST (and for a key
+    selected: tuple[bool, ...] | None  # row, all but non-key); None when every value is
+    converted_names: tuple[str, ...]  # the text values that need converting
+    converters: tuple[Converter, ...]
+    converted: tuple[bool, ...]  # selects those values
+    unchanged_toast: frozenset[str]
+
+    def row(self, values: tuple[str | bytes | None, ...]) -> Row:
+        row = dict(zip(self.names, values if self.selected is None else compress(values, self.selected)))
+        if self.converters:
+            # updating keys in place keeps the column order
+            row.update(zip(self.converted_names, map(call, self.converters, compress(values, self.converted))))
+        return row
+
+
+@dataclass(frozen=True, slots=True)
 class _RelationShape:
-    """What a Relation message tells us, prepared once for building rows quickly."""
+    """What a Relation message tells us, with the row layouts worked out from it so far."""
 
     schema: str
     table: str
     names: tuple[str, ...]
-    converters: tuple[Converter, ...]
-    key_indexes: tuple[int, ...]
+    converters: tuple[Converter | None, ...]  # None for columns whose text is their value
+    is_key: tuple[bool, ...]
+    layouts: dict[bytes, _RowLayout] = field(default_factory=dict)
+    key_layouts: dict[bytes, _RowLayout] = field(default_factory=dict)
+
+    def layout(self, kinds: bytes, key_only: bool) -> _RowLayout:
+        """The layout for rows with these column kinds (b n t u, one byte per column); with
+        `key_only`, for the old key of an update or delete (other columns are sent as NULL)."""
+        layouts = self.key_layouts if key_only else self.layouts
+        layout = layouts.get(kinds)
+        if layout is None:
+            layout = self._new_layout(kinds, key_only)
+            if len(layouts) < _MAX_LAYOUTS_PER_RELATION:
+                layouts[kinds] = layout
+        return layout
+
+    def _new_layout(self, kinds: bytes, key_only: bool) -> _RowLayout:
+        if len(kinds) != len(self.names):
+            raise AssemblerError(
+                f"{self.schema}.{self.table}: row has {len(kinds)} columns, the last Relation "
+                f"message announced {len(self.names)}"
+            )
+        selected = tuple(kind != _UNCHANGED_TOAST and (is_key or not key_only)
+                         for kind, is_key in zip(kinds, self.is_key))
+        converted = tuple(kind == _TEXT and convert is not None and chosen
+                          for kind, convert, chosen in zip(kinds, self.converters, selected))
+        unchanged = frozenset(name for name, kind in zip(self.names, kinds)
+                              if kind == _UNCHANGED_TOAST)
+        return _RowLayout(
+            tuple(compress(self.names, selected)),
+            None if all(selected) else selected,
+            tuple(compress(self.names, converted)),
+            tuple(compress(self.converters, converted)),
+            converted,
+            unchanged or _NO_COLUMNS,
+        )
 
 
 @dataclass(slots=True)
@@ -108,94 +172,81 @@ class ChangeAssembler:
     # -- relations ----------------------------------------------------------------------------
     def _relation(self, message: Relation) -> tuple[Envelope, ...]:
         columns = message.columns
+        converters = (converter_for(column.type_oid) for column in columns)
         self._relations[message.oid] = _RelationShape(
             message.namespace or "pg_catalog",
             message.name,
             tuple(column.name for column in columns),
-            tuple(converter_for(column.type_oid) for column in columns),
-            tuple(index for index, column in enumerate(columns) if column.is_key),
+            tuple(None if convert is text_value else convert for convert in converters),
+            tuple(column.is_key for column in columns),
         )
         return _NO_ENVELOPES
 
     def _shape(self, relation_oid: int) -> _RelationShape:
-        try:
-            return self._relations[relation_oid]
-        except KeyError:
+        shape = self._relations.get(relation_oid)
+        if shape is None:
             raise AssemblerError(
                 f"change for relation OID {relation_oid} before its Relation message; feed "
                 "every message of the stream to one ChangeAssembler"
-            ) from None
+            )
+        return shape
 
     # -- row changes --------------------------------------------------------------------------
     def _insert(self, message: Insert) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)
-        after, unchanged = _row(shape, message.new)
-        return (self._change(Op.INSERT, shape, None, after, unchanged),)
+        kinds, values = message.new.kinds, message.new.values
+        layout = shape.layout(kinds, False)
+        return (self._change(Op.INSERT, shape, None, layout.row(values), layout.unchanged_toast),)
 
     def _update(self, message: Update) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)
-        before = None
-        if message.old is not None:
-            before = _old_row(shape, message.old_kind, message.old)
-        after, unchanged = _row(shape, message.new)
-        return (self._change(Op.UPDATE, shape, before, after, unchanged),)
+        before = None if message.old is None else _old_row(shape, message.old_kind, message.old)
+        kinds, values = message.new.kinds, message.new.values
+        layout = shape.layout(kinds, False)
+        return (self._change(Op.UPDATE, shape, before, layout.row(values), layout.unchanged_toast),)
 
     def _delete(self, message: Delete) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)
         before = _old_row(shape, message.old_kind, message.old)
-        return (self._change(Op.DELETE, shape, before, None, frozenset()),)
+        return (self._change(Op.DELETE, shape, before, None, _NO_COLUMNS),)
 
     def _truncate(self, message: Truncate) -> tuple[Envelope, ...]:
         return tuple(
-            self._change(Op.TRUNCATE, self._shape(oid), None, None, frozenset())
+            self._change(Op.TRUNCATE, self._shape(oid), None, None, _NO_COLUMNS)
             for oid in message.relation_oids
         )
 
     def _change(self, op: Op, shape: _RelationShape, before: Row | None, after: Row | None,
                 unchanged_toast: frozenset[str]) -> Change:
-        transaction = self._open_transaction(op.name.title())
+        transaction = self._transaction
+        if transaction is None:
+            self._open_transaction(op.name.title())  # raises
         position = transaction.change_count
         transaction.change_count = position + 1
-        return Change(
-            op, shape.schema, shape.table, before, after, transaction.xid,
-            transaction.commit_lsn, transaction.commit_time, position, unchanged_toast,
-        )
+        # Change(...) without its generated __init__, which sets each of the ten fields of the
+        # frozen dataclass through object.__setattr__: filling the slots through their
+        # descriptors gives the same value in 60% of the time (tests/bench/decode.py).
+        change = _new_object(Change)
+        (set_op, set_schema, set_table, set_before, set_after, set_xid, set_commit_lsn,
+         set_commit_time, set_position, set_unchanged_toast) = _CHANGE_SLOTS
+        set_op(change, op)
+        set_schema(change, shape.schema)
+        set_table(change, shape.table)
+        set_before(change, before)
+        set_after(change, after)
+        set_xid(change, transaction.xid)
+        set_commit_lsn(change, transaction.commit_lsn)
+        set_commit_time(change, transaction.commit_time)
+        set_position(change, position)
+        set_unchanged_toast(change, unchanged_toast)
+        return change
 
 
 def _ignore(message: PgoutputMessage) -> tuple[Envelope, ...]:
     return _NO_ENVELOPES
 
 
-def _row(shape: _RelationShape, tuple_data: TupleData) -> tuple[Row, frozenset[str]]:
-    """The row by column name, and the names of unchanged TOASTed columns (left out of it)."""
-    kinds, values = tuple_data.kinds, tuple_data.values
-    if len(values) != len(shape.names):
-        raise AssemblerError(
-            f"{shape.schema}.{shape.table}: row has {len(values)} columns, the last Relation "
-            f"message announced {len(shape.names)}"
-        )
-    if _UNCHANGED_TOAST not in kinds and _BINARY not in kinds:
-        # the common case: every column is text or NULL
-        return {
-            name: None if value is None else convert(value)
-            for name, convert, value in zip(shape.names, shape.converters, values)
-        }, frozenset()
-    row: Row = {}
-    unchanged = []
-    for name, convert, kind, value in zip(shape.names, shape.converters, kinds, values):
-        if kind == _TEXT:
-            row[name] = convert(value)
-        elif kind == _UNCHANGED_TOAST:
-            unchanged.append(name)
-        else:
-            row[name] = value  # NULL, or a binary value left as bytes
-    return row, frozenset(unchanged)
-
-
-def _old_row(shape: _RelationShape, old_kind: str | None, tuple_data: TupleData) -> Row:
+def _old_row(shape: _RelationShape, old_kind: str | None, old: TupleData) -> Row:
     """The old row image: all columns for 'O', only the replica identity key columns for 'K'
     (the server sends the others as NULL)."""
-    row, _ = _row(shape, tuple_data)
-    if old_kind == "K":
-        return {shape.names[index]: row[shape.names[index]] for index in shape.key_indexes}
-    return row
+    return shape.layout(old.kinds, old_kind == "K").row(old.values)

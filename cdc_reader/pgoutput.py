@@ -33,6 +33,7 @@ _FLAGGED_PREPARE_HEAD = struct.Struct(">BQQqI")  # flags + the above (Prepare, C
 _ROLLBACK_PREPARED = struct.Struct(">BQQqqI")  # flags, 2 end LSNs, prepare/rollback time, xid
 _MESSAGE_HEAD = struct.Struct(">BQ")  # flags, LSN
 _COLUMN_TYPE = struct.Struct(">Ii")  # type OID, type modifier
+_OID_AND_MARKER = struct.Struct(">IB")  # relation OID, then the 'N' before an Insert's tuple
 
 _NULL, _UNCHANGED_TOAST, _TEXT, _BINARY, _NEW_TUPLE = b"nutbN"
 
@@ -271,31 +272,41 @@ class _Cursor:
 
     def tuple_data(self) -> TupleData:
         # The hot loop of the whole reader: locals only, one struct call per non-NULL column.
-        data, size = self.data, len(self.data)
+        # On an error, `pos` is still the start of the column that failed.
+        data = self.data
+        size = len(data)
         (count,) = _I16.unpack_from(data, self.pos)
-        pos = column_start = self.pos + 2
+        pos = self.pos + 2
         kinds: list[int] = []
         values: list[str | bytes | None] = []
+        add_kind, add_value, length_at = kinds.append, values.append, _U32.unpack_from
+        text, null, unchanged, binary = _TEXT, _NULL, _UNCHANGED_TOAST, _BINARY
         try:
             for _ in range(count):
-                column_start = pos
                 kind = data[pos]
-                if kind == _TEXT or kind == _BINARY:
+                if kind == text:
+                    start = pos + 5
                     # unsigned, so a corrupt negative length overshoots and is caught
-                    (length,) = _U32.unpack_from(data, pos + 1)
-                    pos += 5 + length
-                    if pos > size:
-                        raise PgoutputDecodeError("column runs past the message end", column_start)
-                    value = data[column_start + 5:pos]
-                    values.append(value.decode() if kind == _TEXT else value)
-                elif kind == _NULL or kind == _UNCHANGED_TOAST:
+                    end = start + length_at(data, pos + 1)[0]
+                    if end > size:
+                        raise PgoutputDecodeError("column runs past the message end", pos)
+                    add_value(data[start:end].decode())
+                    pos = end
+                elif kind == null or kind == unchanged:
+                    add_value(None)
                     pos += 1
-                    values.append(None)
+                elif kind == binary:
+                    start = pos + 5
+                    end = start + length_at(data, pos + 1)[0]
+                    if end > size:
+                        raise PgoutputDecodeError("column runs past the message end", pos)
+                    add_value(data[start:end])
+                    pos = end
                 else:
-                    raise PgoutputDecodeError(f"unknown column kind {kind}", column_start)
-                kinds.append(kind)
+                    raise PgoutputDecodeError(f"unknown column kind {kind}", pos)
+                add_kind(kind)
         except (struct.error, IndexError, UnicodeDecodeError):
-            self.pos = column_start
+            self.pos = pos
             raise
         self.pos = pos
         return TupleData(bytes(kinds), tuple(values))
@@ -335,6 +346,7 @@ class Decoder:
                 "p": partial(self._prepared, StreamPrepare),
             }
         self._parsers = {ord(code): parser for code, parser in parsers.items()}
+        self._cursor = _Cursor(b"", 0)  # one per decoder: no allocation per message
 
     def decode(self, payload: bytes | memoryview) -> PgoutputMessage:
         data = payload if type(payload) is bytes else bytes(payload)
@@ -346,7 +358,8 @@ class Decoder:
                 f"unknown message type {chr(data[0])!r} for protocol version "
                 f"{self.protocol_version}", 0,
             )
-        cursor = _Cursor(data, 1)
+        cursor = self._cursor
+        cursor.data, cursor.pos = data, 1
         try:
             message = parser(cursor)
         except (struct.error, IndexError, ValueError) as error:
@@ -394,8 +407,9 @@ class Decoder:
 
     def _insert(self, cursor: _Cursor) -> Insert:
         xid = self._stream_xid(cursor)
-        (oid,) = cursor.unpack(_U32)
-        _expect(cursor, _NEW_TUPLE)
+        oid, marker = cursor.unpack(_OID_AND_MARKER)
+        if marker != _NEW_TUPLE:
+            raise _unexpected(marker, _NEW_TUPLE, cursor.pos - 1)
         return Insert(xid, oid, cursor.tuple_data())
 
     def _update(self, cursor: _Cursor) -> Update:
@@ -485,4 +499,8 @@ class Decoder:
 def _expect(cursor: _Cursor, marker: int) -> None:
     found = cursor.byte()
     if found != marker:
-        raise PgoutputDecodeError(f"expected {chr(marker)!r}, got {chr(found)!r}", cursor.pos - 1)
+        raise _unexpected(found, marker, cursor.pos - 1)
+
+
+def _unexpected(found: int, marker: int, offset: int) -> PgoutputDecodeError:
+    return PgoutputDecodeError(f"expected {chr(marker)!r}, got {chr(found)!r}", offset)

@@ -91,7 +91,7 @@ def measure_revision(revision: str, payload_file: Path, rounds: int) -> dict[str
     # The working directory comes first on sys.path, so `cdc_reader` is the revision's, while
     # `tests` (this script) is found through PYTHONPATH.
     output = subprocess.run(
-        [sys.executable, "-m", "tests.bench.decode", "--payloads", str(payload_file),
+        [sys.executable, "-m", "tests.bench", "decode", "--payloads", str(payload_file),
          "--rounds", str(rounds), "--json"],
         cwd=checkout, env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
         check=True, capture_output=True, text=True,
