@@ -53,20 +53,22 @@ class UnsupportedMessageError(AssemblerError):
 @dataclass(frozen=True, slots=True)
 class _RowLayout:
     """How to build a row of one relation from column values sent with one pattern of kinds,
-    worked out once per pattern so that building a row is a few C-level calls."""
+    worked out once per pattern so that building a row is a few C-level calls: copy a row of
+    NULLs, then fill in the values kept as sent and the values converted."""
 
-    names: tuple[str, ...]  # the columns in the row: all but unchanged TOAST (and for a key
-    selected: tuple[bool, ...] | None  # row, all but non-key); None when every value is
-    converted_names: tuple[str, ...]  # the text values that need converting
+    nulls: Row  # every column of the row, in order, as None; copied, never changed
+    kept_names: tuple[str, ...]  # text values of text types, and binary values
+    kept: tuple[bool, ...]  # selects them from the values
+    converted_names: tuple[str, ...]  # text values of other types
     converters: tuple[Converter, ...]
-    converted: tuple[bool, ...]  # selects those values
+    converted: tuple[bool, ...]
     unchanged_toast: frozenset[str]
 
     def row(self, values: tuple[str | bytes | None, ...]) -> Row:
-        row = dict(zip(self.names, values if self.selected is None else compress(values, self.selected)))
-        if self.converters:
-            # updating keys in place keeps the column order
-            row.update(zip(self.converted_names, map(call, self.converters, compress(values, self.converted))))
+        row = self.nulls.copy()  # updating keys in place keeps the column order
+        row.update(zip(self.kept_names, compress(values, self.kept)))
+        row.update(zip(self.converted_names,
+                       map(call, self.converters, compress(values, self.converted))))
         return row
 
 
@@ -99,15 +101,18 @@ class _RelationShape:
                 f"{self.schema}.{self.table}: row has {len(kinds)} columns, the last Relation "
                 f"message announced {len(self.names)}"
             )
-        selected = tuple(kind != _UNCHANGED_TOAST and (is_key or not key_only)
-                         for kind, is_key in zip(kinds, self.is_key))
-        converted = tuple(kind == _TEXT and convert is not None and chosen
-                          for kind, convert, chosen in zip(kinds, self.converters, selected))
+        in_row = tuple(kind != _UNCHANGED_TOAST and (is_key or not key_only)
+                       for kind, is_key in zip(kinds, self.is_key))
+        has_value = tuple(chosen and kind != _NULL for kind, chosen in zip(kinds, in_row))
+        converted = tuple(chosen and kind == _TEXT and convert is not None
+                          for kind, convert, chosen in zip(kinds, self.converters, has_value))
+        kept = tuple(chosen and not convert for chosen, convert in zip(has_value, converted))
         unchanged = frozenset(name for name, kind in zip(self.names, kinds)
                               if kind == _UNCHANGED_TOAST)
         return _RowLayout(
-            tuple(compress(self.names, selected)),
-            None if all(selected) else selected,
+            dict.fromkeys(compress(self.names, in_row)),
+            tuple(compress(self.names, kept)),
+            kept,
             tuple(compress(self.names, converted)),
             tuple(compress(self.converters, converted)),
             converted,
