@@ -4,6 +4,7 @@ their serialization (SPEC §4). Pure functions: the same inputs give byte-identi
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,45 @@ def wal_event_id(source: SourceIdentity, commit_lsn: int, position: int, event_t
                       f"{source.system_id}/{source.database}/{commit_lsn}/{position}/{event_type}")
 
 
+# uuid5's version (5) and RFC 4122 variant bits, applied to the first 16 bytes of the SHA-1.
+_UUID5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID5_SET = (0x8000 << 48) | (5 << 76)
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def uuid_from_int(value: int) -> uuid.UUID:
+    """`uuid.UUID(int=value)` for a value known to fit in 128 bits, without the argument
+    checks; sets the same slots `UUID.__setstate__` does (equal, hashing and pickling alike)."""
+    made = _new_object(uuid.UUID)
+    _set_slot(made, "int", value)
+    _set_slot(made, "is_safe", _SAFE_UNKNOWN)
+    return made
+
+
+class TransactionIds:
+    """`wal_event_id` for the events of one transaction: the SHA-1 of the namespace and the
+    name's constant prefix is computed once, each id only hashes `<position>/<type>`."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, source_prefix: Any, commit_lsn: int) -> None:
+        self._prefix = source_prefix.copy()
+        self._prefix.update(b"%d/" % commit_lsn)
+
+    def event_id(self, position: int, type_suffix: bytes) -> uuid.UUID:
+        """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8."""
+        hasher = self._prefix.copy()
+        hasher.update(b"%d" % position + type_suffix)
+        return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & _UUID5_CLEAR | _UUID5_SET)
+
+
+def wal_id_prefix(source: SourceIdentity) -> Any:
+    """The SHA-1 state after the namespace and `<system_id>/<database>/` (see TransactionIds)."""
+    return hashlib.sha1(EVENT_NAMESPACE.bytes + f"{source.system_id}/{source.database}/".encode())
+
+
 def snapshot_event_id(source: SourceIdentity, table: str, key: str, event_type: str) -> uuid.UUID:
     return uuid.uuid5(EVENT_NAMESPACE,
                       f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}")
@@ -54,22 +94,91 @@ def event_source(source: str) -> dict[str, str]:
     return {"channel": "INTERNAL", "source": source}
 
 
+ObjectBuilder = Callable[..., dict[str, Any]]  # (row or None, identifier=None) -> payload object
+
+
+def object_builder(spec: ObjectSpec) -> ObjectBuilder:
+    """`build_object` for one spec, its keys and columns unpacked once (a C-level zip per row
+    instead of a comprehension)."""
+    keys = tuple(key for key, _ in spec.fields)
+    columns = tuple(column for _, column in spec.fields)
+    name = spec.name
+
+    def build(row: Row | None, identifier: Any = None) -> dict[str, Any]:
+        if row is None:
+            row = {"id": identifier}
+        result = dict(zip(keys, map(row.get, columns)))
+        result["object"] = name
+        return result
+
+    return build
+
+
 def build_object(spec: ObjectSpec, row: Row | None, identifier: Any = None) -> dict[str, Any]:
     """The payload object `spec` of `row`; of an unknown row only its id is known."""
-    if row is None:
-        row = {"id": identifier}
-    result = {key: row.get(column) for key, column in spec.fields}
-    result["object"] = spec.name
-    return result
+    return object_builder(spec)(row, identifier)
+
+
+ObjectParts = tuple[Any, dict[str, Any]]  # (the value the payload carries, the object's fields)
+
+# How many rows' objects a shared resolver keeps serialized (per object kind).
+SHARED_OBJECTS = 50_000
+
+
+def shared_object_builder(spec: ObjectSpec, limit: int = SHARED_OBJECTS) -> Callable[..., ObjectParts]:
+    """The object of a reference-state row, serialized once per row version. The state hands out
+    the same row object until the row changes (a put stores a new one), so by identity a row's
+    object is reused across events and goes into each payload as an `orjson.Fragment`: the
+    bytes orjson would have written for it (same options, keys sorted)."""
+    build = object_builder(spec)
+    memo: dict[int, tuple[Row, ObjectParts]] = {}  # id(row) -> (row, parts); the row keeps its id
+
+    def parts(row: Row | None, identifier: Any = None) -> ObjectParts:
+        if row is None:
+            built = build(None, identifier)
+            return built, built
+        entry = memo.get(id(row))
+        if entry is not None and entry[0] is row:
+            return entry[1]
+        built = build(row)
+        made = (orjson.Fragment(orjson.dumps(built, default=json_default, option=_JSON_OPTIONS)), built)
+        if len(memo) >= limit:
+            memo.clear()
+        memo[id(row)] = (row, made)
+        return made
+
+    return parts
+
+
+def object_resolver(spec: ObjectSpec, lookup: Lookup, shared: bool = False) -> Callable[[Any], ObjectParts | None]:
+    """`resolve_object` for one spec and lookup, as (payload value, fields). `shared`: for
+    targets that are reference-state rows or their ids (see `shared_object_builder`); objects
+    of the changed row itself, or that the mapper adds fields to, are built each time."""
+    if shared:
+        parts = shared_object_builder(spec)
+    else:
+        build = object_builder(spec)
+
+        def parts(row: Row | None, identifier: Any = None) -> ObjectParts:
+            built = build(row, identifier)
+            return built, built
+
+    table = spec.table
+
+    def resolve(target: Any) -> ObjectParts | None:
+        if target is None:
+            return None
+        if isinstance(target, Mapping):
+            return parts(target)
+        return parts(lookup(table, target), target)
+
+    return resolve
 
 
 def resolve_object(spec: ObjectSpec, target: Any, lookup: Lookup) -> dict[str, Any] | None:
     """The object for a resolved reference: a row as is, an id looked up, None for NULL."""
-    if target is None:
-        return None
-    if isinstance(target, Mapping):
-        return build_object(spec, target)
-    return build_object(spec, lookup(spec.table, target), target)
+    resolved = object_resolver(spec, lookup)(target)
+    return None if resolved is None else resolved[1]
 
 
 def changed_columns(new: Row, old: Row, ignore: frozenset[str]) -> list[str]:

@@ -14,11 +14,14 @@ transaction spills to SQLite's own pages, not to memory.
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
 import sqlite3
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 STATE_FILE = "mapper_state.sqlite3"
 _ABSENT = None  # a cached negative lookup: the row is known not to exist
@@ -36,6 +39,30 @@ CREATE TABLE IF NOT EXISTS snapshot_match (
 """
 
 
+def _reduce_uuid(value: UUID) -> tuple:
+    # UUID's own pickling goes through a Python __getstate__ building a dict; this is one call
+    # and stays loadable by plain pickle (UUID(int=...)). Rows pickled the old way still load.
+    return UUID, (None, None, None, None, value.int)
+
+
+class _RowPickler:
+    """pickle.dumps for state rows, with the cheaper UUID reduction; one pickler reused."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._pickler = pickle.Pickler(self._buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        self._pickler.dispatch_table = {**copyreg.dispatch_table, UUID: _reduce_uuid}
+
+    def dumps(self, row: dict[str, Any]) -> bytes:
+        buffer = self._buffer
+        self._pickler.dump(row)
+        self._pickler.clear_memo()
+        blob = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return blob
+
+
 class ReferenceState:
     """Rows by (table, key). `get` sees every `put`/`delete` since the last commit."""
 
@@ -49,8 +76,9 @@ class ReferenceState:
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.executescript(_SCHEMA)
         self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
-        self._dirty: set[tuple[str, Any]] = set()
+        self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
         self._in_transaction = False
+        self._pickler = _RowPickler()
         row = self.connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
         self._applied_lsn: int | None = int(row[0]) if row else None
 
@@ -68,7 +96,8 @@ class ReferenceState:
     # -- rows ----------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
         """The row of `table` keyed `key` (a uuid.UUID or text; SQLite stores its text form)."""
-        cache_key = (table, key)
+        # A UUID is cached under its int: hashing that is C, UUID.__hash__ is Python.
+        cache_key = (table, key.int if type(key) is UUID else key)
         cache = self._cache
         row = cache.get(cache_key, _MISSING)
         if row is not _MISSING:
@@ -81,8 +110,8 @@ class ReferenceState:
         return row
 
     def put(self, table: str, key: Any, row: dict[str, Any]) -> None:
-        cache_key = (table, key)
-        self._dirty.add(cache_key)
+        cache_key = (table, key.int if type(key) is UUID else key)
+        self._dirty[cache_key] = key
         self._remember(cache_key, row)
 
     def delete(self, table: str, key: Any) -> None:
@@ -92,20 +121,27 @@ class ReferenceState:
         cache = self._cache
         cache[cache_key] = row
         cache.move_to_end(cache_key)
+        if len(cache) > self.cache_size:
+            self._evict()
+
+    def _evict(self) -> None:
+        cache, dirty = self._cache, self._dirty
         while len(cache) > self.cache_size:
             evicted_key, evicted = cache.popitem(last=False)
-            if evicted_key in self._dirty:
-                self._dirty.discard(evicted_key)
-                self._write(((evicted_key, evicted),))
+            key = dirty.pop(evicted_key, _MISSING)
+            if key is not _MISSING:
+                self._write((((evicted_key[0], key), evicted),))
 
     def _write(self, entries: Any) -> None:
+        """Writes ((table, key), row) entries into the open SQLite transaction."""
         self.begin()
         upserts, deletes = [], []
+        dumps = self._pickler.dumps
         for (table, key), row in entries:
             if row is _ABSENT:
                 deletes.append((table, str(key)))
             else:
-                upserts.append((table, str(key), pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)))
+                upserts.append((table, str(key), dumps(row)))
         if upserts:
             self.connection.executemany(
                 "INSERT INTO entity (kind, key, row) VALUES (?, ?, ?) "
@@ -122,7 +158,8 @@ class ReferenceState:
 
     def commit(self, lsn: int) -> None:
         """Make every change so far durable, as the state at `lsn`."""
-        self._write((key, self._cache[key]) for key in self._dirty)
+        cache = self._cache
+        self._write(((cache_key[0], key), cache[cache_key]) for cache_key, key in self._dirty.items())
         self._dirty.clear()
         self.connection.execute(
             "INSERT INTO meta (name, value) VALUES ('applied_lsn', ?) "

@@ -147,20 +147,22 @@ class Traffic:
 
 def map_all(mapper: EventMapper, transactions: list[list[Envelope]], commit_every: int,
             records: list | None = None) -> int:
-    """Maps the transactions; the records made are appended to `records` when given."""
+    """Maps the transactions and returns the number of events; the records made are appended to
+    `records` when given. Like the pipeline's writer, records are buffered per batch."""
     events = 0
-    for number, (begin, *changes, commit) in enumerate(transactions, 1):
-        mapper.begin(begin)
-        for change in changes:
-            made = mapper.change(change)
-            events += sum(isinstance(record, CustomerEvent) for record in made)
+    batch: list = []
+    add = batch.extend
+    for number, transaction in enumerate(transactions, 1):
+        mapper.begin(transaction[0])
+        for change in transaction[1:-1]:
+            add(mapper.change(change))
+        commit = transaction[-1]
+        add(mapper.commit(commit))
+        if number % commit_every == 0 or number == len(transactions):
+            events += sum(isinstance(record, CustomerEvent) for record in batch)
             if records is not None:
-                records.extend(made)
-        made = mapper.commit(commit)
-        events += sum(isinstance(record, CustomerEvent) for record in made)
-        if records is not None:
-            records.extend(made)
-        if number % commit_every == 0:
+                records.extend(batch)
+            batch.clear()
             mapper.state.commit(commit.end_lsn)
     return events
 
@@ -191,11 +193,9 @@ def main(argv: list[str]) -> int:
         mapper = EventMapper(load_default_catalog(), state, SourceIdentity("7400000000000000001", "bench"),
                              "voucher_activity")
         map_all(mapper, setup, args.commit_every)
-        state.commit(setup[-1][-1].end_lsn)
         records: list | None = [] if args.digest else None
         started, started_cpu = time.perf_counter(), time.process_time()
         events = map_all(mapper, transactions, args.commit_every, records)
-        state.commit(transactions[-1][-1].end_lsn)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
         state.close()
     print(f"mapped {args.transactions} transactions, {changes} changes -> {events} events "

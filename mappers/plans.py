@@ -1,0 +1,181 @@
+"""Compiled plans: what the mapper does with one table's changes and with one matched rule,
+worked out once when the mapper is built. The per-change path then runs closures (references,
+conditions, payload objects) and reads precomputed names; it never walks the catalog, parses a
+reference or formats a bookkeeping key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cdc_reader.changes import Op
+from mappers.catalog import (
+    CUSTOMER_TABLE, TENANT_TABLE, Catalog, Collect, Passthrough, Rule, StateSpec,
+)
+from mappers.payload import Lookup, ObjectParts, object_resolver
+from mappers.references import Reference, Resolve
+
+Row = Mapping[str, Any]
+ObjectResolver = Callable[[Any], ObjectParts | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectResolvers:
+    """Per payload object kind: a resolver sharing serialized objects of reference-state rows,
+    and one building each time (the changed row's own objects, objects the mapper adds to)."""
+
+    shared: Mapping[str, ObjectResolver]
+    fresh: Mapping[str, ObjectResolver]
+
+    def pick(self, name: str, reference: Reference, filled: bool = False) -> ObjectResolver:
+        from_state = bool(reference.hops) or reference.column is not None
+        return (self.shared if from_state and not filled else self.fresh)[name]
+
+
+def object_resolvers(catalog: Catalog, lookup: Lookup) -> ObjectResolvers:
+    return ObjectResolvers(
+        {name: object_resolver(spec, lookup, shared=True) for name, spec in catalog.objects.items()},
+        {name: object_resolver(spec, lookup) for name, spec in catalog.objects.items()})
+
+
+def collect_kind(collect: Collect) -> str:
+    """The scratch kind under which rows fill a rule's `collect` field."""
+    return f"collect:{collect.table}.{collect.key}:{collect.value.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class RulePlan:
+    """One rule, compiled: its references as closures over the reference state and the scratch
+    kinds it reads and writes."""
+
+    index: int
+    type: str
+    table: str
+    category: str
+    holds: Callable[[Row, Row], Any] | None  # the condition's SQL value; it holds when `is True`
+    customer: Resolve
+    subject: Resolve | None  # None: the row's primary key
+    tenant: Resolve
+    campaign: Resolve | None
+    voucher: Resolve | None
+    voucher_object: ObjectResolver
+    objects: tuple[tuple[str, Resolve, ObjectResolver], ...]  # name, reference, its object
+    changed_ignore: frozenset[str] | None  # changed_fields computed, these columns not counted
+    changed_fixed: tuple[str, ...] | None  # changed_fields given as is
+    collect: tuple[str, str, str] | None  # (scratch kind, object, field)
+    snapshot_time: Resolve
+    id_suffix: bytes  # "/<type>" in UTF-8: the end of the event id's uuid5 name
+    deferred: bool  # decided at the commit
+    once_kind: str | None  # once_per_transaction: the scratch kind of the subjects seen
+    touched_kind: str | None  # unless_changed: the scratch kind of that table's touched rows
+    unless_emitted_kinds: tuple[str, ...]
+    blocking_kind: str | None  # some rule waits for this type: the kind its subjects go under
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """Everything the mapper does with one table's changes."""
+
+    table: str
+    canonical_row: Callable[[Row], Row]
+    key_of: Callable[[Row], Any]
+    state: StateSpec | None
+    rules: Mapping[Op, tuple[RulePlan, ...]]
+    feeds: tuple[tuple[str, str, Resolve], ...]  # (scratch kind, key column, value) filled by inserts
+    touched_kind: str | None  # some rule's unless_changed names this table
+    directory: bool  # tenant or customer: directory records
+    passthrough: frozenset[Op]  # the changes whose rows are events themselves
+    dependents: frozenset[str]  # tables whose events look this table's rows up
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughPlan:
+    """The `[passthrough]` references, compiled."""
+
+    table: str
+    id: Resolve
+    type: Resolve
+    customer: Resolve
+    campaign: Resolve
+    category: Resolve
+    data: Resolve
+    tenant: Resolve
+    snapshot_time: Resolve
+
+
+def touched_kind(table: str) -> str:
+    return f"touched:{table}"
+
+
+def emitted_kind(event_type: str) -> str:
+    return f"emitted:{event_type}"
+
+
+def rule_plan(index: int, rule: Rule, catalog: Catalog, lookup: Lookup, objects: ObjectResolvers) -> RulePlan:
+    def compiled(reference: Any) -> Resolve | None:
+        return None if reference is None else reference.compile(lookup)
+
+    changed = rule.changed_fields
+    return RulePlan(
+        index=index, type=rule.type, table=rule.table, category=rule.category,
+        holds=rule.condition.evaluate if rule.condition is not None else None,
+        customer=compiled(rule.customer), subject=compiled(rule.subject), tenant=compiled(rule.tenant),
+        campaign=compiled(rule.campaign), voucher=compiled(rule.voucher),
+        voucher_object=objects.pick("voucher", rule.voucher) if rule.voucher else objects.fresh["voucher"],
+        objects=tuple((name, reference.compile(lookup),
+                       objects.pick(name, reference, filled=rule.collect is not None and rule.collect.object == name))
+                      for name, reference in rule.objects),
+        changed_ignore=changed.ignore if changed is not None and changed.fixed is None else None,
+        changed_fixed=changed.fixed if changed is not None else None,
+        collect=((collect_kind(rule.collect), rule.collect.object, rule.collect.field)
+                 if rule.collect is not None else None),
+        snapshot_time=compiled(rule.snapshot_time),
+        id_suffix=f"/{rule.type}".encode(),
+        deferred=rule.deferred,
+        once_kind=f"once:{index}" if rule.once_per_transaction else None,
+        touched_kind=touched_kind(rule.unless_changed) if rule.unless_changed else None,
+        unless_emitted_kinds=tuple(emitted_kind(kind) for kind in sorted(rule.unless_emitted)),
+        blocking_kind=emitted_kind(rule.type) if rule.type in catalog.blocking_types else None,
+    )
+
+
+def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -> dict[str, TablePlan]:
+    plans = {}
+    touch_tables = catalog.touch_tables
+    passthrough = catalog.passthrough
+    for table in catalog.tables:
+        by_op: dict[Op, list[RulePlan]] = {}
+        for plan in rules:
+            if plan.table == table:
+                for op in catalog.rules[plan.index].ops:
+                    by_op.setdefault(op, []).append(plan)
+        feeds = {collect_kind(rule.collect): (rule.collect.key, rule.collect.value.compile(lookup))
+                 for rule in catalog.rules if rule.collect and rule.collect.table == table}
+        schema = catalog.schema.table(table)
+        plans[table] = TablePlan(
+            table=table, canonical_row=schema.canonical_row, key_of=_key_function(schema),
+            state=catalog.state.get(table),
+            rules={op: tuple(entries) for op, entries in by_op.items()},
+            feeds=tuple((kind, key, value) for kind, (key, value) in feeds.items()),
+            touched_kind=touched_kind(table) if table in touch_tables else None,
+            directory=table in (TENANT_TABLE, CUSTOMER_TABLE),
+            passthrough=passthrough.ops if passthrough is not None and passthrough.table == table else frozenset(),
+            dependents=frozenset(other for other, needs in catalog.dependencies.items() if table in needs))
+    return plans
+
+
+def passthrough_plan(spec: Passthrough, lookup: Lookup) -> PassthroughPlan:
+    return PassthroughPlan(
+        table=spec.table, id=spec.id.compile(lookup), type=spec.type.compile(lookup),
+        customer=spec.customer.compile(lookup), campaign=spec.campaign.compile(lookup),
+        category=spec.category.compile(lookup), data=spec.data.compile(lookup),
+        tenant=spec.tenant.compile(lookup), snapshot_time=spec.snapshot_time.compile(lookup))
+
+
+def _key_function(schema: Any) -> Callable[[Row], Any]:
+    if len(schema.primary_key) == 1:
+        (column,) = schema.primary_key
+        return lambda row: row.get(column)
+    return schema.key_of
