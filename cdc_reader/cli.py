@@ -4,10 +4,13 @@ hands a `Settings` value to the command."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 from collections.abc import Callable, Sequence
 
 from cdc_reader.config import OPTIONS, ConfigError, Settings, build_settings, default_for
+
+M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 
 COMMANDS: dict[str, str] = {
     "demo": "embedded PostgreSQL + live voucher traffic + reader + API + dashboard, in one command",
@@ -69,7 +72,19 @@ def handlers() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
     return HANDLERS
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with the reader, the HTTP server and the
+    embedded store's threads that fragments into hundreds of MB of RSS. Two arenas keep memory
+    flat (measured on a 1M-row transaction) at no measurable cost. Must run before threads start."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
+        except (OSError, AttributeError):
+            pass  # not glibc (e.g. musl): nothing to tune
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
