@@ -46,15 +46,6 @@ _new_object = object.__new__
 _set_slot = object.__setattr__
 
 
-def uuid_from_int(value: int) -> uuid.UUID:
-    """`uuid.UUID(int=value)` for a value known to fit in 128 bits, without the argument
-    checks; sets the same slots `UUID.__setstate__` does (equal, hashing and pickling alike)."""
-    made = _new_object(uuid.UUID)
-    _set_slot(made, "int", value)
-    _set_slot(made, "is_safe", _SAFE_UNKNOWN)
-    return made
-
-
 class TransactionIds:
     """`wal_event_id` for the events of one transaction: the SHA-1 of the namespace and the
     name's constant prefix is computed once, each id only hashes `<position>/<type>`."""
@@ -69,7 +60,11 @@ class TransactionIds:
         """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8."""
         hasher = self._prefix.copy()
         hasher.update(b"%d" % position + type_suffix)
-        return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & _UUID5_CLEAR | _UUID5_SET)
+        # uuid.UUID(int=...) without its argument checks: the slots UUID.__setstate__ sets
+        made = _new_object(uuid.UUID)
+        _set_slot(made, "int", int.from_bytes(hasher.digest()[:16]) & _UUID5_CLEAR | _UUID5_SET)
+        _set_slot(made, "is_safe", _SAFE_UNKNOWN)
+        return made
 
 
 def wal_id_prefix(source: SourceIdentity) -> Any:

@@ -81,6 +81,9 @@ class TablePlan:
     table: str
     canonical_row: Callable[[Row], Row]
     key_of: Callable[[Row], Any]
+    # key_of for source changes; None for a composite key nothing reads (only snapshot event
+    # ids do, and composing it costs a str() of each UUID)
+    wal_key_of: Callable[[Row], Any]
     state: StateSpec | None
     rules: Mapping[Op, tuple[RulePlan, ...]]
     feeds: tuple[tuple[str, str, Resolve], ...]  # (scratch kind, key column, value) filled by inserts
@@ -154,8 +157,14 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
         feeds = {collect_kind(rule.collect): (rule.collect.key, rule.collect.value.compile(lookup))
                  for rule in catalog.rules if rule.collect and rule.collect.table == table}
         schema = catalog.schema.table(table)
+        table_rules = [plan for plans_of_op in by_op.values() for plan in plans_of_op]
+        key_read = (table in catalog.state or table in touch_tables or any(
+            plan.collect or (plan.subject is None and (plan.deferred or plan.blocking_kind))
+            for plan in table_rules))
+        key_of = _key_function(schema)
         plans[table] = TablePlan(
-            table=table, canonical_row=schema.canonical_row, key_of=_key_function(schema),
+            table=table, canonical_row=schema.canonical_row, key_of=key_of,
+            wal_key_of=key_of if key_read or len(schema.primary_key) == 1 else _no_key,
             state=catalog.state.get(table),
             rules={op: tuple(entries) for op, entries in by_op.items()},
             feeds=tuple((kind, key, value) for kind, (key, value) in feeds.items()),
@@ -172,6 +181,10 @@ def passthrough_plan(spec: Passthrough, lookup: Lookup) -> PassthroughPlan:
         customer=spec.customer.compile(lookup), campaign=spec.campaign.compile(lookup),
         category=spec.category.compile(lookup), data=spec.data.compile(lookup),
         tenant=spec.tenant.compile(lookup), snapshot_time=spec.snapshot_time.compile(lookup))
+
+
+def _no_key(row: Row) -> None:
+    return None
 
 
 def _key_function(schema: Any) -> Callable[[Row], Any]:

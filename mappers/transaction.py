@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -56,16 +55,20 @@ class SnapshotOrderError(RuntimeError):
     """Snapshot rows came in an order the mapping cannot follow."""
 
 
-@dataclass(frozen=True, slots=True)
 class _Context:
-    """Where the events being made come from: one source transaction, or the snapshot."""
+    """Where the events being made come from: one source transaction, or the snapshot. (A plain
+    slotted class: one is made per transaction, a frozen dataclass costs twice as much.)"""
 
-    snapshot: bool
-    commit_lsn: int
-    commit_time: datetime | None
-    group_id: str
-    source: str
-    ids: TransactionIds | None  # None for the snapshot
+    __slots__ = ("snapshot", "commit_lsn", "commit_time", "group_id", "source", "ids")
+
+    def __init__(self, snapshot: bool, commit_lsn: int, commit_time: datetime | None, group_id: str,
+                 source: str, ids: TransactionIds | None) -> None:
+        self.snapshot = snapshot
+        self.commit_lsn = commit_lsn
+        self.commit_time = commit_time
+        self.group_id = group_id
+        self.source = source
+        self.ids = ids  # None for the snapshot
 
 
 class EventMapper:
@@ -156,7 +159,8 @@ class EventMapper:
              unchanged_toast: Iterable[str], position: int, context: _Context) -> list[Record]:
         new = plan.canonical_row(after) if after else _EMPTY
         old = plan.canonical_row(before) if before else _EMPTY
-        key = plan.key_of(new or old)
+        snapshot = context.snapshot
+        key = (plan.key_of if snapshot else plan.wal_key_of)(new or old)
         state_spec = plan.state
         # An inserted row is new (the engine's ids are fresh UUIDs): no previous state to read.
         if state_spec is not None and key is not None and op is not Op.INSERT:
@@ -173,7 +177,6 @@ class EventMapper:
         records: list[Record] = []
         if plan.directory:
             records.extend(_directory_record(plan.table, op, new, old, context.commit_lsn))
-        snapshot = context.snapshot
         if plan.touched_kind is not None and key is not None and not snapshot:
             self._scratch.add(plan.touched_kind, key)
         if op is Op.INSERT:
@@ -285,7 +288,10 @@ class EventMapper:
         has = self._scratch.has
         if rule.touched_kind is not None and has(rule.touched_kind, subject):
             return False
-        return not any(has(kind, subject) for kind in rule.unless_emitted_kinds)
+        for kind in rule.unless_emitted_kinds:
+            if has(kind, subject):
+                return False
+        return True
 
     def _remember_emitted(self, rule: RulePlan, customer_id: UUID, subject: Any, snapshot: bool) -> None:
         if self._passthrough_plan is None:
