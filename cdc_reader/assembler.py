@@ -28,7 +28,7 @@ from cdc_reader.pgoutput import (
     Begin, Commit, Delete, Insert, Message, Origin, PgoutputMessage, Relation, Truncate,
     TupleData, Type, Update,
 )
-from cdc_reader.values import Converter, converter_for, text_value
+from cdc_reader.values import Converter, StreamConverters, text_value
 
 _NO_ENVELOPES: tuple[Envelope, ...] = ()
 _NO_COLUMNS: frozenset[str] = frozenset()
@@ -133,6 +133,7 @@ class ChangeAssembler:
 
     def __init__(self) -> None:
         self._relations: dict[int, _RelationShape] = {}
+        self._converters = StreamConverters()
         self._transaction: _OpenTransaction | None = None
         self._handlers = {
             Begin: self._begin, Commit: self._commit, Relation: self._relation,
@@ -177,7 +178,7 @@ class ChangeAssembler:
     # -- relations ----------------------------------------------------------------------------
     def _relation(self, message: Relation) -> tuple[Envelope, ...]:
         columns = message.columns
-        converters = (converter_for(column.type_oid) for column in columns)
+        converters = (self._converters.for_type(column.type_oid) for column in columns)
         self._relations[message.oid] = _RelationShape(
             message.namespace or "pg_catalog",
             message.name,

@@ -97,6 +97,8 @@ def _special(value: str, highest: Any, lowest: Any) -> Any:
     return value  # e.g. "0044-03-15 BC": keep the server's text
 
 
+_UUID_OID = 2950
+
 _CONVERTERS: MappingProxyType[int, Converter] = MappingProxyType({
     16: _bool,  # bool
     17: _bytea,  # bytea
@@ -111,7 +113,7 @@ _CONVERTERS: MappingProxyType[int, Converter] = MappingProxyType({
     1114: _timestamp,  # timestamp
     1184: _timestamptz,  # timestamptz
     1700: Decimal,  # numeric
-    2950: _uuid,  # uuid
+    _UUID_OID: _uuid,  # uuid
     3802: _json,  # jsonb
 })
 
@@ -121,3 +123,32 @@ def converter_for(type_oid: int) -> Converter:
     types (text, varchar, bpchar, name) and types we do not know return the text unchanged."""
     return _CONVERTERS.get(type_oid, text_value)
 
+
+
+class StreamConverters:
+    """`converter_for`, for the rows of one replication stream.
+
+    Ids recur from row to row (a tenant's in all its rows, a customer's in its redemptions, a
+    row's own in its updates), and parsing a uuid costs more than looking it up: the uuid
+    converter remembers the values it parsed last. Rows may share them (UUIDs are immutable).
+    """
+
+    def __init__(self, remembered_ids: int = 4096) -> None:
+        self._uuid = _remembering(_uuid, remembered_ids)
+
+    def for_type(self, type_oid: int) -> Converter:
+        return self._uuid if type_oid == _UUID_OID else converter_for(type_oid)
+
+
+def _remembering(convert: Converter, capacity: int) -> Converter:
+    memory: dict[str, Any] = {}
+
+    def convert_remembering(text: str) -> Any:
+        value = memory.get(text)
+        if value is None:
+            if len(memory) >= capacity:
+                memory.clear()  # the ids in use come back within a few rows
+            value = memory[text] = convert(text)
+        return value
+
+    return convert_remembering

@@ -2,7 +2,9 @@
 what psycopg's SELECT returns for the same rows."""
 
 import math
+import pickle
 import secrets
+import uuid
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -10,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from cdc_reader.changes import Change
-from cdc_reader.values import converter_for
+from cdc_reader.values import StreamConverters, converter_for
 from tests.cdc_reader.test_assembler import create_slot, peek_envelopes
 
 EDGE_TABLE = """
@@ -78,3 +80,26 @@ def test_json_keeps_integers_beyond_64_bits_exact():
     assert parse('{"low": -9223372036854775809, "high": 18446744073709551616}') == {
         "low": -9223372036854775809, "high": 18446744073709551616}
     assert parse('{"a": [1, 2.5, true, null, "é"]}') == {"a": [1, 2.5, True, None, "é"]}
+
+
+def test_uuids_are_the_same_values_uuid_builds():
+    text = "8f73557f-1172-4317-a607-77ccce45d856"
+    for parse in (converter_for(2950), StreamConverters().for_type(2950)):
+        parsed = parse(text)
+        assert type(parsed) is uuid.UUID and parsed == uuid.UUID(text)
+        assert hash(parsed) == hash(uuid.UUID(text)) and str(parsed) == text
+        assert parsed.is_safe is uuid.SafeUUID.unknown
+        assert pickle.loads(pickle.dumps(parsed)) == parsed
+    assert converter_for(2950)("00000000-0000-0000-0000-000000000000") == uuid.UUID(int=0)
+
+
+def test_stream_converters_remember_recent_ids_only():
+    converters = StreamConverters(remembered_ids=2)
+    parse = converters.for_type(2950)
+    first = parse("00000000-0000-0000-0000-000000000001")
+    assert parse("00000000-0000-0000-0000-000000000001") is first
+    parse("00000000-0000-0000-0000-000000000002")
+    parse("00000000-0000-0000-0000-000000000003")  # past the capacity: memory starts over
+    again = parse("00000000-0000-0000-0000-000000000001")
+    assert again == first and again is not first
+    assert converters.for_type(1082) is converter_for(1082)
