@@ -309,8 +309,23 @@ class _Cursor:
             self.pos = pos
             raise
         self.pos = pos
-        return TupleData(bytes(kinds), tuple(values))
+        row = _new_object(TupleData)
+        set_kinds, set_values = _TUPLE_DATA_FIELDS
+        set_kinds(row, bytes(kinds))
+        set_values(row, tuple(values))
+        return row
 
+
+def _field_setters(message_class: type, names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(getattr(message_class, name).__set__ for name in names.split())
+
+
+# One of each per row: built through their slots rather than the generated __init__ of a frozen
+# dataclass, which sets each field through object.__setattr__ (twice as slow; same values).
+_new_object = object.__new__
+_TUPLE_DATA_FIELDS = _field_setters(TupleData, "kinds values")
+_INSERT_FIELDS = _field_setters(Insert, "xid relation_oid new")
+_UPDATE_FIELDS = _field_setters(Update, "xid relation_oid old_kind old new")
 
 _Parser = Callable[[_Cursor], PgoutputMessage]
 _Prepared = TypeVar("_Prepared", Prepare, CommitPrepared, StreamPrepare)  # alike on the wire
@@ -410,7 +425,12 @@ class Decoder:
         oid, marker = cursor.unpack(_OID_AND_MARKER)
         if marker != _NEW_TUPLE:
             raise _unexpected(marker, _NEW_TUPLE, cursor.pos - 1)
-        return Insert(xid, oid, cursor.tuple_data())
+        insert = _new_object(Insert)
+        set_xid, set_relation_oid, set_new = _INSERT_FIELDS
+        set_xid(insert, xid)
+        set_relation_oid(insert, oid)
+        set_new(insert, cursor.tuple_data())
+        return insert
 
     def _update(self, cursor: _Cursor) -> Update:
         xid = self._stream_xid(cursor)
@@ -420,7 +440,14 @@ class Decoder:
             old_kind = chr(cursor.byte())
             old = cursor.tuple_data()
         _expect(cursor, _NEW_TUPLE)
-        return Update(xid, oid, old_kind, old, cursor.tuple_data())
+        update = _new_object(Update)
+        set_xid, set_relation_oid, set_old_kind, set_old, set_new = _UPDATE_FIELDS
+        set_xid(update, xid)
+        set_relation_oid(update, oid)
+        set_old_kind(update, old_kind)
+        set_old(update, old)
+        set_new(update, cursor.tuple_data())
+        return update
 
     def _delete(self, cursor: _Cursor) -> Delete:
         xid = self._stream_xid(cursor)
