@@ -271,18 +271,19 @@ class _Cursor:
         return text
 
     def tuple_data(self) -> TupleData:
-        # The hot loop of the whole reader: locals only, one struct call per non-NULL column.
+        # The hot loop of the whole reader: locals only, one struct call per non-NULL column,
+        # and nothing at all stored for a NULL (the lists start out all NULL).
         # On an error, `pos` is still the start of the column that failed.
         data = self.data
         size = len(data)
         (count,) = _I16.unpack_from(data, self.pos)
         pos = self.pos + 2
-        kinds: list[int] = []
-        values: list[str | bytes | None] = []
-        add_kind, add_value, length_at = kinds.append, values.append, _U32.unpack_from
+        kinds = bytearray((_NULL,)) * count
+        values: list[str | bytes | None] = [None] * count
+        length_at = _U32.unpack_from
         text, null, unchanged, binary = _TEXT, _NULL, _UNCHANGED_TOAST, _BINARY
         try:
-            for _ in range(count):
+            for index in range(count):
                 kind = data[pos]
                 if kind == text:
                     start = pos + 5
@@ -290,21 +291,24 @@ class _Cursor:
                     end = start + length_at(data, pos + 1)[0]
                     if end > size:
                         raise PgoutputDecodeError("column runs past the message end", pos)
-                    add_value(data[start:end].decode())
+                    values[index] = data[start:end].decode()
+                    kinds[index] = text
                     pos = end
-                elif kind == null or kind == unchanged:
-                    add_value(None)
+                elif kind == null:
                     pos += 1
-                elif kind == binary:
+                elif kind == unchanged:
+                    kinds[index] = unchanged
+                    pos += 1
+                elif kind == binary:  # only with the binary option: kept apart from text
                     start = pos + 5
                     end = start + length_at(data, pos + 1)[0]
                     if end > size:
                         raise PgoutputDecodeError("column runs past the message end", pos)
-                    add_value(data[start:end])
+                    values[index] = data[start:end]
+                    kinds[index] = binary
                     pos = end
                 else:
                     raise PgoutputDecodeError(f"unknown column kind {kind}", pos)
-                add_kind(kind)
         except (struct.error, IndexError, UnicodeDecodeError):
             self.pos = pos
             raise
