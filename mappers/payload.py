@@ -163,7 +163,8 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, shared: bool = False) -> C
     def resolve(target: Any) -> ObjectParts | None:
         if target is None:
             return None
-        if isinstance(target, Mapping):
+        kind = type(target)  # the usual ids and rows are told apart without the ABC check
+        if kind is dict or (kind is not uuid.UUID and isinstance(target, Mapping)):
             return parts(target)
         return parts(lookup(table, target), target)
 

@@ -215,10 +215,9 @@ class EventMapper:
         if customer is None:
             return None
         changed = None
-        if rule.changed_fixed is not None:
-            changed = list(rule.changed_fixed)
-        elif rule.changed_ignore is not None:
-            changed = changed_columns(new, old, rule.changed_ignore)
+        if rule.changed_fixed is not None or rule.changed_ignore is not None:
+            changed = (list(rule.changed_fixed) if rule.changed_fixed is not None
+                       else changed_columns(new, old, rule.changed_ignore))
             if not changed:
                 return None
         subject = rule.subject(new, old) if rule.subject is not None else key
