@@ -171,12 +171,6 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, shared: bool = False) -> C
     return resolve
 
 
-def resolve_object(spec: ObjectSpec, target: Any, lookup: Lookup) -> dict[str, Any] | None:
-    """The object for a resolved reference: a row as is, an id looked up, None for NULL."""
-    resolved = object_resolver(spec, lookup)(target)
-    return None if resolved is None else resolved[1]
-
-
 def changed_columns(new: Row, old: Row, ignore: frozenset[str]) -> list[str]:
     """The sorted columns whose value differs between the rows (unknown old values are NULL)."""
     return sorted(column for column, value in new.items()
