@@ -77,6 +77,16 @@ class EventWriter:
         return len(self._events) + len(self._tenants) + len(self._customers)
 
     @property
+    def age(self) -> float:
+        """Seconds since the oldest unflushed record or mark arrived (0 when none)."""
+        return 0.0 if self._oldest is None else self._clock() - self._oldest
+
+    @property
+    def full(self) -> bool:
+        """max_rows reached: flush now, whatever the age."""
+        return self.pending >= self.max_rows
+
+    @property
     def marked_lsn(self) -> int | None:
         """The highest marked LSN that is not durable yet (None when all marks are)."""
         if self._marked is None or self._marked == self._durable:
