@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from cdc_reader.embedded_pg import free_port
 
@@ -77,8 +81,15 @@ def stop_with_ctrl_c(demo: subprocess.Popen) -> int:
     return demo.wait(timeout=60)
 
 
-def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path):
-    data_dir = tmp_path / "data"
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Not under tmp_path: a concurrent pytest may reset its root to 0700, locking PostgreSQL out.
+    path = Path(tempfile.mkdtemp(prefix="va-demo-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path, data_dir):
     port = free_port()
     first_log = tmp_path / "first.log"
     demo = start_demo(data_dir, port, first_log)

@@ -4,9 +4,12 @@ and an idle slot that keeps up with untracked writes."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import psycopg
@@ -95,7 +98,8 @@ def test_graceful_restart_resumes_where_it_stopped(voucher_db, store_url, tmp_pa
 
 
 def test_survives_a_postgresql_restart_mid_stream(tmp_path, store_url):
-    cluster = LocalPostgres(wheel_installation(), tmp_path / "pg")
+    # Not under tmp_path: a concurrent pytest may reset its root to 0700, locking the server out.
+    cluster = LocalPostgres(wheel_installation(), Path(tempfile.mkdtemp(prefix="va-restart-")) / "pg")
     cluster.init()
     cluster.start()
     try:
@@ -130,6 +134,7 @@ def test_survives_a_postgresql_restart_mid_stream(tmp_path, store_url):
         assert traffic.counts.total() > 100
     finally:
         cluster.destroy()
+        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
 
 
 def test_store_outage_confirms_nothing_then_delivers_everything(voucher_db, store_url, tmp_path):
