@@ -224,9 +224,7 @@ class ChangeAssembler:
 
     def _change(self, op: Op, shape: _RelationShape, before: Row | None, after: Row | None,
                 unchanged_toast: frozenset[str]) -> Change:
-        transaction = self._transaction
-        if transaction is None:
-            self._open_transaction(op.name.title())  # raises
+        transaction = self._transaction or self._open_transaction(op.name.title())
         position = transaction.change_count
         transaction.change_count = position + 1
         # Change(...) without its generated __init__, which sets each of the ten fields of the

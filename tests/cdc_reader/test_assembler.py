@@ -11,7 +11,9 @@ from psycopg.types.json import Jsonb
 
 from cdc_reader.assembler import AssemblerError, ChangeAssembler, UnsupportedMessageError
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
-from cdc_reader.pgoutput import Decoder, Insert, TupleData
+from cdc_reader.pgoutput import (
+    Begin, Decoder, Delete, Insert, Relation, RelationColumn, Truncate, TupleData, Update,
+)
 from tests.cdc_reader import captured
 from tests.cdc_reader.test_pgoutput import BODY
 from tests.conftest import VoucherDatabase, unique_name
@@ -207,3 +209,43 @@ def test_voucher_tables_end_to_end(voucher_db_any):
         TransactionBegin, Change, Change, Change, TransactionCommit,
         TransactionBegin, Change, Change, Change, Change, TransactionCommit,
     ]
+
+
+def test_rows_follow_each_pattern_of_column_kinds():
+    """Rows are built from layouts worked out once per pattern of kinds: every pattern, and one
+    seen again, must give the row the kinds say (binary kept as bytes, unchanged TOAST left
+    out, key-only old rows), and a new Relation message must start over."""
+    relation = Relation(None, 1, "public", "t", "d", (
+        RelationColumn(True, "id", 23, -1), RelationColumn(False, "ref", 2950, -1),
+        RelationColumn(False, "note", 25, -1), RelationColumn(False, "doc", 3802, -1),
+    ))
+    ref = "8f73557f-1172-4317-a607-77ccce45d856"
+    rows = [
+        (b"tttt", ("1", ref, "a", '{"k": 1}'), {"id": 1, "ref": uuid.UUID(ref), "note": "a",
+                                                 "doc": {"k": 1}}, frozenset()),
+        (b"tnnn", ("2", None, None, None), {"id": 2, "ref": None, "note": None, "doc": None},
+         frozenset()),
+        (b"ttuu", ("3", ref, None, None), {"id": 3, "ref": uuid.UUID(ref)},
+         frozenset({"note", "doc"})),
+        (b"btbt", (b"\x00\x00\x00\x04", ref, b"raw", "[]"),
+         {"id": b"\x00\x00\x00\x04", "ref": uuid.UUID(ref), "note": b"raw", "doc": []},
+         frozenset()),
+        (b"tttt", ("5", ref, "b", "null"), {"id": 5, "ref": uuid.UUID(ref), "note": "b",
+                                              "doc": None}, frozenset()),
+    ]
+    assembler = ChangeAssembler()
+    assembler.feed(relation)
+    assembler.feed(Begin(10, datetime(2024, 1, 1, tzinfo=timezone.utc), 7))
+    for kinds, values, row, unchanged in rows:
+        (change,) = assembler.feed(Insert(None, 1, TupleData(kinds, values)))
+        assert (change.after, change.unchanged_toast) == (row, unchanged)
+        assert list(change.after) == [name for name in ("id", "ref", "note", "doc") if name in row]
+    (change,) = assembler.feed(Update(None, 1, "K", TupleData(b"tnnn", ("1", None, None, None)),
+                                      TupleData(b"tttt", ("6", ref, "c", "{}"))))
+    assert (change.before, change.after["id"]) == ({"id": 1}, 6)
+    (change,) = assembler.feed(Delete(None, 1, "O", TupleData(b"tttt", ("6", ref, "c", "{}"))))
+    assert change.before == {"id": 6, "ref": uuid.UUID(ref), "note": "c", "doc": {}}
+    assembler.feed(Relation(None, 1, "public", "t", "d", (RelationColumn(True, "id", 20, -1),)))
+    (change,) = assembler.feed(Insert(None, 1, TupleData(b"t", ("7",))))
+    assert change.after == {"id": 7}
+    assert [change.position for change in assembler.feed(Truncate(None, 0, (1,)))] == [8]
