@@ -5,7 +5,8 @@ same column (uuid.UUID, int, bool, Decimal, datetime, date, parsed JSON...). Unk
 text. Dates and times are parsed in DateStyle ISO, which the replication connection must use (as
 PostgreSQL's own subscriber does). Values Python cannot represent (years BC or past 9999) stay
 text rather than stopping the stream; 'infinity' maps to the type's max (min for '-infinity'),
-as psycopg's documentation suggests.
+as psycopg's documentation suggests. `StreamConverters` is the same for one stream's rows, with
+a memory of the ids it parsed last.
 """
 
 from __future__ import annotations
@@ -122,7 +123,6 @@ def converter_for(type_oid: int) -> Converter:
     """The function that turns a text-format value of this type into its Python value; text
     types (text, varchar, bpchar, name) and types we do not know return the text unchanged."""
     return _CONVERTERS.get(type_oid, text_value)
-
 
 
 class StreamConverters:
