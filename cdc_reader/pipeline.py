@@ -44,10 +44,10 @@ RATE_LOG_INTERVAL = 60.0
 RETAINED_WAL_INTERVAL = 15.0
 # Reference rows kept in memory in front of the SQLite state (~2 kB each); misses cost a
 # SQLite read of a few microseconds, so a modest cache keeps memory flat at any scale.
-STATE_CACHE_ROWS = 20_000
+STATE_CACHE_ROWS = 5_000
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
 # transaction of any size; measured: 1M-row transaction, see tests/cdc_reader/test_big_transaction.py).
-SCRATCH_ROWS = 20_000
+SCRATCH_ROWS = 5_000
 
 
 class SlotLostError(RuntimeError):

@@ -30,6 +30,10 @@ class SlotMismatchError(SourceNotReadyError):
     pass
 
 
+class SlotInvalidatedError(SourceNotReadyError):
+    pass
+
+
 class ForeignPublicationError(SourceNotReadyError):
     pass
 
@@ -54,6 +58,7 @@ class SlotInfo:
     confirmed_flush_lsn: int | None
     restart_lsn: int | None
     retained_wal_bytes: int | None  # WAL the server keeps for this slot
+    wal_status: str | None = None  # 'lost' once max_slot_wal_keep_size invalidated it
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +84,31 @@ def slot_info(conn: psycopg.Connection, slot: str) -> SlotInfo | None:
                         CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
                              ELSE pg_current_wal_lsn() END,
                         restart_lsn)::bigint
-               END
+               END,
+               wal_status
         FROM pg_replication_slots WHERE slot_name = %s
         """,
         (slot,),
     ).fetchone()
     if row is None:
         return None
-    name, plugin, database, active, active_pid, confirmed, restart, retained = row
+    name, plugin, database, active, active_pid, confirmed, restart, retained, wal_status = row
     return SlotInfo(
         name, plugin, database, active, active_pid,
         parse_lsn(confirmed) if confirmed else None,
         parse_lsn(restart) if restart else None,
-        retained,
+        retained, wal_status,
     )
 
 
 def check_slot_usable(info: SlotInfo, database: str) -> None:
-    """An existing slot of that name must be a pgoutput slot on our database."""
+    """An existing slot of that name must be a pgoutput slot on our database, still valid."""
+    if info.wal_status == "lost":
+        raise SlotInvalidatedError(
+            f"replication slot {info.name} was invalidated (its WAL exceeded max_slot_wal_keep_size), "
+            "so the stored history has a gap; run voucher-activity teardown, clear the store, and "
+            "start again to rebuild it with --snapshot initial"
+        )
     if info.plugin != OUTPUT_PLUGIN or info.database != database:
         raise SlotMismatchError(
             f"replication slot {info.name} exists but belongs to plugin {info.plugin or 'none (physical)'} "

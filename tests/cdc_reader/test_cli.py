@@ -147,3 +147,25 @@ def test_missing_source_is_a_configuration_error(tmp_path):
     assert result.stderr.strip() == (
         "voucher-activity: no source database: pass --source DSN or set VA_SOURCE_DSN"
     )
+
+
+def test_invalidated_slot_is_refused(tmp_path):
+    with started_cluster({"max_slot_wal_keep_size": "1MB"}) as cluster:
+        database = create_voucher_db_on(cluster)
+        with psycopg.connect(cluster.dsn(database), autocommit=True) as conn:
+            conn.execute("SELECT pg_create_logical_replication_slot('voucher_activity', 'pgoutput')")
+            for _ in range(4):  # push the slot's restart_lsn far past the 1 MB it may keep
+                conn.execute("CREATE TABLE IF NOT EXISTS filler (x int)")
+                conn.execute("INSERT INTO filler SELECT generate_series(1, 100000)")
+                conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+            status = conn.execute(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'voucher_activity'"
+            ).fetchone()
+        assert status == ("lost",)
+        message = refusal(start_reader(cluster.dsn(database), tmp_path))
+    assert message == (
+        "replication slot voucher_activity was invalidated (its WAL exceeded max_slot_wal_keep_size), "
+        "so the stored history has a gap; run voucher-activity teardown, clear the store, and "
+        "start again to rebuild it with --snapshot initial"
+    )
