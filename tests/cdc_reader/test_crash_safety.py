@@ -129,3 +129,54 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(voucher_
     assert traffic.counts.total() >= LOAD_OPERATIONS
     assert compared > 1000
 
+
+
+def test_a_snapshot_killed_halfway_restarts_cleanly(voucher_db, tmp_path):
+    """SIGKILL during the initial snapshot: the next start must not treat half a snapshot as
+    done; it recreates the slot, reads everything again, and each row's event exists once."""
+    prepare_source(voucher_db.dsn)
+    rows = 60_000
+    voucher_db.execute("INSERT INTO tenant (id, name) VALUES (gen_random_uuid(), 'acme')")
+    voucher_db.execute(
+        "INSERT INTO customer (id, created_at, source_id, tenant_id) SELECT gen_random_uuid(), "
+        "timestamp '2026-01-01', 'snap-' || i, (SELECT id FROM tenant) FROM generate_series(1, %s) i",
+        (rows,),
+    )
+    port = free_port()
+    store = f"chdb://{tmp_path / 'clickhouse'}"
+    command = [sys.executable, "-m", "cdc_reader.cli", "run", "--source", voucher_db.dsn, "--store", store,
+               "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin",
+               "--log-format", "json"]
+    log = (tmp_path / "sidecar.log").open("ab")
+    sidecar = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:  # until /readyz reports the snapshot under way
+        assert time.monotonic() < deadline, "the snapshot was never seen running"
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            if "snapshot" in ready.text:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    sidecar.send_signal(signal.SIGKILL)
+    sidecar.wait(timeout=30)
+    sidecar = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        wait_streaming(port, timeout=300)
+        voucher_db.execute(  # after the snapshot: must arrive once, through the stream
+            "INSERT INTO customer (id, created_at, source_id, tenant_id) SELECT gen_random_uuid(), now(), "
+            "'late', id FROM tenant")
+        wait_caught_up(voucher_db.dsn, "voucher_activity", timeout=120)
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        code = sidecar.wait(timeout=60)
+    assert code == 0
+    counted = subprocess.run(
+        [sys.executable, "-m", "cdc_reader.cli", "sql", "--store", store, "--format", "csv",
+         "SELECT source, count() AS events, uniqExact(customer_id) AS customers FROM customer_events_dedup "
+         "WHERE type = 'customer.created' GROUP BY source ORDER BY source"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert counted.stdout.split() == ["source,events,customers", f"snapshot,{rows},{rows}", "wal,1,1"], counted.stderr
+    assert b"previous initial snapshot did not complete" in (tmp_path / "sidecar.log").read_bytes()
