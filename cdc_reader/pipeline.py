@@ -228,8 +228,8 @@ class Pipeline:
             if not in_transaction and not envelopes and writer.marked_lsn is not None:
                 self._checkpoint(writer, state, session)
             if self.metrics is not None:
-                confirmed = self.progress.confirmed_lsn or 0
-                self.metrics.set_reader_lag(max(session.server_wal_end - confirmed, 0), self.progress.lag_seconds())
+                lag_bytes = max(session.server_wal_end - session.confirmed_lsn, 0)
+                self.metrics.set_reader_lag(lag_bytes, self.progress.lag_seconds())
                 if time.monotonic() - retained_checked >= RETAINED_WAL_INTERVAL:
                     retained_checked = time.monotonic()
                     self._refresh_retained_wal()

@@ -60,9 +60,9 @@ def wait_caught_up(dsn: str, slot: str, timeout: float = 60.0, running: Pipeline
 class PipelineThread:
     """The real pipeline in a background thread, as `run` hosts it."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics=None) -> None:
         self.stop = threading.Event()
-        self.pipeline = Pipeline(settings, store, self.stop)
+        self.pipeline = Pipeline(settings, store, self.stop, metrics)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

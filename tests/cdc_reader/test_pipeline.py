@@ -17,6 +17,7 @@ import pytest
 
 from cdc_reader.embedded_pg import LocalPostgres, wheel_installation
 from cdc_reader.traffic import VoucherTraffic
+from query.metrics import Metrics
 from query.store import Store, connect
 from tests.conftest import create_voucher_db, drop_voucher_db, unique_name
 from tests.pipeline_helpers import (
@@ -88,13 +89,23 @@ def test_graceful_restart_resumes_where_it_stopped(voucher_db, store_url, tmp_pa
             wait_caught_up(voucher_db.dsn, slot, running=running)
         stopped_at = confirmed_lsn(voucher_db.dsn, slot)
         traffic.burst(100)  # written while the sidecar is down
-        with PipelineThread(settings, store) as running:
+        metrics = Metrics()
+        with PipelineThread(settings, store, metrics) as running:
             running.wait_streaming()
             traffic.burst(50)
             wait_caught_up(voucher_db.dsn, slot, running=running)
+            time.sleep(1.5)  # the gauges are refreshed on every pass of the loop
+            sample = metrics.registry.get_sample_value
+            assert sample("va_reader_lag_bytes") == 0.0
+            assert sample("va_reader_lag_seconds") == 0.0
+            assert sample("va_retained_wal_bytes") > 0
+            written_this_run = sample("va_events_written_total")
         assert confirmed_lsn(voucher_db.dsn, slot) > stopped_at
         assert_each_business_row_once(voucher_db.dsn, store)
         assert raw_duplicates(store) == 0  # a graceful stop confirms everything it stored
+        stored_since_restart = store.rows(
+            "SELECT count() FROM customer_events WHERE source_lsn > {lsn:UInt64}", {"lsn": stopped_at})[0][0]
+        assert written_this_run == stored_since_restart
 
 
 def test_survives_a_postgresql_restart_mid_stream(tmp_path, store_url):
