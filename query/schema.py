@@ -23,6 +23,12 @@ EVENT_COLUMNS = (
 TENANT_COLUMNS = ("id", "name", "version")
 CUSTOMER_COLUMNS = ("tenant_id", "id", "source_id", "deleted", "version")
 
+DEDUPLICATION_WINDOW = "non_replicated_deduplication_window = 1000"
+# The API reads one customer's few rows per query: small granules and small compressed blocks
+# mean a point read decompresses kilobytes, not a 8,192-row granule of each key column and a
+# megabyte of `data` per row it returns (docs/store.md, "Point reads").
+POINT_READ_STORAGE = "index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 32768"
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -43,7 +49,7 @@ class TableSpec:
     partition_by: str | None = None
     # Lets an insert retried after a lost acknowledgement be dropped by its dedup token
     # (replicated tables deduplicate by default).
-    settings: str = "non_replicated_deduplication_window = 1000"
+    settings: str = DEDUPLICATION_WINDOW
 
 
 EVENTS = TableSpec(
@@ -70,6 +76,7 @@ EVENTS = TableSpec(
     order_by="(tenant_id, customer_id, created_at, id)",
     partition_by="toYYYYMM(created_at)",
     shard_key="cityHash64(customer_id)",
+    settings=f"{DEDUPLICATION_WINDOW}, {POINT_READ_STORAGE}",
 )
 
 TENANTS = TableSpec(
@@ -95,6 +102,7 @@ CUSTOMERS = TableSpec(
     version="version",
     order_by="(tenant_id, id)",
     shard_key="cityHash64(id)",
+    settings=f"{DEDUPLICATION_WINDOW}, index_granularity = 256",
 )
 
 TABLES = (EVENTS, TENANTS, CUSTOMERS)

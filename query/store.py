@@ -7,9 +7,11 @@ by `schema.check_identifier` are ever formatted into SQL.
 
 from __future__ import annotations
 
+import queue
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -25,6 +27,15 @@ from query.activity_sql import Position
 from query.schema import CUSTOMERS_TABLE, EVENTS_TABLE, TENANTS_TABLE, check_identifier, render_ddl
 
 DEFAULT_DATABASE = "voucher_activity"
+# Concurrent API requests each take a reader; one client would serialize them on its lock
+# (chDB) or its connection (a server). Measured in docs/store.md, "Readers".
+READERS = 4
+# A tenant name resolves from memory; a name not seen yet reloads the directory at once, and a
+# rename is seen within this many seconds.
+TENANT_DIRECTORY_SECONDS = 5.0
+# Reads of one customer's key range touch a few granules: a second thread costs more than it
+# saves, and under concurrency the other requests' queries use the cores.
+POINT_READ = {"max_threads": 1}
 
 
 class StoreError(Exception):
@@ -118,6 +129,14 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantDirectory:
+    """Tenant name -> id, as loaded at `loaded_at` (a monotonic clock reading)."""
+
+    ids: Mapping[str, uuid.UUID] = field(default_factory=dict)
+    loaded_at: float = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
 class TenantStatus:
     name: str
     events_stored: int
@@ -146,32 +165,44 @@ class StoreStatus:
 
 class Store:
     """An open store. Reads and writes use separate clients so a flush never queues API reads
-    behind it on the embedded engine's per-client lock."""
+    behind it on the embedded engine's per-client lock; reads take any idle client of a small
+    pool, so concurrent requests run side by side."""
 
-    def __init__(self, location: StoreLocation, reader: Client, writer: Client) -> None:
+    def __init__(
+        self, location: StoreLocation, readers: Sequence[Client], writer: Client, *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.location = location
-        self._reader = reader
+        self._readers = tuple(readers)
+        self._idle_readers: queue.SimpleQueue[Client] = queue.SimpleQueue()
+        for reader in self._readers:
+            self._idle_readers.put(reader)
         self._writer = writer
+        self._clock = clock
+        # Replaced whole, never mutated: a reader sees one consistent directory.
+        self._tenants = TenantDirectory()
 
     @classmethod
-    def open(cls, url: str, *, create_schema: bool = True, cluster: str | None = None) -> Store:
+    def open(
+        cls, url: str, *, create_schema: bool = True, cluster: str | None = None, readers: int = READERS,
+    ) -> Store:
         location = parse_store_url(url)
         # Reads cannot write even if a bug let them try (2: settings may still change per query).
-        reader = connect(location, settings={"readonly": 2})
-        writer = connect(location)
-        store = cls(location, reader, writer)
+        store = cls(location, [connect(location, settings={"readonly": 2}) for _ in range(readers)],
+                    connect(location))
         try:
             if create_schema:
                 store.ensure_schema(cluster)
-            reader.database = writer.database = location.database
+            for client in (*store._readers, store._writer):
+                client.database = location.database
         except BaseException:
             store.close()
             raise
         return store
 
     def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
+        for client in (*self._readers, self._writer):
+            client.close()
 
     def __enter__(self) -> Store:
         return self
@@ -204,31 +235,42 @@ class Store:
         self.rows(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 0", {})
 
     def resolve_tenant(self, name: str) -> uuid.UUID | None:
-        rows = self.rows(
-            f"SELECT id FROM {TENANTS_TABLE} FINAL WHERE name = {{name:String}} "
-            "ORDER BY version DESC, id LIMIT 1",
-            {"name": name},
-        )
-        return rows[0][0] if rows else None
+        """From the in-memory directory: tenants are few and change rarely. A name it lacks
+        reloads it, so a new tenant resolves as soon as it is stored."""
+        directory = self._tenants
+        if name not in directory.ids or self._clock() - directory.loaded_at > TENANT_DIRECTORY_SECONDS:
+            directory = self._load_tenants()
+        return directory.ids.get(name)
+
+    def _load_tenants(self) -> TenantDirectory:
+        loaded_at = self._clock()
+        ids: dict[str, uuid.UUID] = {}
+        # Newest version first: when two tenants share a name, the most recently named wins.
+        for name, tenant_id in self.rows(
+            f"SELECT name, id FROM {TENANTS_TABLE} FINAL ORDER BY version DESC, id", {}
+        ):
+            ids.setdefault(name, tenant_id)
+        self._tenants = TenantDirectory(ids, loaded_at)
+        return self._tenants
 
     def resolve_customer(self, tenant_id: uuid.UUID, key: str) -> uuid.UUID | None:
         """By id (deleted customers too: their history is the audit trail), else by source_id
         among live customers (the newest one if the engine let two share it)."""
         as_id = _as_uuid(key)
         if as_id is not None:
-            rows = self.rows(
-                f"SELECT id FROM {CUSTOMERS_TABLE} WHERE tenant_id = {{tenant:UUID}} AND id = {{id:UUID}} "
-                f"UNION ALL SELECT customer_id FROM {EVENTS_TABLE} "
-                "WHERE tenant_id = {tenant:UUID} AND customer_id = {id:UUID} LIMIT 1",
-                {"tenant": tenant_id, "id": as_id},
-            )
-            if rows:
-                return as_id
+            parameters = {"tenant": tenant_id, "id": as_id}
+            # The directory on its primary key first; the events only for a customer it lacks.
+            for sql in (
+                f"SELECT 1 FROM {CUSTOMERS_TABLE} WHERE tenant_id = {{tenant:UUID}} AND id = {{id:UUID}} LIMIT 1",
+                f"SELECT 1 FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:UUID}} AND customer_id = {{id:UUID}} LIMIT 1",
+            ):
+                if self.rows(sql, parameters, POINT_READ):
+                    return as_id
         rows = self.rows(
             f"SELECT id FROM {CUSTOMERS_TABLE} FINAL "
             "WHERE tenant_id = {tenant:UUID} AND source_id = {source_id:String} AND NOT deleted "
             "ORDER BY version DESC, id LIMIT 1",
-            {"tenant": tenant_id, "source_id": key},
+            {"tenant": tenant_id, "source_id": key}, POINT_READ,
         )
         return rows[0][0] if rows else None
 
@@ -237,7 +279,7 @@ class Store:
     ) -> Position | None:
         """Where one of the customer's events sits in its history (a cursor's place)."""
         sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
-        rows = self.rows(sql, parameters)
+        rows = self.rows(sql, parameters, POINT_READ)
         return Position(rows[0][0], event_id) if rows else None
 
     def activity(
@@ -268,7 +310,7 @@ class Store:
         window = 2 * wanted + 16
         while True:
             sql, parameters = activity_sql.window_sql(tenant_id, customer_id, query, after, window, columns)
-            rows = self.rows(sql, parameters)
+            rows = self.rows(sql, parameters, POINT_READ)
             seen: set[uuid.UUID] = set()
             distinct = []
             for row in rows:
@@ -327,12 +369,18 @@ class Store:
         )
 
     # -- plumbing ----------------------------------------------------------------------------
-    def rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple]:
-        """Run one read query; values only as server-side `{name:Type}` parameters."""
+    def rows(
+        self, sql: str, parameters: dict[str, Any], settings: Mapping[str, Any] | None = None,
+    ) -> list[tuple]:
+        """Run one read query on an idle reader (waiting for one if all are busy); values only
+        as server-side `{name:Type}` parameters."""
+        reader = self._idle_readers.get()
         try:
-            return self._reader.query(sql, parameters=parameters).result_rows
+            return reader.query(sql, parameters=parameters, settings=settings).result_rows
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"store query failed: {error}") from error
+        finally:
+            self._idle_readers.put(reader)
 
     @staticmethod
     def _command(client: Client, sql: str) -> None:
