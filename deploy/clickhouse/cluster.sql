@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS voucher_activity.customer_events_local ON CLUSTER def
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/voucher_activity/customer_events_local', '{replica}')
 PARTITION BY toYYYYMM(created_at)
 ORDER BY (tenant_id, customer_id, created_at, id)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 32768;
 
 CREATE TABLE IF NOT EXISTS voucher_activity.customer_events ON CLUSTER default AS voucher_activity.customer_events_local
 ENGINE = Distributed(default, voucher_activity, customer_events_local, cityHash64(customer_id));
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS voucher_activity.customers_local ON CLUSTER default (
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/voucher_activity/customers_local', '{replica}', version)
 ORDER BY (tenant_id, id)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256;
 
 CREATE TABLE IF NOT EXISTS voucher_activity.customers ON CLUSTER default AS voucher_activity.customers_local
 ENGINE = Distributed(default, voucher_activity, customers_local, cityHash64(id));

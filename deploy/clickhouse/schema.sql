@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS voucher_activity.customer_events (
 ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(created_at)
 ORDER BY (tenant_id, customer_id, created_at, id)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 32768;
 
 CREATE TABLE IF NOT EXISTS voucher_activity.tenants (
     id UUID,
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS voucher_activity.customers (
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, id)
-SETTINGS non_replicated_deduplication_window = 1000;
+SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256;
 
 CREATE VIEW IF NOT EXISTS voucher_activity.customer_events_dedup AS
 SELECT * FROM voucher_activity.customer_events FINAL

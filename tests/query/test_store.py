@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 
 from mappers.events import TenantRecord
-from query.store import Store, StoreError, StoreLocation, StoreUrlError, parse_store_url
+from query.store import ReaderPool, Store, StoreError, StoreLocation, StoreUrlError, parse_store_url
 from tests.query import factories as f
 from tests.query.conftest import write
 
@@ -49,6 +51,62 @@ def test_tenant_resolves_by_its_latest_name(store: Store) -> None:
     assert store.resolve_tenant("acme-renamed") == ACME.id
     assert store.resolve_tenant("globex") == GLOBEX.id
     assert store.resolve_tenant("nope") is None
+
+
+def test_a_new_tenant_resolves_as_soon_as_it_is_stored(store: Store) -> None:
+    write(store, [ACME])
+    assert store.resolve_tenant("acme") == ACME.id
+    assert store.resolve_tenant("globex") is None
+    write(store, [GLOBEX])
+    assert store.resolve_tenant("globex") == GLOBEX.id
+
+
+def test_a_renamed_tenant_loses_its_old_name_once_the_directory_is_reloaded(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write(store, [ACME])
+    assert store.resolve_tenant("acme") == ACME.id
+    write(store, [TenantRecord(ACME.id, "acme-renamed", 5)])
+    monkeypatch.setattr("query.store.TENANT_DIRECTORY_SECONDS", 0.0)
+    assert store.resolve_tenant("acme") is None
+    assert store.resolve_tenant("acme-renamed") == ACME.id
+
+
+def test_reader_pool_serves_waiting_threads_in_arrival_order() -> None:
+    pool = ReaderPool(["only-client"])  # type: ignore[list-item]
+    served: list[int] = []
+
+    def borrow(number: int) -> None:
+        with pool.reader() as client:
+            assert client == "only-client"
+            served.append(number)
+
+    with pool.reader():
+        threads = []
+        for number in range(5):
+            thread = threading.Thread(target=borrow, args=(number,))
+            thread.start()
+            threads.append(thread)
+            while len(pool._waiting) <= number:  # wait until it queues before starting the next
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    assert served == [0, 1, 2, 3, 4]
+
+
+def test_concurrent_reads_share_the_pool(store: Store) -> None:
+    write(store, [ACME, GLOBEX])
+    results: list[object] = []
+
+    def resolve() -> None:
+        results.extend(store.resolve_customer(ACME.id, f"missing-{n}") for n in range(5))
+
+    threads = [threading.Thread(target=resolve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [None] * 40
 
 
 def test_customer_resolution(store: Store) -> None:
