@@ -5,7 +5,9 @@
    results), the store's window read + dedup by id (the choice), `LIMIT 1 BY id`, `FINAL`,
    `DISTINCT` and `GROUP BY id`; for a heavy and a typical customer, both orders, with filters
    and a deep page;
-3. the status query.
+3. the status query;
+4. the events table's storage settings for point reads: granule rows and compressed block
+   size, on the activity page (one customer's newest 10) and bytes on disk.
 
 Run: python -m tests.bench.store_engine [--events N] [--customers N] [--repeat N] [--json]
 """
@@ -28,7 +30,8 @@ from pathlib import Path
 from mappers.events import CustomerEvent
 from query.activity_sql import window_sql
 from query.activity import ActivityQuery, Order
-from query.store import Store
+from query.schema import DEDUPLICATION_WINDOW, EVENTS, POINT_READ_STORAGE
+from query.store import POINT_READ, Store, connect
 from query.writer import EventWriter
 
 TYPES = (
@@ -185,6 +188,44 @@ def bench_status(store: Store, repeat: int) -> dict:
     return {name: timings(lambda: store.rows(sql, {}), repeat) for name, sql in queries.items()}
 
 
+# Table settings compared for the page read; the last is the schema's.
+STORAGE_VARIANTS = {
+    "8192-row granules (default)": "",
+    "1024-row granules": "index_granularity = 1024",
+    "256-row granules": "index_granularity = 256",
+    "256-row granules, 32 KiB blocks (chosen)": POINT_READ_STORAGE,
+}
+
+
+def bench_storage(store: Store, population: Population, repeat: int) -> dict:
+    """Copies customer_events into one table per variant and reads the same pages from each."""
+    admin = connect(store.location)
+    admin.database = store.location.database
+    results = {}
+    try:
+        for number, (name, settings) in enumerate(STORAGE_VARIANTS.items()):
+            table = f"storage_variant_{number}"
+            admin.command(f"DROP TABLE IF EXISTS {table}")
+            admin.command(
+                f"CREATE TABLE {table} ({EVENTS.columns}) ENGINE = ReplacingMergeTree "
+                f"PARTITION BY {EVENTS.partition_by} ORDER BY {EVENTS.order_by} "
+                f"SETTINGS {', '.join(filter(None, (DEDUPLICATION_WINDOW, settings)))}")
+            admin.command(f"INSERT INTO {table} SELECT * FROM customer_events")
+            admin.command(f"OPTIMIZE TABLE {table} FINAL")
+            row = {"bytes_on_disk": store.rows(
+                "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() "
+                "AND table = {table:String} AND active", {"table": table})[0][0]}
+            for case, customer in (("typical", population.customers[1]), ("heavy", population.heavy)):
+                sql, parameters = window_sql(population.tenant_id, customer, ActivityQuery(), None, 11)
+                sql = sql.replace("FROM customer_events ", f"FROM {table} ")
+                row[case] = timings(lambda: store.rows(sql, parameters, POINT_READ), repeat)
+            results[name] = row
+            admin.command(f"DROP TABLE {table}")
+    finally:
+        admin.close()
+    return results
+
+
 def run(events_count: int, customers: int, repeat: int) -> dict:
     population, events = make_events(events_count, customers)
     with tempfile.TemporaryDirectory(prefix="va-bench-") as root:
@@ -204,10 +245,11 @@ def run(events_count: int, customers: int, repeat: int) -> dict:
             stored = store.rows("SELECT count() FROM customer_events", {})[0][0]
             pages = bench_pages(store, population, repeat)
             status = bench_status(store, max(3, repeat // 10))
+            storage = bench_storage(store, population, repeat)
     return {
         "events": events_count, "customers": customers, "stored_rows_with_copies": stored,
         "heavy_customer_events": events_count // 20, "batches": batches, "pages": pages,
-        "status": status,
+        "status": status, "storage": storage,
     }
 
 
@@ -227,6 +269,10 @@ def print_report(report: dict) -> None:
     print("\nstatus query p50 / p99 ms")
     for name, row in report["status"].items():
         print(f"  {name:<16} {row['p50_ms']}/{row['p99_ms']}")
+    print("\nevents table settings -> newest 10, typical / heavy customer, p50 / p99 ms; bytes on disk")
+    for name, row in report["storage"].items():
+        print(f"  {name:<42} {row['typical']['p50_ms']}/{row['typical']['p99_ms']}  "
+              f"{row['heavy']['p50_ms']}/{row['heavy']['p99_ms']}  {row['bytes_on_disk']:,}")
 
 
 def main(argv: list[str] | None = None) -> int:
