@@ -3,9 +3,6 @@ finds no response that breaks /openapi.json (nor valid input rejected, nor inval
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
@@ -13,12 +10,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import uvicorn
 from starlette.testclient import TestClient
 
 from query.app import create_app
 from query.openapi import build_document
 from tests.query import factories as f
+from tests.query.served import served
 from tests.query.conftest import ACME_HEADERS, TOKENS, Dataset, write
 
 NAMES = ["limit", "page", "order", "starting_after_id", "start_date", "end_date", "campaign_id",
@@ -57,19 +54,8 @@ def served_url(dataset: Dataset) -> Iterator[str]:
     # The document's example customer, so the explicit-example phase reaches a 200 page.
     example = f.customer(dataset.acme, "example", "cust_0001")
     write(dataset.store, [example, f.event(dataset.acme, example.id, 1, 900)], lsn=9)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(dataset.store, tokens=TOKENS), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    listener.close()
+    with served(create_app(dataset.store, tokens=TOKENS)) as url:
+        yield url
 
 
 def test_served_document_is_the_tested_one(client: TestClient) -> None:

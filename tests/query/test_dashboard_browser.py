@@ -6,21 +6,18 @@ of it. Screenshots of both pages go to tests/artifacts/ (the README's come from 
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from query.app import create_app
 from query.store import Store
 from tests.conftest import unique_name
 from tests.query.analytics_dataset import MONDAY, SPRING, Seeded, dave_event, seed
+from tests.query.served import served
 from tests.query.conftest import TOKENS, write
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -40,19 +37,8 @@ def seeded(chdb_path: Path) -> Iterator[Seeded]:
 
 @pytest.fixture(scope="module")
 def base_url(seeded: Seeded) -> Iterator[str]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(seeded.store, tokens=TOKENS), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    listener.close()
+    with served(create_app(seeded.store, tokens=TOKENS)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
