@@ -47,6 +47,21 @@ def _utc_text(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def filter_conditions(query: ActivityQuery) -> tuple[list[str], dict[str, Any]]:
+    """The conditions and parameters of `query`'s optional filters (dates, campaign, category,
+    types): one definition, so a filter means the same on the activity and analytics reads."""
+    parameters: dict[str, Any] = {
+        "start_date": query.start_date and _utc_text(query.start_date),
+        "end_date": query.end_date and _utc_text(query.end_date),
+        "campaign_id": query.campaign_id,
+        "campaign_type": query.campaign_type,
+        "category": query.category and query.category.value,
+        "types": list(query.types) or None,
+    }
+    conditions = [condition for name, condition in _FILTERS if parameters[name] is not None]
+    return conditions, {name: value for name, value in parameters.items() if value is not None}
+
+
 def position_sql(
     tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
 ) -> tuple[str, dict[str, Any]]:
@@ -60,19 +75,9 @@ def window_sql(
 ) -> tuple[str, dict[str, Any]]:
     """The first `window` rows (copies included) after `after` in the requested order, with
     every filter of `query` applied; ties on created_at are broken by id in the same direction."""
-    parameters: dict[str, Any] = {
-        "tenant_id": tenant_id,
-        "customer_id": customer_id,
-        "start_date": query.start_date and _utc_text(query.start_date),
-        "end_date": query.end_date and _utc_text(query.end_date),
-        "campaign_id": query.campaign_id,
-        "campaign_type": query.campaign_type,
-        "category": query.category and query.category.value,
-        "types": list(query.types) or None,
-    }
-    conditions = [_CUSTOMER]
-    conditions += [condition for name, condition in _FILTERS if parameters[name] is not None]
-    parameters = {name: value for name, value in parameters.items() if value is not None}
+    filters, parameters = filter_conditions(query)
+    conditions = [_CUSTOMER, *filters]
+    parameters |= {"tenant_id": tenant_id, "customer_id": customer_id}
     descending = query.order is Order.DESCENDING
     if after is not None:
         beyond = "<" if descending else ">"

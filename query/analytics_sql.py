@@ -14,9 +14,7 @@ import uuid
 from typing import Any
 
 from query.activity import ActivityQuery
-# The activity page's filter texts and time format, so a filter means the same on both.
-from query.activity_sql import _FILTERS as ACTIVITY_FILTERS
-from query.activity_sql import _utc_text
+from query.activity_sql import filter_conditions
 from query.analytics import FUNNEL_STAGES, PUBLISHED, REDEEMED, ROLLED_BACK
 from query.schema import CUSTOMERS_TABLE, DEDUP_VIEW, EVENTS_TABLE
 
@@ -26,18 +24,8 @@ _STREAMED = "source != 'snapshot'"
 
 
 def _where(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
-    parameters: dict[str, Any] = {
-        "tenant_id": tenant_id,
-        "start_date": query.start_date and _utc_text(query.start_date),
-        "end_date": query.end_date and _utc_text(query.end_date),
-        "campaign_id": query.campaign_id,
-        "campaign_type": query.campaign_type,
-        "category": query.category and query.category.value,
-        "types": list(query.types) or None,
-    }
-    conditions = [_TENANT]
-    conditions += [condition for name, condition in ACTIVITY_FILTERS if parameters[name] is not None]
-    return " AND ".join(conditions), {name: value for name, value in parameters.items() if value is not None}
+    filters, parameters = filter_conditions(query)
+    return " AND ".join([_TENANT, *filters]), parameters | {"tenant_id": tenant_id}
 
 
 def events_per_day_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
