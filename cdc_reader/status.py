@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from cdc_reader.changes import format_lsn
+from cdc_reader.changes import format_lsn, parse_lsn
 from cdc_reader.config import Settings
 from cdc_reader.slot import publication_tables, slot_info
 from query.store import Store
@@ -43,8 +43,6 @@ def _source_status(settings: Settings, live_lag_seconds: float | None) -> dict[s
                 flush_lag = row[0] if row else None
     except psycopg.Error as error:
         return {"error": f"{type(error).__name__}: {error}".strip()}
-    from cdc_reader.changes import parse_lsn
-
     current_lsn = parse_lsn(current)
     result: dict[str, Any] = {
         "server_wal_lsn": current,
