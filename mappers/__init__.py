@@ -22,6 +22,6 @@ def tracked_tables(catalog: Catalog | None = None) -> list[str]:
     return list((catalog or load_default_catalog()).tables)
 
 
-def open_state(data_dir: Path, cache_size: int = 200_000) -> ReferenceState:
+def open_state(data_dir: Path, cache_size: int = 200_000, packed_bytes: int = 0) -> ReferenceState:
     """The reference state kept under the data dir."""
-    return ReferenceState.open(data_dir, cache_size)
+    return ReferenceState.open(data_dir, cache_size, packed_bytes)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cdc_reader.pipeline import STATE_CACHE_ROWS, STATE_PACKED_BYTES
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
 from mappers.events import CustomerEvent
@@ -180,7 +181,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.mapping", description=__doc__)
     parser.add_argument("--transactions", type=int, default=50_000)
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--cache-size", type=int, default=200_000)
+    parser.add_argument("--cache-size", type=int, default=STATE_CACHE_ROWS,
+                        help="state rows cached as dicts (default: the pipeline's)")
+    parser.add_argument("--packed-bytes", type=int, default=STATE_PACKED_BYTES,
+                        help="bytes of state rows cached pickled (default: the pipeline's)")
     parser.add_argument("--commit-every", type=int, default=1000, help="state.commit every N transactions")
     parser.add_argument("--digest", action="store_true", help="print a SHA-256 of every record made")
     args = parser.parse_args(argv)
@@ -194,7 +198,7 @@ def main(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()
     with tempfile.TemporaryDirectory(prefix="va-bench-mapping-") as directory:
-        state = ReferenceState.open(Path(directory), args.cache_size)
+        state = ReferenceState.open(Path(directory), args.cache_size, args.packed_bytes)
         mapper = EventMapper(load_default_catalog(), state, SourceIdentity("7400000000000000001", "bench"),
                              "voucher_activity")
         map_all(mapper, setup, args.commit_every)

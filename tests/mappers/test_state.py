@@ -87,3 +87,68 @@ def test_scratch_keeps_order_and_answers_across_a_spill():
     scratch.clear()
     assert list(scratch.items("pending")) == [] and not scratch.has("emitted", "k1")
     assert connection.execute("SELECT count(*) FROM temp.mapper_scratch").fetchone() == (0,)
+
+
+def test_packed_level_serves_evicted_rows_without_sqlite_and_stays_in_budget(tmp_path):
+    state = ReferenceState.open(tmp_path, cache_size=10, packed_bytes=60_000)
+    for number in range(1000):
+        state.put("customer", str(number), {"id": str(number), "name": "x" * 100})
+    state.commit(5)
+    assert state._packed_size <= 60_000
+    packed = list(state._packed)
+    assert len(packed) == state._packed_size // (len(state._packed[packed[0]]) + 120)
+    # the most recently written stay (evictions first, then the commit's ten)
+    assert packed == [("customer", str(number)) for number in range(1000 - len(packed), 1000)]
+    # Served from the packed level: gone from SQLite, still there.
+    state.connection.execute("DELETE FROM entity WHERE key IN ('900', '989')")
+    assert state.get("customer", "900") == {"id": "900", "name": "x" * 100}
+    assert state.get("customer", "989") == {"id": "989", "name": "x" * 100}
+    assert state.get("customer", "3") == {"id": "3", "name": "x" * 100}  # past the budget: SQLite
+
+
+def test_packed_level_never_serves_a_replaced_or_deleted_row(tmp_path):
+    state = ReferenceState.open(tmp_path, cache_size=1, packed_bytes=1_000_000)
+    state.put("customer", "c1", {"name": "Ann"})
+    state.put("customer", "c2", {"name": "Bob"})
+    state.commit(1)
+    assert ("customer", "c1") in state._packed
+    state.put("customer", "c1", {"name": "Changed"})
+    state.delete("customer", "c2")
+    state.put("voucher", "v", {})  # evicts c2's deletion into SQLite and the packed level
+    state.put("voucher", "w", {})
+    assert state.get("customer", "c1") == {"name": "Changed"}
+    assert state.get("customer", "c2") is None
+    state.rollback()  # the packed level held the uncommitted writes: forgotten too
+    assert state._packed_size == 0
+    assert state.get("customer", "c1") == {"name": "Ann"}
+    assert state.get("customer", "c2") == {"name": "Bob"}
+
+
+def test_rows_round_trip_with_uuids_and_rows_pickled_the_old_ways_still_load(tmp_path):
+    import io
+    import pickle
+    import uuid
+    from datetime import datetime
+
+    identifier = uuid.UUID("0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b")
+    row = {"id": identifier, "at": datetime(2024, 3, 1, 9, 30), "metadata": {"n": 1}}
+    state = ReferenceState.open(tmp_path, cache_size=1)
+    state.put("customer", identifier, row)
+    state.connection.execute("BEGIN")
+    earlier = io.BytesIO()  # the reduction of the first format: UUID(int=...)
+    pickler = pickle.Pickler(earlier, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {uuid.UUID: lambda value: (uuid.UUID, (None, None, None, None, value.int))}
+    pickler.dump({"id": identifier})
+    state.connection.executemany("INSERT INTO entity VALUES ('customer', ?, ?)", [
+        ("old-plain", pickle.dumps({"id": identifier})),  # uuid.UUID's own reduction
+        ("old-int", earlier.getvalue()),
+    ])
+    state.connection.execute("COMMIT")
+    state.commit(1)
+    state.close()
+    reopened = ReferenceState.open(tmp_path, cache_size=1)
+    loaded = reopened.get("customer", identifier)
+    assert loaded == row and type(loaded["id"]) is uuid.UUID and hash(loaded["id"]) == hash(identifier)
+    assert str(loaded["id"]) == "0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"
+    assert reopened.get("customer", "old-plain") == {"id": identifier}
+    assert reopened.get("customer", "old-int") == {"id": identifier}
