@@ -29,7 +29,7 @@ from query.docs_page import render_docs
 from query.errors import ApiError, MethodNotAllowed, NotFound, NotReady, StoreUnavailable
 from query.metrics import Metrics
 from query.openapi import ACTIVITY_PATH, ANALYTICS_PATHS, build_document
-from query.store import Store, StoreError
+from query.store import Store, StoreError, key_as_id
 
 UNMATCHED_ROUTE = "unmatched"
 # Methods come from the client; anything else is one label so it cannot grow the series.
@@ -134,16 +134,33 @@ class ActivityApi:
         tenant_id = self.store.resolve_tenant(tenant)
         if tenant_id is None:
             raise NotFound(f"no tenant named {tenant!r}")
+        # A key that is an id goes straight to the page: rows prove the customer exists, so
+        # the common page is one store query. Only an empty page (or a missing cursor) asks the
+        # directory, which also tells an unknown customer from an empty history and resolves
+        # a source_id that happens to look like a UUID.
+        as_id = key_as_id(customer_key)
+        events = None
+        if as_id is not None:
+            events = self._page(tenant_id, as_id, query)
+            if events:
+                return list_body(events, query.limit)
         customer_id = self.store.resolve_customer(tenant_id, customer_key)
         if customer_id is None:
             raise NotFound(f"no customer with id or source_id {customer_key!r}")
+        if customer_id != as_id:
+            events = self._page(tenant_id, customer_id, query)
+        if events is None:
+            raise NotFound(f"starting_after_id: no event {query.starting_after_id} for this customer")
+        return list_body(events, query.limit)
+
+    def _page(self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery) -> list | None:
+        """The customer's page; None when the starting_after_id event is not theirs."""
         after = None
         if query.starting_after_id is not None:
             after = self.store.event_position(tenant_id, customer_id, query.starting_after_id)
             if after is None:
-                raise NotFound(f"starting_after_id: no event {query.starting_after_id} for this customer")
-        events = self.store.activity(tenant_id, customer_id, query, after)
-        return list_body(events, query.limit)
+                return None
+        return self.store.activity(tenant_id, customer_id, query, after)
 
     async def status(self, request: Request) -> Response:
         self.authenticator.require_admin(request.headers)

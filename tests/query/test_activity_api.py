@@ -11,7 +11,9 @@ from starlette.testclient import TestClient
 
 from mappers.events import CustomerEvent
 from tests.query import factories as f
-from tests.query.conftest import ACME_HEADERS, CAMPAIGN_A, CAMPAIGN_B, Dataset
+from query import store as store_module
+from query.app import create_app
+from tests.query.conftest import ACME_HEADERS, CAMPAIGN_A, CAMPAIGN_B, TOKENS, Dataset, write
 
 Filter = Callable[[CustomerEvent], bool]
 
@@ -184,3 +186,34 @@ def test_redelivered_copies_are_stored_but_never_visible(client: TestClient, dat
     body = client.get(path(str(dataset.dave.id)), params={"limit": 100}, headers=ACME_HEADERS).json()
     assert [item["id"] for item in body["data"]] == expected_ids(dataset.dave_events)
     assert body["has_more"] is False
+
+
+@pytest.mark.parametrize("one_query_rows", [0, 200])
+@pytest.mark.parametrize("order", ["-created_at", "created_at"])
+def test_near_and_far_pages_agree(client: TestClient, dataset: Dataset, monkeypatch, one_query_rows: int,
+                                  order: str) -> None:
+    # 0: every page skips on the key columns first; 200: dave's pages come from one query each
+    monkeypatch.setattr(store_module, "ONE_QUERY_ROWS", one_query_rows)
+    keep = FILTERS["campaign_id"][1]
+    walked = walk_with_pages(client, str(dataset.dave.id), {"order": order, "limit": 3,
+                                                            "campaign_id": str(CAMPAIGN_A)})
+    assert walked == expected_ids(dataset.dave_events, keep, newest_first=order == "-created_at")
+    assert len(walked) == 14
+
+
+def test_a_source_id_shaped_like_a_uuid_resolves_and_an_empty_history_is_an_empty_page(store) -> None:
+    acme = f.tenant("acme")
+    erin = f.customer(acme, "erin", str(f.stable_id("not a customer id")))
+    quiet = f.customer(acme, "quiet", "quiet-src")  # in the directory, no events yet
+    events = [f.event(acme, erin.id, 10 * n, 400 + n) for n in range(2)]
+    write(store, [acme, erin, quiet, *events])
+    with TestClient(create_app(store, tokens=TOKENS)) as erin_client:
+        by_source = erin_client.get(path(erin.source_id), headers=ACME_HEADERS)
+        assert [item["id"] for item in by_source.json()["data"]] == expected_ids(events)
+        empty = erin_client.get(path(str(quiet.id)), headers=ACME_HEADERS)
+        assert empty.status_code == 200
+        assert empty.json()["data"] == []
+        cursor = erin_client.get(path(str(quiet.id)), headers=ACME_HEADERS,
+                                 params={"starting_after_id": str(events[0].id)})
+        assert cursor.status_code == 404
+        assert cursor.json()["details"] == f"starting_after_id: no event {events[0].id} for this customer"
