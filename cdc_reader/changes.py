@@ -22,6 +22,10 @@ class Op(enum.Enum):
     READ = "r"
     TRUNCATE = "t"
 
+    # Members are singletons, so identity hashing is equivalent to Enum's, which runs Python
+    # code on every dict or set lookup (the mappers look rules up by op per change).
+    __hash__ = object.__hash__
+
 
 Row = dict[str, Any]
 
