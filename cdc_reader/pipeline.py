@@ -40,6 +40,11 @@ log = logging.getLogger("voucher_activity.pipeline")
 
 IDLE_READ_TIMEOUT = 0.5
 MAX_BATCH_AGE = 0.25  # seconds: the longest an unflushed event waits under steady load (SPEC §7: p99 < 1 s)
+# Catching up (the transaction being read committed over CATCH_UP_LAG seconds ago: a backlog after
+# a restart or a burst), batches grow to CATCH_UP_BATCH_AGE or the writer's max_rows instead: an
+# insert has a fixed cost of ~15 ms, and no one is waiting for a particular event yet.
+CATCH_UP_LAG = 1.0
+CATCH_UP_BATCH_AGE = 2.0
 # Seconds between reference-state commits (each followed by the LSN confirm). Flushing the batch
 # makes events visible; committing the state is what lets the server drop WAL. A commit writes
 # every state row changed since the last one into SQLite's B-tree (random keys: ~one page per
@@ -233,14 +238,16 @@ class Pipeline:
                         writer.add(mapper.commit(envelope))
                         rate_transactions += 1
                     writer.mark(envelope.end_lsn)
-                    self.progress.last_commit_time = envelope.commit_time.timestamp()
-                    if writer.full or writer.age >= MAX_BATCH_AGE:
+                    committed = self.progress.last_commit_time = envelope.commit_time.timestamp()
+                    behind = time.time() - committed > CATCH_UP_LAG
+                    if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
                 if not envelopes and writer.marked_lsn is not None:
                     self._checkpoint(writer, state, session)
-                elif self._commit_waiting(writer, state):
-                    self._checkpoint(writer, state, session)  # nothing to flush: commits when due
+                elif (self._commit_waiting(writer, state)
+                      and time.monotonic() - self._committed_at >= STATE_COMMIT_INTERVAL):
+                    self._checkpoint(writer, state, session)  # the commit is due
             if self.metrics is not None:
                 lag_bytes = max(session.server_wal_end - session.confirmed_lsn, 0)
                 self.metrics.set_reader_lag(lag_bytes, self.progress.lag_seconds())
@@ -257,7 +264,8 @@ class Pipeline:
     def _checkpoint(self, writer: EventWriter, state: ReferenceState, session, commit: bool = False) -> None:
         """Flush the batch (its events become visible); then, if `commit` or STATE_COMMIT_INTERVAL
         has passed since the last commit, commit the state as of the durable LSN and confirm it.
-        Only between transactions: the state must not hold half of one when it commits."""
+        Only between transactions, and the commit only right after a flush: the state must hold
+        exactly the transactions up to the LSN it is committed at, no more, no less."""
         written = writer.pending
         durable = writer.flush()
         self.progress.events_written += written

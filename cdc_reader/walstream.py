@@ -80,6 +80,9 @@ def from_unix_time(unix_seconds: float) -> int:
     return round((unix_seconds - POSTGRES_EPOCH_UNIX) * 1_000_000)
 
 
+FLUSH_REPORT_DELAY = 0.1  # seconds
+
+
 class ConfirmBeyondReceivedError(ValueError):
     """The consumer confirmed a position it was never given; confirming it would lose data."""
 
@@ -107,8 +110,10 @@ class Feedback:
 
     def __init__(self, start_lsn: int, interval: float, now: float) -> None:
         self.interval = interval
-        # A newly confirmed position is reported this soon, not only every `interval`.
-        self.flush_report_delay = min(interval, 1.0)
+        # A newly confirmed position is reported this soon, not only every `interval`: the
+        # server frees WAL, and anyone watching confirmed_flush_lsn sees the progress. (The
+        # pipeline confirms at most once a second, so this adds few messages.)
+        self.flush_report_delay = min(interval, FLUSH_REPORT_DELAY)
         self.received = start_lsn
         self.flushed = start_lsn
         self.given = start_lsn  # end LSN of the last transaction handed to the consumer

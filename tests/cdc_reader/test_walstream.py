@@ -141,8 +141,11 @@ def test_status_update_is_due_on_interval_reply_request_or_new_flush():
     assert feedback.seconds_until_due(10.6) == 0.0
     feedback.status_update(now=10.6, unix_time=0.0)
     assert feedback.seconds_until_due(10.6) == 10.0
-    feedback.on_keepalive(keepalive(300))  # idle advance: report within a second, not ten
-    assert feedback.seconds_until_due(11.1) == pytest.approx(0.5)
-    assert feedback.seconds_until_due(11.6) == 0.0
-    feedback.status_update(now=11.6, unix_time=0.0)
-    assert feedback.seconds_until_due(11.6) == 10.0
+    feedback.on_keepalive(keepalive(300))  # idle advance: report within 0.1 s, not ten
+    assert feedback.seconds_until_due(10.65) == pytest.approx(0.05)
+    assert feedback.seconds_until_due(10.75) == 0.0
+    feedback.status_update(now=10.75, unix_time=0.0)
+    assert feedback.seconds_until_due(10.75) == 10.0
+    feedback.transaction_given(400)
+    feedback.confirm(400)  # a confirm is reported as soon, too
+    assert feedback.seconds_until_due(10.8) == pytest.approx(0.05)
