@@ -335,3 +335,18 @@ def test_stream_transactions_helper_groups_and_cleans_up(voucher_db):
 def test_start_replication_asks_for_the_newest_protocol_without_streaming(server_version, options):
     command = start_replication_command("va", "va pub", 0x1_0000_00A0, server_version)
     assert command.as_string() == f'START_REPLICATION SLOT "va" LOGICAL 1/A0 ({options})'
+
+
+def test_a_zero_timeout_read_returns_what_the_socket_holds(voucher_db):
+    # The pipeline takes an empty zero-timeout read to mean "caught up" and flushes its batch,
+    # so such a read must hand over whatever the server already sent.
+    db = voucher_db
+    with session_for(db) as session:
+        session.prepare(export_snapshot=False)
+        session.start()
+        db.execute("INSERT INTO tenant (id, name) VALUES (gen_random_uuid(), 'zero')")
+        time.sleep(1.0)  # sent by the server and waiting in our socket, not yet in libpq's buffer
+        envelopes = session.read(0)
+        assert [type(envelope) for envelope in envelopes] == [TransactionBegin, Change, TransactionCommit]
+        assert envelopes[1].after["name"] == "zero"
+        assert session.read(0) == []
