@@ -18,7 +18,7 @@ def test_every_major_runs_with_logical_wal(pg_any):
 def test_server_does_not_run_as_root(pg):
     with psycopg.connect(pg.dsn()) as conn:
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    uid = os.stat(f"/proc/{pid}").st_uid
+        uid = os.stat(f"/proc/{pid}").st_uid  # while connected: the backend exits with the session
     assert uid != 0 if os.geteuid() == 0 else uid == os.geteuid()
 
 
