@@ -4,6 +4,7 @@ with its one-sentence fix, `--help` lists every command, and status/teardown rep
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -169,3 +170,25 @@ def test_invalidated_slot_is_refused(tmp_path):
         "so the stored history has a gap; run voucher-activity teardown, clear the store, and "
         "start again to rebuild it with --snapshot initial"
     )
+
+
+JEMALLOC_DECAY = """
+import re
+from cdc_reader.cli import tune_allocators
+tune_allocators()
+import chdb
+stats = chdb.query("SELECT stats FROM system.jemalloc_stats", "CSV").bytes().decode()
+print(re.search(r"opt.dirty_decay_ms: (\\d+)", stats).group(1))
+"""
+
+
+@pytest.mark.parametrize(("operator_setting", "decay"), [(None, "200"), ("dirty_decay_ms:1500", "1500")])
+def test_the_embedded_engine_returns_freed_memory_within_a_fifth_of_a_second(operator_setting, decay):
+    """chDB's jemalloc keeps freed pages 5 s by default; the CLI sets 0.2 s before chDB loads
+    (docs/store.md, "Memory"), unless the operator set JE_MALLOC_CONF."""
+    env = {key: value for key, value in os.environ.items() if key != "JE_MALLOC_CONF"}
+    if operator_setting is not None:
+        env["JE_MALLOC_CONF"] = operator_setting
+    result = subprocess.run([sys.executable, "-c", JEMALLOC_DECAY], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.stdout.split() == [decay], result.stderr
