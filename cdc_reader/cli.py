@@ -4,20 +4,11 @@ hands a `Settings` value to the command."""
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from cdc_reader.config import OPTIONS, ConfigError, Settings, build_settings, default_for
-
-# mallopt parameter numbers, from glibc's malloc.h
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-# Read by chDB's own jemalloc when the library loads; an operator's own setting wins.
-JEMALLOC_CONF_VARIABLE = "JE_MALLOC_CONF"
-JEMALLOC_CONF = "dirty_decay_ms:200"
+from cdc_reader.memory import tune_allocators
 
 COMMANDS: dict[str, str] = {
     "demo": "embedded PostgreSQL + live voucher traffic + reader + API + dashboard, in one command",
@@ -77,30 +68,6 @@ def handlers() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
     from cdc_reader.commands import HANDLERS
 
     return HANDLERS
-
-
-def tune_allocators() -> None:
-    """Memory the process frees goes back to the kernel instead of staying in its RSS (measured
-    on the 1M-row transaction of tests/cdc_reader/test_big_transaction.py; docs/store.md, "Memory").
-    Must run before threads start and before chDB is loaded.
-
-    - glibc gives each thread its own malloc arena; with the reader, the HTTP server and the
-      embedded store's threads that fragments into hundreds of MB. Two arenas keep memory flat.
-    - glibc raises its mmap and trim thresholds (up to 32 and 64 MB) each time a large block is
-      freed, after which each insert's megabyte-sized buffers stay in the heap; fixed thresholds
-      hand them back.
-    - chDB's jemalloc keeps freed pages for 5 s; 0.2 s returns them between inserts and merges at
-      no measurable CPU cost (0 did: +40% CPU per insert and per API read).
-    """
-    os.environ.setdefault(JEMALLOC_CONF_VARIABLE, JEMALLOC_CONF)
-    if sys.platform.startswith("linux"):
-        try:
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-        except (OSError, AttributeError):
-            return  # not glibc (e.g. musl): nothing to tune
-        mallopt(M_ARENA_MAX, 2)
-        mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-        mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

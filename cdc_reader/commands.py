@@ -23,6 +23,7 @@ from cdc_reader import logs
 from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.config import ConfigError, Settings
 from cdc_reader.logs import fields
+from cdc_reader.memory import release_library_pages_periodically
 from cdc_reader.pipeline import Pipeline, SlotLostError, state_path
 from cdc_reader.slot import drop_publication, drop_slot
 from cdc_reader.status import collect_status, render_table
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace, settings: Settings, *, serve_api: bool = True)
             server_thread = threading.Thread(target=server.run, name="http", daemon=True)
             server_thread.start()
             log.info("listening", extra=fields(url=f"http://{settings.listen_host}:{settings.listen_port}"))
+            release_library_pages_periodically(stop)
             while not stop.wait(0.2):
                 if not server_thread.is_alive():
                     stop.set()
@@ -132,6 +134,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         server = _server(app, settings)
         stop = threading.Event()
         with _stop_on_signals(stop, server):
+            release_library_pages_periodically(stop)
             server.run()
     return 0
 

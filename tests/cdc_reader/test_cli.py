@@ -174,7 +174,7 @@ def test_invalidated_slot_is_refused(tmp_path):
 
 JEMALLOC_DECAY = """
 import re
-from cdc_reader.cli import tune_allocators
+from cdc_reader.memory import tune_allocators
 tune_allocators()
 import chdb
 stats = chdb.query("SELECT stats FROM system.jemalloc_stats", "CSV").bytes().decode()
