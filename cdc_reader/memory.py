@@ -8,6 +8,7 @@ chDB's 550 MB shared library mapped at start-up (`release_library_pages`).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -58,10 +59,10 @@ def tune_allocators() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
 
 
-def release_library_pages(library: str | None = None) -> int:
-    """Unmaps the read-only pages of chDB's library (or of `library`, a path) from this
-    process; returns how many bytes were resident. They stay in the kernel's page cache, so the
-    next use of one maps it again without reading the disk.
+def release_library_pages() -> int:
+    """Unmaps the read-only pages of chDB's library (when loaded) from this process; returns
+    how many bytes were resident. They stay in the kernel's page cache, so the next use of one
+    maps it again without reading the disk.
 
     Why: the library is 550 MB, and which of its pages a process has mapped depends less on what
     it runs than on what the page cache holds: the kernel maps the cached neighbours of each
@@ -75,11 +76,9 @@ def release_library_pages(library: str | None = None) -> int:
     libc = _libc()
     if libc is None:
         return 0
+    library = getattr(sys.modules.get("chdb._chdb"), "__file__", None)
     if library is None:
-        chdb = sys.modules.get("chdb._chdb")
-        library = getattr(chdb, "__file__", None)
-        if library is None:
-            return 0
+        return 0
     released = 0
     for start, end, resident in _clean_mappings(os.path.realpath(library)):
         if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
@@ -127,6 +126,7 @@ def _clean_mappings(path: str) -> Iterator[tuple[int, int, int]]:
                 current = None
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

@@ -215,7 +215,7 @@ class Pipeline:
             else:
                 wait = writer.seconds_until_due()
             if not in_transaction and self._commit_waiting(writer, state):
-                wait = min(wait, max(self._committed_at + STATE_COMMIT_INTERVAL - time.monotonic(), 0.0))
+                wait = min(wait, self._seconds_until_commit())
             envelopes = session.read(wait)
             for envelope in envelopes:
                 if isinstance(envelope, Change):
@@ -245,8 +245,7 @@ class Pipeline:
             if not in_transaction:
                 if not envelopes and writer.marked_lsn is not None:
                     self._checkpoint(writer, state, session)
-                elif (self._commit_waiting(writer, state)
-                      and time.monotonic() - self._committed_at >= STATE_COMMIT_INTERVAL):
+                elif self._commit_waiting(writer, state) and self._seconds_until_commit() == 0:
                     self._checkpoint(writer, state, session)  # the commit is due
             if self.metrics is not None:
                 lag_bytes = max(session.server_wal_end - session.confirmed_lsn, 0)
@@ -275,13 +274,17 @@ class Pipeline:
             log.debug("flushed", extra=fields(lsn=format_lsn(durable or 0), rows=written))
         if not self._commit_waiting(writer, state):
             return
-        if not commit and time.monotonic() - self._committed_at < STATE_COMMIT_INTERVAL:
+        if not commit and self._seconds_until_commit() > 0:
             return
         state.commit(durable)
         session.confirm(durable)
         self._committed_at = time.monotonic()
         self.progress.confirmed_lsn = durable
         log.debug("checkpoint", extra=fields(lsn=format_lsn(durable)))
+
+    def _seconds_until_commit(self) -> float:
+        """How long until STATE_COMMIT_INTERVAL has passed since the last state commit."""
+        return max(self._committed_at + STATE_COMMIT_INTERVAL - time.monotonic(), 0.0)
 
     @staticmethod
     def _commit_waiting(writer: EventWriter, state: ReferenceState) -> bool:

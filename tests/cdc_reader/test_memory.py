@@ -10,7 +10,7 @@ import sys
 
 RELEASE = """
 import json, os, chdb
-from cdc_reader.memory import _clean_mappings, release_library_pages
+from cdc_reader.memory import release_library_pages
 
 library = os.path.realpath(chdb._chdb.__file__)
 
@@ -22,7 +22,7 @@ def resident():
         fields = line.split()
         if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
             current = fields[1] if fields[-1] == library else None
-            anonymous = rss = 0
+            rss = 0
         elif current is not None and fields[0] == "Rss:":
             rss = int(fields[1]) * 1024
         elif current is not None and fields[0] == "Anonymous:":
