@@ -105,6 +105,7 @@ class ReferenceState:
         self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
         self._in_transaction = False
         self._pickler = _RowPickler()
+        self.rows_written = 0  # rows written to SQLite since opened (upserts and deletes)
         row = self.connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
         self._applied_lsn: int | None = int(row[0]) if row else None
 
@@ -199,6 +200,7 @@ class ReferenceState:
                 blob = dumps(row)
                 upserts.append((table, str(key), blob))
                 pack(cache_key, blob)
+        self.rows_written += len(upserts) + len(deletes)
         if upserts:
             self.connection.executemany(
                 "INSERT INTO entity (kind, key, row) VALUES (?, ?, ?) "

@@ -40,6 +40,20 @@ def test_uncommitted_state_is_rolled_back(tmp_path):
     assert reopened.get("voucher", "v0") is None
 
 
+def test_rows_written_counts_each_row_once_per_commit(tmp_path):
+    state = ReferenceState.open(tmp_path)
+    state.put("customer", "c1", {"id": "c1", "name": "Ann"})
+    state.put("customer", "c1", {"id": "c1", "name": "Bob"})  # rewritten before the commit
+    state.put("customer", "c2", {"id": "c2", "name": "Eve"})
+    state.commit(100)
+    assert state.rows_written == 2
+    state.delete("customer", "c2")
+    state.commit(200)
+    assert state.rows_written == 3
+    state.commit(300)  # nothing changed since
+    assert state.rows_written == 3
+
+
 def test_rollback_forgets_the_cache_too(tmp_path):
     state = ReferenceState.open(tmp_path)
     state.put("tenant", "t", {"name": "acme"})
