@@ -73,7 +73,13 @@ class Scratch:
                 yield key, pickle.loads(value)
         # Spilling moves everything, so what is still in memory came after the table's rows;
         # within memory, keys interleave: the sequence restores the order of addition.
-        entries = [(sequence, key, value) for key, values in self._memory.get(kind, {}).items()
+        by_key = self._memory.get(kind, {})
+        if len(by_key) == 1:  # one key (pending events, passthrough rows): already in order
+            ((key, values),) = by_key.items()
+            for _, value in values:
+                yield key, value
+            return
+        entries = [(sequence, key, value) for key, values in by_key.items()
                    for sequence, value in values]
         for _, key, value in sorted(entries, key=lambda entry: entry[0]):
             yield key, value

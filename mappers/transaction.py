@@ -309,17 +309,21 @@ class EventMapper:
         lookup = self._lookup
         customer_text = spec.customer(row, _EMPTY)
         customer_uuid = as_uuid(customer_text)
-        event_id = as_uuid(spec.id(row, _EMPTY))
         event_type = spec.type(row, _EMPTY)
-        if customer_uuid is None or event_id is None or not event_type:
+        if customer_uuid is None or not event_type:
             log.warning("%s row %s skipped: customer_id %r is not a UUID",
                         spec.table, row.get("id"), customer_text)
             return []
         customer = customer_uuid
-        if context.snapshot:
-            if self.state.take_snapshot_match(str(customer), event_type):
-                return []
-        elif self._scratch.has("emitted", (event_type, customer.int)):
+        # Most rows repeat an event the transaction already made: their own id is parsed only
+        # when they are kept (the snapshot's pairing consumes a match, so it checks it first).
+        if not context.snapshot and self._scratch.has("emitted", (event_type, customer.int)):
+            return []
+        event_id = as_uuid(spec.id(row, _EMPTY))
+        if event_id is None:
+            log.warning("%s row %r skipped: its id is not a UUID", spec.table, row.get("id"))
+            return []
+        if context.snapshot and self.state.take_snapshot_match(str(customer), event_type):
             return []
         customer_row = lookup(CUSTOMER_TABLE, customer)
         tenant_id = spec.tenant(row, _EMPTY) or (customer_row or _EMPTY).get("tenant_id")
