@@ -188,8 +188,8 @@ def floor(changes: int, events: int, stored: int) -> float:
            "campaign_id": CAMPAIGN, "type": "DISCOUNT_VOUCHER", "holder_id": uuid.UUID(int=8),
            "tenant_id": TENANT, "active": True, "redemption_json": {"redeemed_quantity": 0}}
     tenant_key = ("tenant", TENANT.int)
-    customers: OrderedDict = OrderedDict((("customer", number), row) for number in range(1000))
-    customers[tenant_key] = {"id": TENANT, "name": "acme"}
+    references: OrderedDict = OrderedDict((("customer", number), row) for number in range(1000))
+    references[tenant_key] = {"id": TENANT, "name": "acme"}
     cache: OrderedDict = OrderedDict()
     fragment = orjson.Fragment(orjson.dumps({"id": str(row["holder_id"]), "name": "n", "object": "customer"}))
     prefix = hashlib.sha1(b"7400000000000000001/bench/")
@@ -204,10 +204,10 @@ def floor(changes: int, events: int, stored: int) -> float:
         dumps(row)
     for number in range(events):
         customer_key = ("customer", number % 1000)
-        customers.get(customer_key)
-        customers.move_to_end(customer_key)
-        tenant = customers.get(tenant_key)
-        customers.move_to_end(tenant_key)
+        references.get(customer_key)
+        references.move_to_end(customer_key)
+        tenant = references.get(tenant_key)
+        references.move_to_end(tenant_key)
         data = {"customer": fragment, "campaign": fragment, "event_source": fragment,
                 "voucher": {"code": "V-1", "id": row["id"], "object": "voucher", "type": "DISCOUNT_VOUCHER"}}
         payload = orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
@@ -238,7 +238,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--commit-every", type=int, default=1000, help="state.commit every N transactions")
     parser.add_argument("--digest", action="store_true", help="print a SHA-256 of every record made")
     parser.add_argument("--floor", action="store_true",
-                        help="also time the bare operations the same numbers of changes and events need")
+                        help="also time the bare operations the same changes, state rows and events need")
     args = parser.parse_args(argv)
 
     traffic = Traffic(args.customers)
