@@ -15,6 +15,7 @@ import argparse
 import gc
 import hashlib
 import itertools
+import random
 import tempfile
 import time
 import uuid
@@ -33,16 +34,18 @@ NOW = datetime(2024, 3, 1, 9, 0)
 
 
 class Traffic:
-    """Builds engine-shaped transactions; ids come from one counter so every row is new."""
+    """Builds engine-shaped transactions. Ids are random version-4 UUIDs, as the engine's
+    `@UuidGenerator` makes them (keys in sequence would make every state write an append), from
+    a seeded generator so that every run maps the same rows."""
 
-    def __init__(self, customers: int) -> None:
-        self.ids = itertools.count(1000)
+    def __init__(self, customers: int, seed: int = 7) -> None:
+        self.random = random.Random(seed)
         self.lsn = itertools.count(1 << 24, 4096)
-        self.customers = [uuid.UUID(int=100_000_000 + number) for number in range(customers)]
+        self.customers = [self.new_id() for _ in range(customers)]
         self.vouchers: list[uuid.UUID] = []
 
     def new_id(self) -> uuid.UUID:
-        return uuid.UUID(int=next(self.ids))
+        return uuid.UUID(int=self.random.getrandbits(128), version=4)
 
     def transaction(self, rows: list[tuple[Op, str, dict]]) -> list[Envelope]:
         lsn = next(self.lsn)
@@ -79,7 +82,7 @@ class Traffic:
     def voucher(self, holder: uuid.UUID | None) -> dict:
         voucher = self.new_id()
         self.vouchers.append(voucher)
-        return {"id": voucher, "created_at": NOW, "updated_at": NOW, "code": f"V-{voucher.int}",
+        return {"id": voucher, "created_at": NOW, "updated_at": NOW, "code": f"V-{voucher.hex[:10].upper()}",
                 "campaign_id": CAMPAIGN, "type": "DISCOUNT_VOUCHER", "holder_id": holder,
                 "tenant_id": TENANT, "active": True, "redemption_json": {"redeemed_quantity": 0}}
 
