@@ -36,7 +36,7 @@ _TEXT, _NULL, _UNCHANGED_TOAST = ord("t"), ord("n"), ord("u")
 _new_object = object.__new__
 _CHANGE_SLOTS = tuple(getattr(Change, name).__set__ for name in (
     "op", "schema", "table", "before", "after", "xid", "commit_lsn", "commit_time", "position",
-    "unchanged_toast",
+    "unchanged_toast", "column_types",
 ))
 # Row layouts kept per relation; a table's rows use few NULL/TOAST patterns, this bounds the rest.
 _MAX_LAYOUTS_PER_RELATION = 256
@@ -81,6 +81,7 @@ class _RelationShape:
     names: tuple[str, ...]
     converters: tuple[Converter | None, ...]  # None for columns whose text is their value
     is_key: tuple[bool, ...]
+    column_types: tuple[tuple[str, int], ...]  # (name, type OID): Change.column_types
     layouts: dict[bytes, _RowLayout] = field(default_factory=dict)
     key_layouts: dict[bytes, _RowLayout] = field(default_factory=dict)
 
@@ -185,6 +186,7 @@ class ChangeAssembler:
             tuple(column.name for column in columns),
             tuple(None if convert is text_value else convert for convert in converters),
             tuple(column.is_key for column in columns),
+            tuple((column.name, column.type_oid) for column in columns),
         )
         return _NO_ENVELOPES
 
@@ -227,12 +229,12 @@ class ChangeAssembler:
         transaction = self._transaction or self._open_transaction(op.name.title())
         position = transaction.change_count
         transaction.change_count = position + 1
-        # Change(...) without its generated __init__, which sets each of the ten fields of the
+        # Change(...) without its generated __init__, which sets each of the eleven fields of the
         # frozen dataclass through object.__setattr__: filling the slots through their
         # descriptors gives the same value in 60% of the time (tests/bench/decode.py).
         change = _new_object(Change)
         (set_op, set_schema, set_table, set_before, set_after, set_xid, set_commit_lsn,
-         set_commit_time, set_position, set_unchanged_toast) = _CHANGE_SLOTS
+         set_commit_time, set_position, set_unchanged_toast, set_column_types) = _CHANGE_SLOTS
         set_op(change, op)
         set_schema(change, shape.schema)
         set_table(change, shape.table)
@@ -243,6 +245,7 @@ class ChangeAssembler:
         set_commit_time(change, transaction.commit_time)
         set_position(change, position)
         set_unchanged_toast(change, unchanged_toast)
+        set_column_types(change, shape.column_types)
         return change
 
 

@@ -8,7 +8,7 @@ Row images are dicts by column name; treat them as read-only.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,9 @@ class Change:
     after: the new row for INSERT/UPDATE/READ (columns whose TOASTed value was unchanged and not
     sent are listed in `unchanged_toast` and absent from `after` unless the reader filled them in).
     position: 0-based index of the change within its transaction (stable across re-delivery).
+    column_types: (column, type OID) of each column of the relation, as its Relation message
+    gave them; one tuple shared by all changes of that relation, so consumers can decide things
+    per relation instead of per row. None when unknown (changes not decoded from pgoutput).
     """
 
     op: Op
@@ -58,6 +61,7 @@ class Change:
     commit_time: datetime | None
     position: int
     unchanged_toast: frozenset[str] = frozenset()
+    column_types: tuple[tuple[str, int], ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

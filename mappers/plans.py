@@ -80,6 +80,7 @@ class TablePlan:
 
     table: str
     canonical_row: Callable[[Row], Row]
+    decoded_canonical: Callable[[tuple[tuple[str, int], ...]], bool]  # TableSchema's
     key_of: Callable[[Row], Any]
     # key_of for source changes; None for a composite key nothing reads (only snapshot event
     # ids do, and composing it costs a str() of each UUID)
@@ -163,7 +164,8 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
             for plan in table_rules))
         key_of = _key_function(schema)
         plans[table] = TablePlan(
-            table=table, canonical_row=schema.canonical_row, key_of=key_of,
+            table=table, canonical_row=schema.canonical_row,
+            decoded_canonical=schema.decoded_canonical, key_of=key_of,
             wal_key_of=key_of if key_read or len(schema.primary_key) == 1 else _no_key,
             state=catalog.state.get(table),
             rules={op: tuple(entries) for op, entries in by_op.items()},

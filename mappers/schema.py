@@ -8,7 +8,7 @@ packaged `voucher_schema.sql` with pglast. Columns the schema does not know (add
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
@@ -16,7 +16,7 @@ from typing import Any
 
 from pglast import ast, parse_sql
 
-from mappers.sqltypes import CANONICAL, CANONICAL_TYPES, TYPE_NAMES, SqlType
+from mappers.sqltypes import CANONICAL, CANONICAL_TYPES, DECODED_CANONICAL, TYPE_NAMES, SqlType
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,17 @@ class TableSchema:
             converter = converters.get(column)
             result[column] = value if value is None or converter is None else converter(value)
         return result
+
+    def decoded_canonical(self, column_types: Iterable[tuple[str, int]]) -> bool:
+        """Whether every row the reader decodes for a relation with these (column, type OID)
+        pairs is already canonical, so `canonical_row` would hand it back as it is: decided
+        once per relation, not per row. Columns the schema does not know pass through as is."""
+        columns = self.columns
+        for column, type_oid in column_types:
+            decoded = DECODED_CANONICAL.get(columns.get(column, SqlType.ANY))
+            if decoded is not None and type_oid not in decoded:
+                return False
+        return True
 
     def key_of(self, row: Mapping[str, Any]) -> Any:
         """The primary key of `row`: its value, or for a composite key the values joined by '/'

@@ -160,6 +160,23 @@ CANONICAL_TYPES: dict[SqlType, tuple[type, ...]] = {
 }
 
 
+# Per type, the PostgreSQL type OIDs whose values the reader (`cdc_reader.values`) decodes
+# straight into that type's canonical form: the canonical check passes, or the conversion would
+# give the value back unchanged (timestamp and date text that `fromisoformat` rejects, e.g. BC
+# dates, stays text both ways). Rows of a relation whose columns all decode so need no check
+# (`TableSchema.decoded_canonical`). Types missing here take any value as it comes (jsonb, and
+# columns of types the mappers do not know); a timestamptz column needs the per-row conversion.
+DECODED_CANONICAL: dict[SqlType, frozenset[int]] = {
+    SqlType.TEXT: frozenset({25, 1043, 1042, 19}),  # text, varchar, bpchar, name
+    SqlType.INTEGER: frozenset({20, 21, 23}),  # int8, int2, int4
+    SqlType.NUMERIC: frozenset({1700, 20, 21, 23}),  # numeric, and integers (int is canonical)
+    SqlType.BOOLEAN: frozenset({16}),
+    SqlType.UUID: frozenset({2950}),
+    SqlType.TIMESTAMP: frozenset({1114}),  # timestamp without time zone
+    SqlType.DATE: frozenset({1082}),
+}
+
+
 def parse_literal(sql_type: SqlType, text: str) -> Any:
     """A string literal cast to `sql_type`, as PostgreSQL's input function reads it."""
     if sql_type in (SqlType.TEXT, SqlType.UNKNOWN, SqlType.ANY):

@@ -91,6 +91,8 @@ class EventMapper:
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
+        # id(Change.column_types) -> (column_types, TableSchema.decoded_canonical of them)
+        self._relations: dict[int, tuple[tuple, bool]] = {}
 
     # -- streaming -----------------------------------------------------------------------------
     def begin(self, begin: TransactionBegin) -> None:
@@ -110,7 +112,20 @@ class EventMapper:
         if op is Op.READ:
             op = Op.INSERT
         return self._map(plan, op, change.after, change.before, change.unchanged_toast,
-                         change.position, context)
+                         change.position, context, self._decoded_canonical(plan, change.column_types))
+
+    def _decoded_canonical(self, plan: TablePlan, column_types: tuple | None) -> bool:
+        """Whether the rows of this change's relation come canonical from the reader (see
+        `TableSchema.decoded_canonical`); remembered per relation description, which the
+        reader shares among that relation's changes."""
+        if column_types is None:
+            return False
+        known = self._relations.get(id(column_types))
+        if known is None or known[0] is not column_types:
+            if len(self._relations) >= 1024:  # relations described again after reconnects
+                self._relations.clear()
+            known = self._relations[id(column_types)] = (column_types, plan.decoded_canonical(column_types))
+        return known[1]
 
     def commit(self, commit: TransactionCommit) -> list[Record]:
         context = self._context
@@ -145,7 +160,7 @@ class EventMapper:
                     f"snapshot rows of {table} arrived after those of {', '.join(early)}, whose "
                     f"events need them; read the tables in this order: {', '.join(self.catalog.tables)}")
             self._snapshot_started.add(table)
-        return self._map(plan, Op.INSERT, row, None, frozenset(), 0, self._snapshot_context)
+        return self._map(plan, Op.INSERT, row, None, frozenset(), 0, self._snapshot_context, False)
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""
@@ -156,9 +171,13 @@ class EventMapper:
 
     # -- one row change ------------------------------------------------------------------------
     def _map(self, plan: TablePlan, op: Op, after: Row | None, before: Row | None,
-             unchanged_toast: Iterable[str], position: int, context: _Context) -> list[Record]:
-        new = plan.canonical_row(after) if after else _EMPTY
-        old = plan.canonical_row(before) if before else _EMPTY
+             unchanged_toast: Iterable[str], position: int, context: _Context,
+             decoded_canonical: bool) -> list[Record]:
+        if decoded_canonical:
+            new, old = after or _EMPTY, before or _EMPTY
+        else:
+            new = plan.canonical_row(after) if after else _EMPTY
+            old = plan.canonical_row(before) if before else _EMPTY
         snapshot = context.snapshot
         key = (plan.key_of if snapshot else plan.wal_key_of)(new or old)
         state_spec = plan.state

@@ -27,6 +27,15 @@ from cdc_reader.pipeline import STATE_CACHE_ROWS, STATE_PACKED_BYTES
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
 from mappers.events import CustomerEvent
+from mappers.schema import voucher_schema
+from mappers.sqltypes import SqlType
+
+# What a Relation message says of each column, as the reader passes it on (Change.column_types):
+# the type OID of a column of that type.
+_TYPE_OIDS = {SqlType.TEXT: 25, SqlType.INTEGER: 20, SqlType.NUMERIC: 1700, SqlType.BOOLEAN: 16,
+              SqlType.JSONB: 3802, SqlType.UUID: 2950, SqlType.TIMESTAMP: 1114, SqlType.DATE: 1082}
+COLUMN_TYPES = {name: tuple((column, _TYPE_OIDS[sql_type]) for column, sql_type in table.columns.items())
+                for name, table in voucher_schema().tables.items()}
 
 TENANT = uuid.UUID(int=1)
 CAMPAIGN = uuid.UUID(int=2)
@@ -51,7 +60,8 @@ class Traffic:
         lsn = next(self.lsn)
         moment = datetime(2024, 3, 1, tzinfo=UTC) + timedelta(microseconds=lsn)
         changes = [Change(op, "public", table, row if op is Op.DELETE else None,
-                          None if op is Op.DELETE else row, 7, lsn, moment, position)
+                          None if op is Op.DELETE else row, 7, lsn, moment, position, frozenset(),
+                          COLUMN_TYPES[table])
                    for position, (op, table, row) in enumerate(rows)]
         return [TransactionBegin(7, lsn, moment), *changes,
                 TransactionCommit(7, lsn, lsn + 40, moment, len(changes))]

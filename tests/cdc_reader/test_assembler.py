@@ -35,6 +35,16 @@ def test_insert_converts_values_by_column_type():
         753, 0x16FE3F8, commit.commit_time, 0,
     )
     assert commit == TransactionCommit(753, 0x16FE3F8, 0x16FE428, begin.commit_time, 1)
+    # what the Relation message said of the columns: name and type OID (16385: the enum)
+    assert change.column_types == (("id", 23), ("name", 25), ("price", 1700), ("mood", 16385),
+                                   ("body", 25), ("data", 3802))
+
+
+def test_changes_of_a_relation_share_its_column_types():
+    # a second transaction (Begin, Insert, Commit) of the relation described once
+    begin, insert, commit = captured.INSERT[0], captured.INSERT[3], captured.INSERT[4]
+    _, first, _, _, second, _ = assemble(captured.INSERT + [begin, insert, commit])
+    assert second.column_types is first.column_types  # consumers decide once per relation
 
 
 def test_unchanged_toast_and_old_key():

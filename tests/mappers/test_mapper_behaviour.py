@@ -11,6 +11,7 @@ import orjson
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from tests.mappers.harness import at, insert, map_transaction, new_mapper, update, uid
+from tests.mappers.test_events_redemptions import redeem, redemption_object
 from tests.mappers.world import (
     CAMPAIGN, CUSTOMER, TENANT, assert_event, customer_object, wal_source, write_world,
 )
@@ -106,6 +107,19 @@ def test_voucher_without_campaign_and_new_columns(engine, voucher_db):
         "customer.redemption.succeeded", None, "")
     assert sorted(orjson.loads(redeemed.data)) == ["customer", "event_source", "redemption", "voucher"]
     assert orjson.loads(updated.data)["changed_fields"] == ["nickname"]
+
+
+def test_column_of_another_type_than_the_schema_says_is_converted(engine, voucher_db):
+    # A relation whose column types all decode canonically skips the per-row check; one
+    # altered to send bigint as text does not, and its values are still converted.
+    voucher_db.execute("ALTER TABLE redemption ALTER COLUMN amount TYPE text")
+    engine.transaction(write_world)
+    engine.transaction(redeem)
+    _, tx = engine.stream()
+    assert dict(tx.changes[0].column_types)["amount"] == 25  # text
+    assert tx.changes[0].after["amount"] == "2500"
+    (event,) = tx.records
+    assert orjson.loads(event.data)["redemption"] == redemption_object()  # "amount": 2500
 
 
 def test_unknown_tables_and_truncate_are_ignored(tmp_path):
