@@ -24,7 +24,7 @@ from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.config import ConfigError, Settings
 from cdc_reader.logs import fields
 from cdc_reader.memory import release_library_pages_periodically
-from cdc_reader.pipeline import Pipeline, SlotLostError, state_path
+from cdc_reader.pipeline import Pipeline, SlotLostError, state_path, tune_collector
 from cdc_reader.slot import drop_publication, drop_slot
 from cdc_reader.status import collect_status, render_table
 from query.app import create_app
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace, settings: Settings, *, serve_api: bool = True)
         server = _server(app, settings)
         failure: list[BaseException] = []
         thread = _pipeline_thread(pipeline, failure)
+        tune_collector()
         with _stop_on_signals(stop, server):
             thread.start()
             server_thread = threading.Thread(target=server.run, name="http", daemon=True)

@@ -16,6 +16,7 @@ before its commit.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -61,6 +62,25 @@ STATE_PACKED_BYTES = 32 * 2**20
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
 # transaction of any size; measured: 1M-row transaction, see tests/cdc_reader/test_big_transaction.py).
 SCRATCH_ROWS = 5_000
+
+
+# The cyclic garbage collector: CPython collects its youngest generation every 700 new container
+# objects and, every 100 of those, all objects. The pipeline makes a dozen dicts per change, most
+# freed by reference counting, so that default rescans the whole heap (the state caches, the
+# store client, the import graph) every few hundred transactions: ~10% of mapping CPU
+# (tests/bench/mapping.py). Only cyclic garbage waits for a collection, and the pipeline makes
+# little; 100,000 young objects between collections costs nothing it keeps.
+COLLECTOR_YOUNG_OBJECTS = 100_000
+
+
+def tune_collector() -> None:
+    """Set the collector for a long-running pipeline process, once everything startup made is
+    in place: freeze that (imports, clients, caches built so far are never rescanned) and raise
+    the young generation's threshold (see COLLECTOR_YOUNG_OBJECTS)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(COLLECTOR_YOUNG_OBJECTS, middle, old)
 
 
 class SlotLostError(RuntimeError):

@@ -224,3 +224,21 @@ def test_alter_table_mid_stream_keeps_streaming(voucher_db, store_url, tmp_path,
             "WHERE type = 'customer.updated' AND JSONExtractString(data, 'customer', 'name') = 'Renamed'", {},
         )
     assert changed == [(["loyalty_tier", "name"],)]
+
+
+def test_tune_collector_freezes_startup_objects_and_raises_the_young_threshold():
+    import gc
+
+    from cdc_reader.pipeline import COLLECTOR_YOUNG_OBJECTS, tune_collector
+
+    before = gc.get_threshold()
+    startup_object = ["made at startup"]  # a list: tracked by the collector
+    assert any(referent is startup_object for referent in gc.get_objects())
+    try:
+        tune_collector()
+        assert gc.get_threshold() == (100_000, before[1], before[2]) == (COLLECTOR_YOUNG_OBJECTS, *before[1:])
+        assert gc.get_freeze_count() > 0
+        assert not any(referent is startup_object for referent in gc.get_objects())  # frozen: not scanned
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
