@@ -19,7 +19,7 @@ from uuid import UUID
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, StateSpec, load_catalog
-from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
+from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord, new_customer_event
 from mappers.payload import (
     SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
     serialize, shared_object_builder, snapshot_event_id, snapshot_group_id,
@@ -295,7 +295,7 @@ class EventMapper:
             event_id = context.ids.event_id(position, rule.id_suffix)
             created_at = context.commit_time
         tenant_row = lookup(TENANT_TABLE, tenant_id)
-        return CustomerEvent(
+        return new_customer_event(
             event_id, tenant_uuid, (tenant_row or _EMPTY).get("name") or "", customer_uuid, created_at,
             rule.type, rule.category, campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id),
             campaign_type, context.group_id, context.source, serialize(data), rule.table, context.commit_lsn)
@@ -367,12 +367,10 @@ class EventMapper:
         created_at = (event_time(spec.snapshot_time(row, _EMPTY), row.get("updated_at"))
                       if context.snapshot else context.commit_time)
         tenant_row = lookup(TENANT_TABLE, tenant_uuid)
-        return [CustomerEvent(
-            id=event_id, tenant_id=tenant_uuid, tenant=(tenant_row or _EMPTY).get("name") or "",
-            customer_id=customer_uuid, created_at=created_at, type=event_type,
-            category=spec.category(row, _EMPTY) or "", campaign_id=campaign_uuid,
-            campaign_type=campaign_type, group_id=context.group_id, source=source,
-            data=serialize(data), source_table=spec.table, source_lsn=context.commit_lsn)]
+        return [new_customer_event(
+            event_id, tenant_uuid, (tenant_row or _EMPTY).get("name") or "", customer_uuid,
+            created_at, event_type, spec.category(row, _EMPTY) or "", campaign_uuid, campaign_type,
+            context.group_id, source, serialize(data), spec.table, context.commit_lsn)]
 
 
 def _directory_record(table: str, op: Op, new: Row, old: Row, version: int) -> list[Record]:

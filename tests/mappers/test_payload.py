@@ -59,3 +59,22 @@ def test_shared_objects_serialize_like_objects_built_in_place(tmp_path):
     assert orjson.loads(payload(shared, customer))["customer"]["name"] == "Anna"
     assert payload(shared, customer) == payload(fresh, customer)
     state.close()
+
+
+def test_events_made_through_their_slots_equal_those_of_the_dataclass():
+    import dataclasses
+
+    import pytest
+
+    from mappers.events import CustomerEvent, new_customer_event
+
+    values = (uuid.UUID(int=1), uuid.UUID(int=2), "acme", uuid.UUID(int=3), datetime(2024, 3, 1, 9, 0),
+              "customer.created", "EFFECT", None, "", "tx_0000000001000000", "wal", '{"a":1}',
+              "customer", 16777216)
+    made = new_customer_event(*values)
+    assert type(made) is CustomerEvent
+    assert made == CustomerEvent(*values)
+    assert repr(made) == repr(CustomerEvent(*values))
+    assert dataclasses.astuple(made) == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.type = "customer.deleted"
