@@ -37,14 +37,26 @@ _PACKED_ENTRY_OVERHEAD = 120  # bytes a packed entry costs besides its pickle (k
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS entity (
-    kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, PRIMARY KEY (kind, key)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshot_match (
     customer_id TEXT NOT NULL, type TEXT NOT NULL, business INTEGER NOT NULL,
     PRIMARY KEY (customer_id, type)
 ) WITHOUT ROWID;
 """
+# The source's keys are random version-4 UUIDs. Format 1 (files without a 'format' row in meta)
+# kept rows in a WITHOUT ROWID table keyed by (kind, key), so every upsert rewrote a random page
+# of the whole table (~12 rows a page). Format 2 appends new rows to a rowid table and only the
+# unique index (~60 bytes an entry, 5 times denser) takes the random writes: about a third less
+# CPU per written row (tests/bench/mapping.py, docs/benchmarks.md). The statements that read and
+# write `entity` are the same for both layouts.
+_FORMAT = 2
+_ENTITY_TABLE = """
+CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))
+"""
+# SQLite's page cache for the state file, in KiB (default 2 MB). It counts against the process's
+# memory budget (tests/cdc_reader/test_big_transaction.py: 500 MB peak; a huge transaction
+# fills it before spilling to the file), so it stays modest: 16 to 64 MB measured the same on
+# the mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
+_PAGE_CACHE_KIB = 32 * 1024
 
 
 _new_object = object.__new__
@@ -85,6 +97,25 @@ class _RowPickler:
         return blob
 
 
+def _prepare_entity_table(connection: sqlite3.Connection) -> None:
+    """Creates the `entity` table of a new file, or converts a format 1 file's to format 2, in one
+    SQLite transaction (a crash leaves either layout whole). Rows, keys and `applied_lsn` stay as
+    they were: nothing is made durable that a `commit(lsn)` had not."""
+    with connection:  # commits, or rolls back on an error
+        connection.execute("BEGIN IMMEDIATE")
+        if connection.execute("SELECT 1 FROM meta WHERE name = 'format'").fetchone():
+            return
+        first_format = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'").fetchone()
+        if first_format:
+            connection.execute("ALTER TABLE entity RENAME TO entity_format_1")
+        connection.execute(_ENTITY_TABLE)
+        if first_format:
+            connection.execute("INSERT INTO entity (kind, key, row) SELECT kind, key, row FROM entity_format_1")
+            connection.execute("DROP TABLE entity_format_1")
+        connection.execute("INSERT INTO meta (name, value) VALUES ('format', ?)", (_FORMAT,))
+
+
 class ReferenceState:
     """Rows by (table, key). `get` sees every `put`/`delete` since the last commit."""
 
@@ -97,7 +128,9 @@ class ReferenceState:
         # Losing the last commit on power loss only means re-mapping from an older LSN, which
         # yields identical events; so the state need not wait for fsync.
         self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
         self.connection.executescript(_SCHEMA)
+        _prepare_entity_table(self.connection)
         self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
         # second level: committed or written rows, pickled (bytes; _PACKED_ABSENT for none)
         self._packed: OrderedDict[tuple[str, Any], bytes] = OrderedDict()
@@ -134,6 +167,8 @@ class ReferenceState:
         if blob is not None:
             self._packed.move_to_end(cache_key)
         else:
+            # Inside the open transaction: a read outside one opens and ends its own (~3 us more).
+            self.begin()
             found = self.connection.execute(
                 "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, str(key))).fetchone()
             blob = found[0] if found else _PACKED_ABSENT

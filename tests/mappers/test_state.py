@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
+from mappers import state as state_module
 from mappers.scratch import Scratch
 from mappers.state import ReferenceState
 
@@ -166,3 +169,108 @@ def test_rows_round_trip_with_uuids_and_rows_pickled_the_old_ways_still_load(tmp
     assert str(loaded["id"]) == "0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"
     assert reopened.get("customer", "old-plain") == {"id": identifier}
     assert reopened.get("customer", "old-int") == {"id": identifier}
+
+
+_FORMAT_1_ENTITY = """CREATE TABLE entity (
+    kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, PRIMARY KEY (kind, key)
+) WITHOUT ROWID"""
+_FORMAT_1_SCHEMA = f"""
+CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+{_FORMAT_1_ENTITY};
+CREATE TABLE snapshot_match (
+    customer_id TEXT NOT NULL, type TEXT NOT NULL, business INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, type)
+) WITHOUT ROWID;
+"""
+
+
+def _schema(path):
+    with sqlite3.connect(path) as connection:
+        return connection.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'entity' ORDER BY type DESC").fetchall()
+
+
+def test_a_format_1_file_is_converted_once_and_keeps_its_rows_and_lsn(tmp_path):
+    import pickle
+    import uuid
+
+    identifier = uuid.UUID("0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b")
+    path = tmp_path / "mapper_state.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)  # as the first format's code left a file
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(_FORMAT_1_SCHEMA)
+    old.executemany("INSERT INTO entity VALUES (?, ?, ?)", [
+        ("customer", str(identifier), pickle.dumps({"id": identifier, "name": "Ann"})),
+        ("voucher", "v1", pickle.dumps({"id": "v1", "holder_id": str(identifier)})),
+    ])
+    old.execute("INSERT INTO meta VALUES ('applied_lsn', 4096)")
+    old.execute("INSERT INTO snapshot_match VALUES (?, 'customer.created', 1)", (str(identifier),))
+    old.close()
+
+    state = ReferenceState.open(tmp_path, cache_size=1)
+    assert state.applied_lsn == 4096
+    assert _schema(path) == [
+        ("table", "entity", "CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, "
+                            "UNIQUE (kind, key))"),
+        ("index", "sqlite_autoindex_entity_1", None),
+    ]
+    assert state.connection.execute("SELECT name, value FROM meta ORDER BY name").fetchall() == [
+        ("applied_lsn", 4096), ("format", 2)]
+    assert state.get("customer", identifier) == {"id": identifier, "name": "Ann"}
+    assert state.get("voucher", "v1") == {"id": "v1", "holder_id": str(identifier)}
+    assert state.take_snapshot_match(str(identifier), "customer.created") is True
+    state.put("customer", identifier, {"id": identifier, "name": "Bob"})  # an upsert of a converted row
+    state.delete("voucher", "v1")
+    state.put("voucher", "v2", {"id": "v2"})
+    state.commit(8192)
+    state.close()
+
+    reopened = ReferenceState.open(tmp_path, cache_size=1)
+    assert reopened.applied_lsn == 8192
+    assert reopened.connection.execute("SELECT kind, key FROM entity ORDER BY kind, key").fetchall() == [
+        ("customer", "0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"), ("voucher", "v2")]
+    assert reopened.get("customer", identifier) == {"id": identifier, "name": "Bob"}
+    assert reopened.get("voucher", "v1") is None
+    assert reopened.connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchall() == [(2,)]
+
+
+def test_a_failed_conversion_leaves_the_format_1_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "mapper_state.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(_FORMAT_1_SCHEMA)
+        old.execute("INSERT INTO entity VALUES ('customer', 'c1', x'80')")
+    monkeypatch.setattr(state_module, "_ENTITY_TABLE", "CREATE TABLE entity (not valid sql")
+    with pytest.raises(sqlite3.OperationalError):
+        ReferenceState.open(tmp_path)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT * FROM entity").fetchall() == [("customer", "c1", b"\x80")]
+        assert connection.execute("SELECT count(*) FROM meta").fetchone() == (0,)
+    assert _schema(path) == [("table", "entity", _FORMAT_1_ENTITY)]
+    monkeypatch.undo()  # the failed attempt left no lock behind: the next one converts the file
+    state = ReferenceState.open(tmp_path)
+    assert state.connection.execute("SELECT * FROM entity").fetchall() == [("customer", "c1", b"\x80")]
+    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
+
+
+def test_a_new_file_has_the_rowid_layout_and_a_bounded_page_cache(tmp_path):
+    state = ReferenceState.open(tmp_path)
+    assert _schema(tmp_path / "mapper_state.sqlite3")[0][2] == (
+        "CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))")
+    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
+    assert state.connection.execute("PRAGMA cache_size").fetchone() == (-32768,)  # KiB: 32 MB
+    state.close()
+    reopened = ReferenceState.open(tmp_path)  # already format 2: nothing to do
+    assert reopened.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
+
+
+def test_a_read_that_misses_the_caches_runs_in_the_open_transaction(tmp_path):
+    state = ReferenceState.open(tmp_path, cache_size=2)
+    state.put("customer", "c1", {"name": "Ann"})
+    state.commit(1)
+    assert state.connection.in_transaction is False
+    assert state.get("customer", "c2") is None  # a miss of both cache levels: SQLite
+    assert state.connection.in_transaction is True
+    state.commit(2)
+    assert state.connection.in_transaction is False
+    assert state.get("customer", "c1") == {"name": "Ann"}  # the first level: no SQLite read
+    assert state.connection.in_transaction is False
