@@ -23,7 +23,9 @@ from datetime import datetime
 from itertools import compress
 from operator import call
 
-from cdc_reader.changes import Change, Envelope, Op, Row, TransactionBegin, TransactionCommit
+from cdc_reader.changes import (
+    Change, Envelope, Op, Row, TransactionBegin, TransactionCommit, new_change,
+)
 from cdc_reader.pgoutput import (
     Begin, Commit, Delete, Insert, Message, Origin, PgoutputMessage, Relation, Truncate,
     TupleData, Type, Update,
@@ -33,11 +35,6 @@ from cdc_reader.values import Converter, StreamConverters, text_value
 _NO_ENVELOPES: tuple[Envelope, ...] = ()
 _NO_COLUMNS: frozenset[str] = frozenset()
 _TEXT, _NULL, _UNCHANGED_TOAST = ord("t"), ord("n"), ord("u")
-_new_object = object.__new__
-_CHANGE_SLOTS = tuple(getattr(Change, name).__set__ for name in (
-    "op", "schema", "table", "before", "after", "xid", "commit_lsn", "commit_time", "position",
-    "unchanged_toast", "column_types",
-))
 # Row layouts kept per relation; a table's rows use few NULL/TOAST patterns, this bounds the rest.
 _MAX_LAYOUTS_PER_RELATION = 256
 
@@ -229,24 +226,9 @@ class ChangeAssembler:
         transaction = self._transaction or self._open_transaction(op.name.title())
         position = transaction.change_count
         transaction.change_count = position + 1
-        # Change(...) without its generated __init__, which sets each of the eleven fields of the
-        # frozen dataclass through object.__setattr__: filling the slots through their
-        # descriptors gives the same value in 60% of the time (tests/bench/decode.py).
-        change = _new_object(Change)
-        (set_op, set_schema, set_table, set_before, set_after, set_xid, set_commit_lsn,
-         set_commit_time, set_position, set_unchanged_toast, set_column_types) = _CHANGE_SLOTS
-        set_op(change, op)
-        set_schema(change, shape.schema)
-        set_table(change, shape.table)
-        set_before(change, before)
-        set_after(change, after)
-        set_xid(change, transaction.xid)
-        set_commit_lsn(change, transaction.commit_lsn)
-        set_commit_time(change, transaction.commit_time)
-        set_position(change, position)
-        set_unchanged_toast(change, unchanged_toast)
-        set_column_types(change, shape.column_types)
-        return change
+        return new_change(op, shape.schema, shape.table, before, after, transaction.xid,
+                          transaction.commit_lsn, transaction.commit_time, position,
+                          unchanged_toast, shape.column_types)
 
 
 def _ignore(message: PgoutputMessage) -> tuple[Envelope, ...]:
