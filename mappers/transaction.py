@@ -91,8 +91,8 @@ class EventMapper:
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
-        # id(Change.column_types) -> (column_types, TableSchema.decoded_canonical of them)
-        self._relations: dict[int, tuple[tuple, bool]] = {}
+        # table -> (its last Change.column_types, TableSchema.decoded_canonical of them)
+        self._relations: dict[str, tuple[tuple, bool]] = {}
 
     # -- streaming -----------------------------------------------------------------------------
     def begin(self, begin: TransactionBegin) -> None:
@@ -116,15 +116,13 @@ class EventMapper:
 
     def _decoded_canonical(self, plan: TablePlan, column_types: tuple | None) -> bool:
         """Whether the rows of this change's relation come canonical from the reader (see
-        `TableSchema.decoded_canonical`); remembered per relation description, which the
-        reader shares among that relation's changes."""
+        `TableSchema.decoded_canonical`); decided again only when the table's relation is
+        described anew (the reader shares one description among that relation's changes)."""
         if column_types is None:
             return False
-        known = self._relations.get(id(column_types))
+        known = self._relations.get(plan.table)
         if known is None or known[0] is not column_types:
-            if len(self._relations) >= 1024:  # relations described again after reconnects
-                self._relations.clear()
-            known = self._relations[id(column_types)] = (column_types, plan.decoded_canonical(column_types))
+            known = self._relations[plan.table] = (column_types, plan.decoded_canonical(column_types))
         return known[1]
 
     def commit(self, commit: TransactionCommit) -> list[Record]:
