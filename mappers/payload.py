@@ -5,6 +5,7 @@ their serialization (SPEC §4). Pure functions: the same inputs give byte-identi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import orjson
 
 from mappers.catalog import ObjectSpec
 from mappers.sqltypes import json_default
+from mappers.state import normal_key
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
@@ -114,63 +116,60 @@ def build_object(spec: ObjectSpec, row: Row | None, identifier: Any = None) -> d
     return object_builder(spec)(row, identifier)
 
 
-ObjectParts = tuple[Any, dict[str, Any]]  # (the value the payload carries, the object's fields)
+# How many rows' serialized objects a memo keeps (per object kind): an entry is the orjson
+# fragment (~0.3 kB for a customer with small metadata, ~0.45 kB with its key and dict slot),
+# so a kind costs up to ~23 MB. The older half is dropped when it is full.
+MEMO_OBJECTS = 50_000
+ObjectResolver = Callable[[Any], Any]  # a reference's target -> the payload object, or None
 
-# How many rows' objects a shared resolver keeps serialized (per object kind). Each entry pins
-# its row and built object (~3.5 kB), so this stays small: hot rows (campaigns, the customers
-# of the moment) are what repeat; 50,000 cost ~175 MB per kind on a 1M-row transaction.
-SHARED_OBJECTS = 4_096
 
-
-def shared_object_builder(spec: ObjectSpec, limit: int = SHARED_OBJECTS) -> Callable[..., ObjectParts]:
-    """The object of a reference-state row, serialized once per row version. The state hands out
-    the same row object until the row changes (a put stores a new one), so by identity a row's
-    object is reused across events and goes into each payload as an `orjson.Fragment`: the
-    bytes orjson would have written for it (same options, keys sorted)."""
+def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | None = None,
+                    limit: int = MEMO_OBJECTS) -> ObjectResolver:
+    """The payload object of a resolved reference: of a row, or of the row of `spec.table` an id
+    names (only its id is known of an unknown row). Objects are dicts built each time, except
+    with a `memo` (`ReferenceState.row_memo(spec.table)`): then the object of an id is serialized
+    once per version of its row and goes into each payload as an `orjson.Fragment`, the bytes
+    orjson would have written for it in place (same options, keys sorted). The state drops a
+    row's entry when the row changes, so a hit needs no lookup at all: an event of a customer
+    whose row left the state's cache costs no unpickle. Objects the mapper adds fields to, or of
+    the changed row itself, are resolved without a memo."""
     build = object_builder(spec)
-    memo: dict[int, tuple[Row, ObjectParts]] = {}  # id(row) -> (row, parts); the row keeps its id
-
-    def parts(row: Row | None, identifier: Any = None) -> ObjectParts:
-        if row is None:
-            built = build(None, identifier)
-            return built, built
-        entry = memo.get(id(row))
-        if entry is not None and entry[0] is row:
-            return entry[1]
-        built = build(row)
-        made = (orjson.Fragment(orjson.dumps(built, default=json_default, option=_JSON_OPTIONS)), built)
-        if len(memo) >= limit:
-            memo.clear()
-        memo[id(row)] = (row, made)
-        return made
-
-    return parts
-
-
-def object_resolver(spec: ObjectSpec, lookup: Lookup, shared: bool = False) -> Callable[[Any], ObjectParts | None]:
-    """`resolve_object` for one spec and lookup, as (payload value, fields). `shared`: for
-    targets that are reference-state rows or their ids (see `shared_object_builder`); objects
-    of the changed row itself, or that the mapper adds fields to, are built each time."""
-    if shared:
-        parts = shared_object_builder(spec)
-    else:
-        build = object_builder(spec)
-
-        def parts(row: Row | None, identifier: Any = None) -> ObjectParts:
-            built = build(row, identifier)
-            return built, built
-
     table = spec.table
+    if memo is None:
+        def resolve(target: Any) -> Any:
+            if target is None:
+                return None
+            kind = type(target)  # the usual ids and rows are told apart without the ABC check
+            if kind is dict or (kind is not uuid.UUID and isinstance(target, Mapping)):
+                return build(target)
+            return build(lookup(table, target), target)
 
-    def resolve(target: Any) -> ObjectParts | None:
+        return resolve
+
+    memo_get = memo.get
+
+    def resolve_shared(target: Any) -> Any:
         if target is None:
             return None
-        kind = type(target)  # the usual ids and rows are told apart without the ABC check
-        if kind is dict or (kind is not uuid.UUID and isinstance(target, Mapping)):
-            return parts(target)
-        return parts(lookup(table, target), target)
+        kind = type(target)
+        if kind is uuid.UUID:
+            memo_key = target.int  # as the state keys it (ReferenceState.row_memo)
+        elif kind is dict or isinstance(target, Mapping):
+            return build(target)  # a whole row from the state: no key to keep it by
+        else:
+            target = normal_key(target)
+            memo_key = target.int if type(target) is uuid.UUID else target
+        made = memo_get(memo_key)
+        if made is None:
+            made = orjson.Fragment(orjson.dumps(build(lookup(table, target), target),
+                                                default=json_default, option=_JSON_OPTIONS))
+            if len(memo) >= limit:
+                for stale in list(itertools.islice(memo, limit // 2)):
+                    del memo[stale]
+            memo[memo_key] = made
+        return made
 
-    return resolve
+    return resolve_shared
 
 
 def changed_columns(new: Row, old: Row, ignore: frozenset[str]) -> list[str]:

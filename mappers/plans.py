@@ -14,17 +14,17 @@ from cdc_reader.changes import Op
 from mappers.catalog import (
     CUSTOMER_TABLE, TENANT_TABLE, Catalog, Collect, Passthrough, Rule, StateSpec,
 )
-from mappers.payload import Lookup, ObjectParts, object_resolver
+from mappers.payload import Lookup, ObjectResolver, object_resolver
 from mappers.references import Reference, Resolve
 
 Row = Mapping[str, Any]
-ObjectResolver = Callable[[Any], ObjectParts | None]
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectResolvers:
-    """Per payload object kind: a resolver sharing serialized objects of reference-state rows,
-    and one building each time (the changed row's own objects, objects the mapper adds to)."""
+    """Per payload object kind: a resolver sharing serialized objects of reference-state rows
+    (memoized per row), and one building each time (the changed row's own objects, objects the
+    mapper adds to)."""
 
     shared: Mapping[str, ObjectResolver]
     fresh: Mapping[str, ObjectResolver]
@@ -34,9 +34,10 @@ class ObjectResolvers:
         return (self.shared if from_state and not filled else self.fresh)[name]
 
 
-def object_resolvers(catalog: Catalog, lookup: Lookup) -> ObjectResolvers:
+def object_resolvers(catalog: Catalog, lookup: Lookup, row_memo: Callable[[str], dict]) -> ObjectResolvers:
+    """`row_memo`: `ReferenceState.row_memo`, a memo per kind kept valid by the state."""
     return ObjectResolvers(
-        {name: object_resolver(spec, lookup, shared=True) for name, spec in catalog.objects.items()},
+        {name: object_resolver(spec, lookup, row_memo(spec.table)) for name, spec in catalog.objects.items()},
         {name: object_resolver(spec, lookup) for name, spec in catalog.objects.items()})
 
 

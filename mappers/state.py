@@ -73,6 +73,19 @@ def uuid_from_int(value: int) -> UUID:
     return made
 
 
+def normal_key(key: Any) -> Any:
+    """A row key as the state keeps it: text that spells a UUID (as PostgreSQL's uuid input
+    reads it) is that UUID, so a row put under a uuid value is found by its text and the other
+    way round; other keys stay as they are. (The schema's keys are uuids: only a reference
+    through a text column holding ids meets text here.)"""
+    if type(key) is str:
+        try:
+            return UUID(key)
+        except ValueError:
+            return key
+    return key
+
+
 def _reduce_uuid(value: UUID) -> tuple:
     # UUID's own pickling goes through a Python __getstate__ building a dict, and unpickling
     # through UUID.__init__; this is one call each way. Rows pickled the old ways still load.
@@ -136,6 +149,7 @@ class ReferenceState:
         self._packed: OrderedDict[tuple[str, Any], bytes] = OrderedDict()
         self._packed_size = 0
         self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
+        self._memos: dict[str, list[dict[Any, Any]]] = {}  # table -> its row_memo dicts
         self._in_transaction = False
         self._pickler = _RowPickler()
         self.rows_written = 0  # rows written to SQLite since opened (upserts and deletes)
@@ -156,6 +170,8 @@ class ReferenceState:
     # -- rows ----------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
         """The row of `table` keyed `key` (a uuid.UUID or text; SQLite stores its text form)."""
+        if type(key) is not UUID:
+            key = normal_key(key)
         # A UUID is cached under its int: hashing that is C, UUID.__hash__ is Python.
         cache_key = (table, key.int if type(key) is UUID else key)
         cache = self._cache
@@ -178,8 +194,15 @@ class ReferenceState:
         return row
 
     def put(self, table: str, key: Any, row: dict[str, Any]) -> None:
-        cache_key = (table, key.int if type(key) is UUID else key)
+        if type(key) is not UUID:
+            key = normal_key(key)
+        memo_key = key.int if type(key) is UUID else key
+        cache_key = (table, memo_key)
         self._dirty[cache_key] = key
+        memos = self._memos.get(table)
+        if memos is not None:
+            for memo in memos:
+                memo.pop(memo_key, None)
         stale = self._packed.pop(cache_key, None)
         if stale is not None:
             self._packed_size -= len(stale) + _PACKED_ENTRY_OVERHEAD
@@ -187,6 +210,15 @@ class ReferenceState:
 
     def delete(self, table: str, key: Any) -> None:
         self.put(table, key, _ABSENT)  # type: ignore[arg-type]
+
+    def row_memo(self, table: str) -> dict[Any, Any]:
+        """A dict for values derived from rows of `table` (e.g. a payload object, serialized),
+        keyed as the cache keys rows (a UUID key by its int, other keys as they are). The state
+        drops a key's entry when that row is put or deleted, and every entry on rollback, so an
+        entry always derives from the row `get` returns now; its owner bounds its size."""
+        memo: dict[Any, Any] = {}
+        self._memos.setdefault(table, []).append(memo)
+        return memo
 
     def _remember(self, cache_key: tuple[str, Any], row: dict[str, Any] | None) -> None:
         cache = self._cache
@@ -271,6 +303,9 @@ class ReferenceState:
         self._dirty.clear()
         self._packed.clear()  # it may hold rows written since the last commit
         self._packed_size = 0
+        for memos in self._memos.values():
+            for memo in memos:
+                memo.clear()
 
     def close(self) -> None:
         """Close; uncommitted changes are rolled back."""

@@ -22,7 +22,7 @@ from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, StateSpec, lo
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord, new_customer_event
 from mappers.payload import (
     SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
-    serialize, shared_object_builder, snapshot_event_id, snapshot_group_id,
+    serialize, snapshot_event_id, snapshot_group_id,
     transaction_group_id, wal_id_prefix,
 )
 from mappers.plans import (
@@ -80,13 +80,14 @@ class EventMapper:
         self.slot = slot
         self._scratch = Scratch(state.connection, scratch_memory_limit)
         lookup = self._lookup = state.get
-        objects = object_resolvers(catalog, lookup)
+        objects = object_resolvers(catalog, lookup, state.row_memo)
         self._rules = tuple(rule_plan(index, rule, catalog, lookup, objects)
                             for index, rule in enumerate(catalog.rules))
         self._plans = table_plans(catalog, self._rules, lookup)
         self._passthrough_plan = passthrough_plan(catalog.passthrough, lookup) if catalog.passthrough else None
-        self._customer_object = shared_object_builder(catalog.objects["customer"])
+        self._customer_object = objects.shared["customer"]  # by id: customer references are ids
         self._campaign_object = objects.shared["campaign"]  # campaign references are ids
+        self._campaign_type = _campaign_type_resolver(catalog, lookup)
         self._wal_id_prefix = wal_id_prefix(source)
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
@@ -255,29 +256,30 @@ class EventMapper:
                changed: list[str] | None, new: Row, old: Row, context: _Context) -> CustomerEvent | None:
         """The event of a matched rule, its payload as the state holds it now."""
         lookup = self._lookup
-        customer_row = lookup(CUSTOMER_TABLE, customer)
         tenant_id = rule.tenant(new, old)
-        if tenant_id is None and customer_row is not None:
-            tenant_id = customer_row.get("tenant_id")
+        if tenant_id is None:
+            customer_row = lookup(CUSTOMER_TABLE, customer)
+            if customer_row is not None:
+                tenant_id = customer_row.get("tenant_id")
         customer_uuid = customer if type(customer) is UUID else as_uuid(customer)
         tenant_uuid = tenant_id if type(tenant_id) is UUID else as_uuid(tenant_id)
         if customer_uuid is None or tenant_uuid is None:
             log.warning("no %s event for customer %r: tenant %r unknown", rule.type, customer, tenant_id)
             return None
-        data: dict[str, Any] = {"customer": self._customer_object(customer_row, customer)[0]}
+        data: dict[str, Any] = {"customer": self._customer_object(customer)}
         campaign_id = rule.campaign(new, old) if rule.campaign is not None else None
         campaign_type = ""
         if campaign_id is not None:
-            data["campaign"], campaign = self._campaign_object(campaign_id)
-            campaign_type = campaign.get("campaign_type") or ""
+            data["campaign"] = self._campaign_object(campaign_id)
+            campaign_type = self._campaign_type(campaign_id)
         if rule.voucher is not None:
             voucher = rule.voucher_object(rule.voucher(new, old))
             if voucher is not None:
-                data["voucher"] = voucher[0]
+                data["voucher"] = voucher
         for name, reference, resolve in rule.objects:
             payload_object = resolve(reference(new, old))
             if payload_object is not None:
-                data[name] = payload_object[0]
+                data[name] = payload_object
         if rule.collect is not None:
             kind, object_name, field = rule.collect
             if object_name in data:  # built for this event (ObjectResolvers.pick): free to fill
@@ -342,15 +344,14 @@ class EventMapper:
             return []
         if context.snapshot and self.state.take_snapshot_match(str(customer), event_type):
             return []
-        customer_row = lookup(CUSTOMER_TABLE, customer)
-        tenant_id = spec.tenant(row, _EMPTY) or (customer_row or _EMPTY).get("tenant_id")
+        tenant_id = spec.tenant(row, _EMPTY) or (lookup(CUSTOMER_TABLE, customer) or _EMPTY).get("tenant_id")
         tenant_uuid = as_uuid(tenant_id)
         if tenant_uuid is None:
             log.warning("%s row %s skipped: tenant unknown", spec.table, row.get("id"))
             return []
         carried = spec.data(row, _EMPTY)
         data = dict(carried) if isinstance(carried, Mapping) else {}
-        data["customer"] = self._customer_object(customer_row, customer)[0]
+        data["customer"] = self._customer_object(customer)
         campaign_text = spec.campaign(row, _EMPTY)
         campaign_uuid = as_uuid(campaign_text)
         if campaign_text is not None and campaign_uuid is None:
@@ -358,8 +359,8 @@ class EventMapper:
                         spec.table, row.get("id"), campaign_text)
         campaign_type = ""
         if campaign_uuid is not None:
-            data["campaign"], campaign = self._campaign_object(campaign_uuid)
-            campaign_type = campaign.get("campaign_type") or ""
+            data["campaign"] = self._campaign_object(campaign_uuid)
+            campaign_type = self._campaign_type(campaign_uuid)
         source = _SNAPSHOT if context.snapshot else _CUSTOMER_EVENT
         data["event_source"] = _EVENT_SOURCES[source]
         created_at = (event_time(spec.snapshot_time(row, _EMPTY), row.get("updated_at"))
@@ -369,6 +370,18 @@ class EventMapper:
             event_id, tenant_uuid, (tenant_row or _EMPTY).get("name") or "", customer_uuid,
             created_at, event_type, spec.category(row, _EMPTY) or "", campaign_uuid, campaign_type,
             context.group_id, source, serialize(data), spec.table, context.commit_lsn)]
+
+
+def _campaign_type_resolver(catalog: Catalog, lookup: Any) -> Any:
+    """campaign id -> the `campaign_type` field of its payload object ("" when unknown)."""
+    spec = catalog.objects["campaign"]
+    column = dict(spec.fields).get("campaign_type")
+
+    def campaign_type(campaign_id: Any) -> str:
+        row = lookup(spec.table, campaign_id) if column is not None else None
+        return (row.get(column) if row is not None else None) or ""
+
+    return campaign_type
 
 
 def _directory_record(table: str, op: Op, new: Row, old: Row, version: int) -> list[Record]:

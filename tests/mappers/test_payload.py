@@ -38,26 +38,61 @@ def test_transaction_ids_are_the_uuid5_of_the_documented_name():
 
 def test_shared_objects_serialize_like_objects_built_in_place(tmp_path):
     spec = load_default_catalog().objects["customer"]
-    state = ReferenceState.open(tmp_path)
+    state = ReferenceState.open(tmp_path, cache_size=1)
     customer = uuid.UUID(int=7)
     state.put("customer", customer, {
         "id": customer, "source_id": "c-7", "name": "Ann", "email": None,
         "metadata": {"b": [1, Decimal("2.5")], "a": datetime(2024, 3, 1, 9, 30)}})
-    shared, fresh = object_resolver(spec, state.get, shared=True), object_resolver(spec, state.get)
+    memo = state.row_memo("customer")
+    shared, fresh = object_resolver(spec, state.get, memo), object_resolver(spec, state.get)
 
     def payload(resolve, target):
-        return serialize({"z": 1, "customer": resolve(target)[0], "a": None})
+        made = resolve(target)
+        return serialize({"z": 1, "customer": made, "a": None})
 
-    assert payload(shared, customer) == payload(fresh, customer)
-    assert shared(customer)[0] is shared(customer)[0]  # serialized once for this row
+    expected = ('{"a":null,"customer":{"email":null,"id":"00000000-0000-0000-0000-000000000007",'
+                '"metadata":{"a":"2024-03-01T09:30:00Z","b":[1,2.5]},"name":"Ann","object":"customer",'
+                '"source_id":"c-7"},"z":1}')
+    assert payload(fresh, customer) == expected
+    assert payload(shared, customer) == expected
+    assert shared(customer) is shared(customer)  # serialized once for this row
+    assert list(memo) == [customer.int]
+    assert shared(str(customer).upper()) is shared(customer)  # text spelling the id: the same row
     unknown = uuid.UUID(int=8)
     assert payload(shared, unknown) == payload(fresh, unknown)
     assert orjson.loads(payload(shared, unknown))["customer"] == {
         **build_object(spec, None, unknown), "id": str(unknown)}
 
+    # a put drops the row's entry, even when the row left the state's cache meanwhile
+    state.put("customer", uuid.UUID(int=9), {"id": uuid.UUID(int=9)})
     state.put("customer", customer, {**state.get("customer", customer), "name": "Anna"})
+    assert customer.int not in memo
     assert orjson.loads(payload(shared, customer))["customer"]["name"] == "Anna"
     assert payload(shared, customer) == payload(fresh, customer)
+    state.put("customer", unknown, {"id": unknown, "name": "Bo"})
+    assert orjson.loads(payload(shared, unknown))["customer"]["name"] == "Bo"
+    state.delete("customer", unknown)
+    assert orjson.loads(payload(shared, unknown))["customer"]["name"] is None
+    # a rollback forgets the puts since the last commit: the memo forgets what it derived
+    state.commit(1)
+    state.put("customer", customer, {**state.get("customer", customer), "name": "Anne"})
+    assert orjson.loads(payload(shared, customer))["customer"]["name"] == "Anne"
+    state.rollback()
+    assert memo == {}
+    assert orjson.loads(payload(shared, customer))["customer"]["name"] == "Anna"
+    state.close()
+
+
+def test_a_full_memo_drops_its_older_half(tmp_path):
+    spec = load_default_catalog().objects["segment"]
+    state = ReferenceState.open(tmp_path)
+    memo = state.row_memo("segment")
+    resolve = object_resolver(spec, state.get, memo, limit=4)
+    made = [resolve(uuid.UUID(int=number)) for number in range(1, 6)]
+    assert list(memo) == [uuid.UUID(int=3).int, uuid.UUID(int=4).int, uuid.UUID(int=5).int]
+    assert resolve(uuid.UUID(int=5)) is made[4]
+    assert resolve(uuid.UUID(int=1)) is not made[0]
+    assert orjson.dumps(resolve(uuid.UUID(int=1))) == orjson.dumps(made[0])
     state.close()
 
 

@@ -26,6 +26,27 @@ def test_committed_state_survives_reopening(tmp_path):
     assert reopened.get("voucher", "nope") is None
 
 
+@pytest.mark.parametrize("cache_size", [1, 100])  # 1: every read past the first level
+def test_a_row_is_one_row_whether_keyed_by_its_uuid_or_its_text(tmp_path, cache_size):
+    import uuid
+
+    state = ReferenceState.open(tmp_path, cache_size=cache_size)
+    first, second = uuid.UUID(int=0xA1), uuid.UUID(int=0xB2)
+    state.put("customer", first, {"id": first, "name": "Ann"})
+    state.put("customer", str(second).upper(), {"id": second, "name": "Bob"})
+    state.put("customer", "c3", {"id": "c3"})  # not a UUID: kept as it is
+    assert state.get("customer", str(first)) == {"id": first, "name": "Ann"}
+    assert state.get("customer", "{" + first.hex + "}") == {"id": first, "name": "Ann"}
+    assert state.get("customer", second) == {"id": second, "name": "Bob"}
+    state.put("customer", str(first), {"id": first, "name": "Anna"})
+    assert state.get("customer", first) == {"id": first, "name": "Anna"}
+    state.commit(1)
+    stored = sorted(state.connection.execute("SELECT key FROM entity WHERE kind = 'customer'"))
+    assert stored == [("00000000-0000-0000-0000-0000000000a1",), ("00000000-0000-0000-0000-0000000000b2",),
+                      ("c3",)]
+    state.close()
+
+
 def test_uncommitted_state_is_rolled_back(tmp_path):
     state = ReferenceState.open(tmp_path, cache_size=2)
     state.put("customer", "c1", {"id": "c1", "name": "Ann"})
