@@ -51,7 +51,8 @@ class Traffic:
         self.random = random.Random(seed)
         self.lsn = itertools.count(1 << 24, 4096)
         self.customers = [self.new_id() for _ in range(customers)]
-        self.vouchers: list[uuid.UUID] = []
+        self.vouchers: list[uuid.UUID] = []  # those inserted, in order
+        self.voucher_rows: dict[uuid.UUID, dict] = {}  # their rows as last written
 
     def new_id(self) -> uuid.UUID:
         return uuid.UUID(int=self.random.getrandbits(128), version=4)
@@ -90,11 +91,17 @@ class Traffic:
             "data": {"voucher_code": "X"}, "group_id": None, "event_source": "API", "tenant_id": TENANT})
 
     def voucher(self, holder: uuid.UUID | None) -> dict:
+        """A new voucher's row; it counts as inserted (the caller inserts it)."""
         voucher = self.new_id()
         self.vouchers.append(voucher)
-        return {"id": voucher, "created_at": NOW, "updated_at": NOW, "code": f"V-{voucher.hex[:10].upper()}",
+        row = self.voucher_rows[voucher] = {"id": voucher, "created_at": NOW, "updated_at": NOW, "code": f"V-{voucher.hex[:10].upper()}",
                 "campaign_id": CAMPAIGN, "type": "DISCOUNT_VOUCHER", "holder_id": holder,
                 "tenant_id": TENANT, "active": True, "redemption_json": {"redeemed_quantity": 0}}
+        return row
+
+    def voucher_update(self, voucher: uuid.UUID, **changes: object) -> tuple[Op, str, dict]:
+        row = self.voucher_rows[voucher] = {**self.voucher_rows[voucher], **changes}
+        return (Op.UPDATE, "voucher", row)
 
     def mix(self, number: int) -> list[Envelope]:
         customer = self.customers[number % len(self.customers)]
@@ -110,8 +117,9 @@ class Traffic:
                                            "voucher_id": voucher, "customer_id": customer, "order_id": None,
                                            "parent_redemption_id": None, "tenant_id": TENANT}),
                 self.customer_event(customer, "customer.redemption.succeeded"),
-                (Op.UPDATE, "voucher", {**self.voucher(customer), "id": voucher,
-                                        "redemption_json": {"redeemed_quantity": 1}}),
+                # only the voucher's redemption counter changes (Hibernate flushes updates last)
+                self.voucher_update(voucher, redemption_json={
+                    "redeemed_quantity": self.voucher_rows[voucher]["redemption_json"]["redeemed_quantity"] + 1}),
             ])
         if kind == 2:  # POST /v1/publications (voucher mode)
             voucher = self.voucher(None)
@@ -123,7 +131,7 @@ class Traffic:
                                             "failure_code": None, "failure_message": None,
                                             "source_id": None, "channel": "API", "metadata": None,
                                             "tenant_id": TENANT}),
-                (Op.UPDATE, "voucher", {**voucher, "holder_id": customer}),
+                self.voucher_update(voucher["id"], holder_id=customer),
             ])
         if kind == 3:  # PUT /v1/customers/{id}
             row = self.customer_row(customer, number)
@@ -152,7 +160,7 @@ class Traffic:
                 *[self.customer_event(member, "customer.segment.entered") for member in members],
             ])
         # POST /v1/vouchers/{code}/balance on a held voucher
-        voucher = self.vouchers[number % len(self.vouchers)] if self.vouchers else self.voucher(customer)["id"]
+        voucher = self.vouchers[number % len(self.vouchers)]  # number 0 inserted one
         return self.transaction([(Op.INSERT, "voucher_transaction", {
             "id": self.new_id(), "created_at": NOW, "updated_at": NOW, "source_id": "s",
             "voucher_id": voucher, "campaign_id": CAMPAIGN, "type": "POINTS_ADDITION", "source": "API",
