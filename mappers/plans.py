@@ -16,6 +16,7 @@ from mappers.catalog import (
 )
 from mappers.payload import Lookup, ObjectResolver, object_resolver
 from mappers.references import Reference, Resolve
+from mappers.sqltypes import SqlType
 
 Row = Mapping[str, Any]
 
@@ -87,6 +88,9 @@ class TablePlan:
     # ids do, and composing it costs a str() of each UUID)
     wal_key_of: Callable[[Row], Any]
     state: StateSpec | None
+    # Rows the state keeps compare equal only when they are the same (no jsonb among the kept
+    # columns, where 1 == true): an update that leaves an equal row need not put it.
+    state_equal_is_same: bool
     rules: Mapping[Op, tuple[RulePlan, ...]]
     feeds: tuple[tuple[str, str, Resolve], ...]  # (scratch kind, key column, value) filled by inserts
     touched_kind: str | None  # some rule's unless_changed names this table
@@ -164,11 +168,14 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
             plan.collect or (plan.subject is None and (plan.deferred or plan.blocking_kind))
             for plan in table_rules))
         key_of = _key_function(schema)
+        state = catalog.state.get(table)
         plans[table] = TablePlan(
             table=table, canonical_row=schema.canonical_row,
             decoded_canonical=schema.decoded_canonical, key_of=key_of,
             wal_key_of=key_of if key_read or len(schema.primary_key) == 1 else _no_key,
-            state=catalog.state.get(table),
+            state=state,
+            state_equal_is_same=state is not None and state.columns is not None and all(
+                schema.columns.get(column) not in (SqlType.JSONB, None) for column in state.columns),
             rules={op: tuple(entries) for op, entries in by_op.items()},
             feeds=tuple((kind, key, value) for kind, (key, value) in feeds.items()),
             touched_kind=touched_kind(table) if table in touch_tables else None,

@@ -180,6 +180,7 @@ class EventMapper:
         snapshot = context.snapshot
         key = (plan.key_of if snapshot else plan.wal_key_of)(new or old)
         state_spec = plan.state
+        previous = None
         # An inserted row is new (the engine's ids are fresh UUIDs): no previous state to read.
         if state_spec is not None and key is not None and op is not Op.INSERT:
             previous = self._lookup(plan.table, key)
@@ -191,7 +192,7 @@ class EventMapper:
                 if column not in new and column in old:
                     new[column] = old[column]
         if state_spec is not None and key is not None:
-            self._update_state(state_spec, op, key, new, old)
+            self._update_state(state_spec, op, key, new, old, previous if plan.state_equal_is_same else None)
         records: list[Record] = []
         if plan.directory:
             records.extend(_directory_record(plan.table, op, new, old, context.commit_lsn))
@@ -211,7 +212,11 @@ class EventMapper:
                 records.append(event)
         return records
 
-    def _update_state(self, spec: StateSpec, op: Op, key: Any, new: Row, old: Row) -> None:
+    def _update_state(self, spec: StateSpec, op: Op, key: Any, new: Row, old: Row, previous: Row | None) -> None:
+        """Keep the row as the change leaves it. `previous`: the state's row before an update,
+        when equal rows are the same (TablePlan.state_equal_is_same), else None. A row the change
+        leaves as the state has it is not put again: an update of columns the state does not keep
+        (a voucher's redemption counter at each redemption) costs no write."""
         if op is Op.DELETE:
             if not spec.keep_deleted:
                 self.state.delete(spec.table, key)
@@ -220,7 +225,8 @@ class EventMapper:
         columns = spec.columns
         if columns is not None:
             merged = dict(zip(columns, map(merged.get, columns)))
-        self.state.put(spec.table, key, merged)
+        if merged != previous:
+            self.state.put(spec.table, key, merged)
 
     def _apply(self, rule: RulePlan, new: Row, old: Row, key: Any, position: int,
                context: _Context) -> CustomerEvent | None:

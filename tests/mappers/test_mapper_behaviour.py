@@ -13,7 +13,7 @@ from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from tests.mappers.harness import at, insert, map_transaction, new_mapper, update, uid
 from tests.mappers.test_events_redemptions import redeem, redemption_object
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, TENANT, assert_event, customer_object, wal_source, write_world,
+    CAMPAIGN, CUSTOMER, OTHER_CUSTOMER, TENANT, VOUCHER, assert_event, customer_object, wal_source, write_world,
 )
 
 NOW = at("2024-03-05 10:00:00")
@@ -133,3 +133,48 @@ def test_unknown_tables_and_truncate_are_ignored(tmp_path):
                                            change_count=3)) == []
     mapper.state.close()
 
+
+
+def test_an_update_of_columns_the_state_does_not_keep_writes_no_state_row(engine, tmp_path):
+    def hold(customer):
+        return lambda conn: update(conn, "voucher", VOUCHER, holder_id=customer, updated_at=NOW)
+
+    engine.transaction(write_world)
+    engine.transaction(hold(CUSTOMER))
+    engine.transaction(redeem)  # UPDATE voucher.redemption_json: the state keeps no such column
+    engine.transaction(hold(OTHER_CUSTOMER))
+    mapper = new_mapper(tmp_path / "state", cache_size=1)  # every row read back from SQLite
+    written = []
+    mapped = []
+    for envelopes in engine.envelopes():
+        mapped.append(map_transaction(mapper, envelopes))
+        mapper.state.commit(envelopes[-1].end_lsn)
+        written.append(mapper.state.rows_written)
+    _, held, redeemed, reassigned = mapped
+    # the voucher row, then the redemption row only, then the voucher row (its holder changed)
+    assert [later - earlier for earlier, later in zip(written, written[1:])] == [1, 1, 1]
+    assert [event.type for event in redeemed.events] == ["customer.redemption.succeeded"]
+    assert [(event.type, str(event.customer_id)) for event in held.events + reassigned.events] == [
+        ("customer.holder.assignment.created", CUSTOMER),
+        ("customer.holder.assignment.created", OTHER_CUSTOMER),
+        ("customer.holder.assignment.deleted", CUSTOMER)]
+    assert mapper.state.get("voucher", uuid.UUID(VOUCHER))["holder_id"] == uuid.UUID(OTHER_CUSTOMER)
+    mapper.state.close()
+
+
+def test_only_tables_whose_kept_columns_hold_no_jsonb_skip_equal_rows():
+    from mappers.catalog import build_catalog
+    from mappers.plans import table_plans
+    from mappers.schema import voucher_schema
+    from tests.mappers.test_catalog import packaged
+
+    def skipping(document):
+        catalog = build_catalog(document, voucher_schema())
+        return {table for table, plan in table_plans(catalog, (), lambda table, key: None).items()
+                if plan.state_equal_is_same}
+
+    document = packaged()
+    assert skipping(document) == {"tenant", "campaign", "voucher", "segment", "redemption", "order_item"}
+    # {"vip": 1} == {"vip": True} in Python: a kept jsonb column compares rows too loosely
+    document["state"]["voucher"]["columns"].append("redemption_json")
+    assert "voucher" not in skipping(document)
