@@ -113,3 +113,25 @@ def test_events_made_through_their_slots_equal_those_of_the_dataclass():
     assert dataclasses.astuple(made) == values
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.type = "customer.deleted"
+
+
+def test_memoized_objects_cost_their_size_not_orjsons_buffer(tmp_path):
+    import tracemalloc
+
+    spec = load_default_catalog().objects["customer"]
+    state = ReferenceState.open(tmp_path)
+    customers = [uuid.UUID(int=number) for number in range(1, 2001)]
+    for number, customer in enumerate(customers):
+        state.put("customer", customer, {"id": customer, "source_id": f"c-{number}", "name": "Ann",
+                                         "email": "ann@example.com", "metadata": {"n": number}})
+    resolve = object_resolver(spec, state.get, state.row_memo("customer"))
+    tracemalloc.start()
+    try:
+        made = [resolve(customer) for customer in customers]
+        per_entry = tracemalloc.get_traced_memory()[0] / len(customers)
+    finally:
+        tracemalloc.stop()
+    assert len(made) == 2000
+    # ~130 bytes of JSON each; orjson's own output would pin a 4 kB buffer per object
+    assert per_entry < 500
+    state.close()
