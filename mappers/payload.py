@@ -116,15 +116,18 @@ def build_object(spec: ObjectSpec, row: Row | None, identifier: Any = None) -> d
     return object_builder(spec)(row, identifier)
 
 
-# How many rows' serialized objects a memo keeps (per object kind): an entry is the orjson
-# fragment with its key and dict slot, ~0.25 kB for a customer with small metadata (measured
-# with tracemalloc), so a kind costs ~13 MB when full. The older half is dropped then.
-MEMO_OBJECTS = 50_000
+# What a memo of serialized objects may hold (per object kind), counted as each object's JSON
+# bytes plus MEMO_ENTRY_OVERHEAD (its key, dict slots, Fragment and bytes headers, its cost; a
+# customer with small metadata is ~330 bytes in all, measured with tracemalloc: ~25,000 fit). When full,
+# the older half of its entries is dropped. Counted in bytes, not entries: customers' metadata
+# can be large.
+MEMO_BYTES = 8 * 2**20
+MEMO_ENTRY_OVERHEAD = 160
 ObjectResolver = Callable[[Any], Any]  # a reference's target -> the payload object, or None
 
 
 def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | None = None,
-                    limit: int = MEMO_OBJECTS) -> ObjectResolver:
+                    limit: int = MEMO_BYTES) -> ObjectResolver:
     """The payload object of a resolved reference: of a row, or of the row of `spec.table` an id
     names (only its id is known of an unknown row). Objects are dicts built each time, except
     with a `memo` (`ReferenceState.row_memo(spec.table)`): then the object of an id is serialized
@@ -147,8 +150,25 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
         return resolve
 
     memo_get = memo.get
+    # Each entry's cost, and their total. Entries the state dropped still count until the next
+    # recount: the total only ever overstates what the memo holds.
+    costs: dict[Any, int] = {}
+    held = 0
+
+    def recount() -> None:
+        nonlocal costs, held
+        costs = {key: costs[key] for key in memo}
+        held = sum(costs.values())
+
+    def make_room(cost: int) -> None:
+        recount()
+        while held + cost > limit and memo:
+            for stale in list(itertools.islice(memo, max(len(memo) // 2, 1))):
+                del memo[stale]
+            recount()
 
     def resolve_shared(target: Any) -> Any:
+        nonlocal held
         if target is None:
             return None
         kind = type(target)
@@ -163,12 +183,16 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
         if made is None:
             # copied: orjson's output keeps its whole write buffer (4 kB) allocated, 30x the
             # bytes of a customer object, for as long as it lives
-            made = orjson.Fragment(memoryview(orjson.dumps(
-                build(lookup(table, target), target), default=json_default, option=_JSON_OPTIONS)).tobytes())
-            if len(memo) >= limit:
-                for stale in list(itertools.islice(memo, limit // 2)):
-                    del memo[stale]
-            memo[memo_key] = made
+            serialized = memoryview(orjson.dumps(
+                build(lookup(table, target), target), default=json_default, option=_JSON_OPTIONS)).tobytes()
+            made = orjson.Fragment(serialized)
+            cost = len(serialized) + MEMO_ENTRY_OVERHEAD
+            if cost <= limit:  # else served, not kept
+                if held + cost > limit:
+                    make_room(cost)
+                memo[memo_key] = made
+                costs[memo_key] = cost
+                held += cost
         return made
 
     return resolve_shared

@@ -84,15 +84,31 @@ def test_shared_objects_serialize_like_objects_built_in_place(tmp_path):
 
 
 def test_a_full_memo_drops_its_older_half(tmp_path):
+    from mappers.payload import MEMO_ENTRY_OVERHEAD
+
     spec = load_default_catalog().objects["segment"]
     state = ReferenceState.open(tmp_path)
     memo = state.row_memo("segment")
-    resolve = object_resolver(spec, state.get, memo, limit=4)
+    # objects of unknown segments: the same size for every id
+    cost = len(orjson.dumps(build_object(spec, None, uuid.UUID(int=1)))) + MEMO_ENTRY_OVERHEAD
+    resolve = object_resolver(spec, state.get, memo, limit=4 * cost)
     made = [resolve(uuid.UUID(int=number)) for number in range(1, 6)]
     assert list(memo) == [uuid.UUID(int=3).int, uuid.UUID(int=4).int, uuid.UUID(int=5).int]
     assert resolve(uuid.UUID(int=5)) is made[4]
     assert resolve(uuid.UUID(int=1)) is not made[0]
     assert orjson.dumps(resolve(uuid.UUID(int=1))) == orjson.dumps(made[0])
+    assert list(memo) == [uuid.UUID(int=3).int, uuid.UUID(int=4).int, uuid.UUID(int=5).int, uuid.UUID(int=1).int]
+    # entries the state dropped are recounted before anything else is: room for two more
+    state.put("segment", uuid.UUID(int=3), {"id": uuid.UUID(int=3), "name": "A", "type": "STATIC"})
+    state.put("segment", uuid.UUID(int=4), {"id": uuid.UUID(int=4), "name": "B", "type": "STATIC"})
+    resolve(uuid.UUID(int=6))
+    resolve(uuid.UUID(int=7))
+    assert list(memo) == [uuid.UUID(int=number).int for number in (5, 1, 6, 7)]
+    # a row bigger than the whole memo is served, not kept
+    big = uuid.UUID(int=8)
+    state.put("segment", big, {"id": big, "name": "x" * (5 * cost), "type": "STATIC"})
+    assert orjson.loads(orjson.dumps(resolve(big)))["name"] == "x" * (5 * cost)
+    assert big.int not in memo and len(memo) == 4
     state.close()
 
 
