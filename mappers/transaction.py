@@ -39,6 +39,7 @@ _EMPTY: Row = {}
 _WAL = EventSource.WAL.value
 _SNAPSHOT = EventSource.SNAPSHOT.value
 _CUSTOMER_EVENT = EventSource.CUSTOMER_EVENT.value
+TENANT_NAMES = 10_000  # tenant names kept in memory (all of them, in any deployment we know)
 # Shared by every payload: serialized, never changed.
 _EVENT_SOURCES = {source.value: event_source(source.value) for source in EventSource}
 
@@ -88,6 +89,7 @@ class EventMapper:
         self._customer_object = objects.shared["customer"]  # by id: customer references are ids
         self._campaign_object = objects.shared["campaign"]  # campaign references are ids
         self._campaign_type = _campaign_type_resolver(catalog, lookup)
+        self._tenant_names = state.row_memo(TENANT_TABLE)  # tenant id's int -> name
         self._wal_id_prefix = wal_id_prefix(source)
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
@@ -300,11 +302,24 @@ class EventMapper:
         else:
             event_id = context.ids.event_id(position, rule.id_suffix)
             created_at = context.commit_time
-        tenant_row = lookup(TENANT_TABLE, tenant_id)
+        tenant_name = self._tenant_names.get(tenant_uuid.int)
+        if tenant_name is None:
+            tenant_name = self._tenant_name(tenant_uuid)
         return new_customer_event(
-            event_id, tenant_uuid, (tenant_row or _EMPTY).get("name") or "", customer_uuid, created_at,
+            event_id, tenant_uuid, tenant_name, customer_uuid, created_at,
             rule.type, rule.category, campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id),
             campaign_type, context.group_id, context.source, serialize(data), rule.table, context.commit_lsn)
+
+    def _tenant_name(self, tenant: UUID) -> str:
+        """The tenant's name as the state holds it ("" when unknown), kept by the state's memo of
+        tenant rows until the tenant row changes (every event names its tenant)."""
+        names = self._tenant_names
+        name = names.get(tenant.int)
+        if name is None:
+            if len(names) >= TENANT_NAMES:
+                names.clear()
+            name = names[tenant.int] = (self._lookup(TENANT_TABLE, tenant) or _EMPTY).get("name") or ""
+        return name
 
     def _wanted(self, pending: tuple) -> bool:
         """Whether a waiting event survives what the rest of its transaction did."""
@@ -371,9 +386,8 @@ class EventMapper:
         data["event_source"] = _EVENT_SOURCES[source]
         created_at = (event_time(spec.snapshot_time(row, _EMPTY), row.get("updated_at"))
                       if context.snapshot else context.commit_time)
-        tenant_row = lookup(TENANT_TABLE, tenant_uuid)
         return [new_customer_event(
-            event_id, tenant_uuid, (tenant_row or _EMPTY).get("name") or "", customer_uuid,
+            event_id, tenant_uuid, self._tenant_name(tenant_uuid), customer_uuid,
             created_at, event_type, spec.category(row, _EMPTY) or "", campaign_uuid, campaign_type,
             context.group_id, source, serialize(data), spec.table, context.commit_lsn)]
 

@@ -178,3 +178,16 @@ def test_only_tables_whose_kept_columns_hold_no_jsonb_skip_equal_rows():
     # {"vip": 1} == {"vip": True} in Python: a kept jsonb column compares rows too loosely
     document["state"]["voucher"]["columns"].append("redemption_json")
     assert "voucher" not in skipping(document)
+
+
+def test_events_name_their_tenant_as_of_their_own_transaction(engine, tmp_path):
+    engine.transaction(write_world)
+    engine.transaction(redeem)
+    engine.transaction(lambda conn: update(conn, "tenant", TENANT, name="Acme Corp", updated_at=NOW))
+    engine.transaction(lambda conn: update(conn, "customer", CUSTOMER, name="Anna", updated_at=NOW))
+    mapper = new_mapper(tmp_path / "state", cache_size=1)
+    _, redeemed, renamed, updated = [map_transaction(mapper, envelopes) for envelopes in engine.envelopes()]
+    assert [(event.type, event.tenant) for event in redeemed.events + updated.events] == [
+        ("customer.redemption.succeeded", "acme"), ("customer.updated", "Acme Corp")]
+    assert [(type(record).__name__, record.name) for record in renamed.records] == [("TenantRecord", "Acme Corp")]
+    mapper.state.close()
