@@ -16,7 +16,7 @@ import orjson
 
 from mappers.catalog import ObjectSpec
 from mappers.sqltypes import json_default
-from mappers.state import normal_key
+from mappers.state import normal_key, uuid_from_int
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
@@ -43,9 +43,6 @@ def wal_event_id(source: SourceIdentity, commit_lsn: int, position: int, event_t
 # uuid5's version (5) and RFC 4122 variant bits, applied to the first 16 bytes of the SHA-1.
 _UUID5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID5_SET = (0x8000 << 48) | (5 << 76)
-_SAFE_UNKNOWN = uuid.SafeUUID.unknown
-_new_object = object.__new__
-_set_slot = object.__setattr__
 
 
 class TransactionIds:
@@ -62,11 +59,7 @@ class TransactionIds:
         """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8."""
         hasher = self._prefix.copy()
         hasher.update(b"%d" % position + type_suffix)
-        # uuid.UUID(int=...) without its argument checks: the slots UUID.__setstate__ sets
-        made = _new_object(uuid.UUID)
-        _set_slot(made, "int", int.from_bytes(hasher.digest()[:16]) & _UUID5_CLEAR | _UUID5_SET)
-        _set_slot(made, "is_safe", _SAFE_UNKNOWN)
-        return made
+        return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & _UUID5_CLEAR | _UUID5_SET)
 
 
 def wal_id_prefix(source: SourceIdentity) -> Any:

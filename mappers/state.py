@@ -65,8 +65,9 @@ _SAFE_UNKNOWN = SafeUUID.unknown
 
 
 def uuid_from_int(value: int) -> UUID:
-    """UUID(int=value) without its argument checks (the value came from a UUID); what state
-    rows pickle a UUID as. Its name is part of the state file format: keep it."""
+    """UUID(int=value) without its argument checks (the caller's value fits 128 bits: it came
+    from a UUID, or is an event id's hash); what state rows pickle a UUID as. Its name is part
+    of the state file format: keep it."""
     made = _new_object(UUID)
     _set_slot(made, "int", value)
     _set_slot(made, "is_safe", _SAFE_UNKNOWN)

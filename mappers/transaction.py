@@ -302,11 +302,8 @@ class EventMapper:
         else:
             event_id = context.ids.event_id(position, rule.id_suffix)
             created_at = context.commit_time
-        tenant_name = self._tenant_names.get(tenant_uuid.int)
-        if tenant_name is None:
-            tenant_name = self._tenant_name(tenant_uuid)
         return new_customer_event(
-            event_id, tenant_uuid, tenant_name, customer_uuid, created_at,
+            event_id, tenant_uuid, self._tenant_name(tenant_uuid), customer_uuid, created_at,
             rule.type, rule.category, campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id),
             campaign_type, context.group_id, context.source, serialize(data), rule.table, context.commit_lsn)
 
