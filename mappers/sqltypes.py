@@ -41,6 +41,11 @@ class JsonNull:
     def __repr__(self) -> str:
         return "JSON_NULL"
 
+    def __reduce__(self) -> str:
+        # pickled by name (the reference state pickles rows): it reads back as the one instance
+        # that `is JSON_NULL` checks expect, not as a copy
+        return "JSON_NULL"
+
 
 JSON_NULL = JsonNull()
 

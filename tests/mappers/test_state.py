@@ -295,3 +295,15 @@ def test_a_read_that_misses_the_caches_runs_in_the_open_transaction(tmp_path):
     assert state.connection.in_transaction is False
     assert state.get("customer", "c1") == {"name": "Ann"}  # the first level: no SQLite read
     assert state.connection.in_transaction is False
+
+
+def test_json_null_read_back_from_disk_is_the_one_json_null(tmp_path):
+    from mappers.sqltypes import JSON_NULL
+
+    state = ReferenceState.open(tmp_path, cache_size=1)
+    state.put("orders", "o1", {"id": "o1", "metadata": JSON_NULL})
+    state.commit(1)
+    state.close()
+    reopened = ReferenceState.open(tmp_path, cache_size=1)
+    assert reopened.get("orders", "o1")["metadata"] is JSON_NULL
+    reopened.close()
