@@ -7,10 +7,11 @@ each as of the LSN being mapped. It lives in SQLite under the data dir with a bo
 in front, so it survives restarts without re-reading the source and stays bounded in memory.
 
 Two cache levels: recently used rows as Python dicts (`cache_size` rows, ~2 kB each), and behind
-them rows in their pickled form (`packed_bytes` in total, ~0.4 kB a row), so a working set of
-100,000 customers costs ~40 MB instead of ~200 MB and a miss of the first level is an unpickle
-(~7 us) instead of a SQLite read and an unpickle (~25 us). The pickled form costs nothing extra:
-it is what a commit or an eviction writes to SQLite, or what a SQLite read returned.
+them rows in their encoded form (`packed_bytes` in total; ~0.27 kB a customer with its
+bookkeeping), so a working set of 100,000 customers costs ~27 MB instead of ~200 MB and a miss of
+the first level is a decode (~1 us) instead of a SQLite read and a decode. The encoded form costs
+nothing extra: it is what a commit or an eviction writes to SQLite, or what a SQLite read
+returned. Rows are encoded by `mappers/rowcodec.py`: typed MessagePack, or a pickle.
 
 Crash consistency: writes go into one open SQLite transaction that only `commit(lsn)` commits;
 the pipeline calls it once the events up to `lsn` are durable in the store, and resumes after
@@ -29,11 +30,14 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, SafeUUID
 
+from mappers.rowcodec import RowCodec
+from mappers.schema import Schema, voucher_schema
+
 STATE_FILE = "mapper_state.sqlite3"
 _ABSENT = None  # a cached negative lookup: the row is known not to exist
 _MISSING = object()  # not in the cache at all
 _PACKED_ABSENT = b""  # the packed form of _ABSENT
-_PACKED_ENTRY_OVERHEAD = 120  # bytes a packed entry costs besides its pickle (key tuple, dict slot)
+_PACKED_ENTRY_OVERHEAD = 120  # bytes a packed entry costs besides its encoding (key tuple, dict slot)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -94,7 +98,8 @@ def _reduce_uuid(value: UUID) -> tuple:
 
 
 class _RowPickler:
-    """pickle.dumps for state rows, with the cheaper UUID reduction; one pickler reused."""
+    """pickle.dumps for state rows (those mappers/rowcodec.py has no layout for), with the
+    cheaper UUID reduction; one pickler reused."""
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
@@ -133,7 +138,8 @@ def _prepare_entity_table(connection: sqlite3.Connection) -> None:
 class ReferenceState:
     """Rows by (table, key). `get` sees every `put`/`delete` since the last commit."""
 
-    def __init__(self, path: Path, cache_size: int = 200_000, packed_bytes: int = 0) -> None:
+    def __init__(self, path: Path, cache_size: int = 200_000, packed_bytes: int = 0,
+                 schema: Schema | None = None) -> None:
         self.path = Path(path)
         self.cache_size = cache_size
         self.packed_bytes = packed_bytes
@@ -145,23 +151,27 @@ class ReferenceState:
         self.connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
         self.connection.executescript(_SCHEMA)
         _prepare_entity_table(self.connection)
+        # `schema`: the column types rows are written by (mappers/rowcodec.py); the voucher
+        # engine's unless told otherwise
+        self._codec = RowCodec(self.connection, _RowPickler().dumps,
+                               {name: table.columns for name, table in (schema or voucher_schema()).tables.items()})
         self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
-        # second level: committed or written rows, pickled (bytes; _PACKED_ABSENT for none)
+        # second level: committed or written rows, encoded (bytes; _PACKED_ABSENT for none)
         self._packed: OrderedDict[tuple[str, Any], bytes] = OrderedDict()
         self._packed_size = 0
         self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
         self._memos: dict[str, list[dict[Any, Any]]] = {}  # table -> its row_memo dicts
         self._in_transaction = False
-        self._pickler = _RowPickler()
         self.rows_written = 0  # rows written to SQLite since opened (upserts and deletes)
         row = self.connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
         self._applied_lsn: int | None = int(row[0]) if row else None
 
     @classmethod
-    def open(cls, data_dir: Path, cache_size: int = 200_000, packed_bytes: int = 0) -> ReferenceState:
+    def open(cls, data_dir: Path, cache_size: int = 200_000, packed_bytes: int = 0,
+             schema: Schema | None = None) -> ReferenceState:
         """The state file in `data_dir` (created on first use)."""
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        return cls(Path(data_dir) / STATE_FILE, cache_size, packed_bytes)
+        return cls(Path(data_dir) / STATE_FILE, cache_size, packed_bytes, schema)
 
     @property
     def applied_lsn(self) -> int | None:
@@ -190,7 +200,7 @@ class ReferenceState:
                 "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, str(key))).fetchone()
             blob = found[0] if found else _PACKED_ABSENT
             self._pack(cache_key, blob)
-        row = pickle.loads(blob) if blob else _ABSENT
+        row = self._codec.decode(blob) if blob else _ABSENT
         self._remember(cache_key, row)
         return row
 
@@ -241,7 +251,7 @@ class ReferenceState:
             self._write(written)
 
     def _pack(self, cache_key: tuple[str, Any], blob: bytes) -> None:
-        """Keep a row's pickle in the second level (the least recently used go past the budget)."""
+        """Keep a row's encoding in the second level (the least recently used go past the budget)."""
         if not self.packed_bytes:
             return
         packed = self._packed
@@ -258,14 +268,14 @@ class ReferenceState:
         """Writes ((cache key, key), row) entries into the open SQLite transaction."""
         self.begin()
         upserts, deletes = [], []
-        dumps, pack = self._pickler.dumps, self._pack
+        encode, pack = self._codec.encode, self._pack
         for (cache_key, key), row in entries:
             table = cache_key[0]
             if row is _ABSENT:
                 deletes.append((table, str(key)))
                 pack(cache_key, _PACKED_ABSENT)
             else:
-                blob = dumps(row)
+                blob = encode(table, row)
                 upserts.append((table, str(key), blob))
                 pack(cache_key, blob)
         self.rows_written += len(upserts) + len(deletes)
@@ -300,6 +310,7 @@ class ReferenceState:
         if self._in_transaction:
             self.connection.execute("ROLLBACK")
             self._in_transaction = False
+            self._codec.reload()  # row layouts added since the last commit are gone
         self._cache.clear()
         self._dirty.clear()
         self._packed.clear()  # it may hold rows written since the last commit
