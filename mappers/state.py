@@ -61,6 +61,11 @@ CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, U
 # fills it before spilling to the file), so it stays modest: 16 to 64 MB measured the same on
 # the mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
 _PAGE_CACHE_KIB = 32 * 1024
+# WAL pages written before SQLite copies them into the file (default 1,000: 4 MB). The keys are
+# random, so each commit rewrites pages spread over the whole index; a checkpoint copies each
+# page once however often the WAL holds it, so checkpointing every 40 MB instead of every 4 MB
+# takes ~10% less CPU per written row (and fewer fsyncs), for up to 40 MB more disk.
+_CHECKPOINT_PAGES = 10_000
 
 
 _new_object = object.__new__
@@ -149,6 +154,7 @@ class ReferenceState:
         # yields identical events; so the state need not wait for fsync.
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
+        self.connection.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
         self.connection.executescript(_SCHEMA)
         _prepare_entity_table(self.connection)
         # `schema`: the column types rows are written by (mappers/rowcodec.py); the voucher

@@ -284,6 +284,17 @@ def test_a_new_file_has_the_rowid_layout_and_a_bounded_page_cache(tmp_path):
     assert reopened.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
 
 
+def test_commits_checkpoint_the_wal_only_every_10000_pages(tmp_path):
+    state = ReferenceState.open(tmp_path, cache_size=10)
+    for commit in range(3):  # ~2 MB each: past SQLite's default of 1,000 pages in all
+        for number in range(1000):
+            state.put("orders", f"o{commit}-{number}", {"id": f"o{commit}-{number}", "note": "x" * 2000})
+        state.commit(commit)
+    busy, frames, copied = state.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and frames > 1500 and copied == frames  # nothing was checkpointed before
+    state.close()
+
+
 def test_a_read_that_misses_the_caches_runs_in_the_open_transaction(tmp_path):
     state = ReferenceState.open(tmp_path, cache_size=2)
     state.put("customer", "c1", {"name": "Ann"})
