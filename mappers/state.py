@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copyreg
 import io
+import logging
 import pickle
 import sqlite3
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from uuid import UUID, SafeUUID
 
 from mappers.rowcodec import RowCodec
 from mappers.schema import Schema, voucher_schema
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "mapper_state.sqlite3"
 _ABSENT = None  # a cached negative lookup: the row is known not to exist
@@ -50,9 +53,11 @@ CREATE TABLE IF NOT EXISTS snapshot_match (
 # kept rows in a WITHOUT ROWID table keyed by (kind, key), so every upsert rewrote a random page
 # of the whole table (~12 rows a page). Format 2 appends new rows to a rowid table and only the
 # unique index (~60 bytes an entry, 5 times denser) takes the random writes: about a third less
-# CPU per written row (tests/bench/mapping.py, docs/benchmarks.md). The statements that read and
-# write `entity` are the same for both layouts.
-_FORMAT = 2
+# CPU per written row (tests/bench/mapping.py, docs/benchmarks.md). Format 3 keys a UUID by its
+# 16 bytes instead of its 36 characters of text (`_disk_key`): no Python-level str() per row, and
+# a denser index, so fewer pages for each commit to rewrite. The statements that read and write
+# `entity` are the same for every layout.
+_FORMAT = 3
 _ENTITY_TABLE = """
 CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))
 """
@@ -121,23 +126,43 @@ class _RowPickler:
         return blob
 
 
+def _disk_key(key: Any) -> Any:
+    """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes, since
+    format 3; anything else as text. (The column's TEXT affinity leaves blobs as they are.)"""
+    return key.int.to_bytes(16) if type(key) is UUID else str(key)
+
+
+# What formats 1 and 2 stored a UUID key as: str(UUID), lower-case hex.
+_UUID_TEXT_GLOB = "-".join("[0-9a-f]" * width for width in (8, 4, 4, 4, 12))
+
+
 def _prepare_entity_table(connection: sqlite3.Connection) -> None:
-    """Creates the `entity` table of a new file, or converts a format 1 file's to format 2, in one
-    SQLite transaction (a crash leaves either layout whole). Rows, keys and `applied_lsn` stay as
-    they were: nothing is made durable that a `commit(lsn)` had not."""
+    """Creates the `entity` table of a new file, or converts an older file's to format 3, in one
+    SQLite transaction (a crash leaves the file as it was, or converted whole). Rows and
+    `applied_lsn` stay as they were: nothing is made durable that a `commit(lsn)` had not."""
     with connection:  # commits, or rolls back on an error
         connection.execute("BEGIN IMMEDIATE")
-        if connection.execute("SELECT 1 FROM meta WHERE name = 'format'").fetchone():
+        found = connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+        if found is not None and int(found[0]) >= _FORMAT:
             return
-        first_format = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'").fetchone()
-        if first_format:
-            connection.execute("ALTER TABLE entity RENAME TO entity_format_1")
-        connection.execute(_ENTITY_TABLE)
-        if first_format:
-            connection.execute("INSERT INTO entity (kind, key, row) SELECT kind, key, row FROM entity_format_1")
-            connection.execute("DROP TABLE entity_format_1")
-        connection.execute("INSERT INTO meta (name, value) VALUES ('format', ?)", (_FORMAT,))
+        if found is None:
+            first_format = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'").fetchone()
+            if first_format:
+                connection.execute("ALTER TABLE entity RENAME TO entity_format_1")
+            connection.execute(_ENTITY_TABLE)
+            if first_format:
+                connection.execute("INSERT INTO entity (kind, key, row) SELECT kind, key, row FROM entity_format_1")
+                connection.execute("DROP TABLE entity_format_1")
+        # formats 1 and 2: UUID keys from text to bytes (other text keys stay)
+        connection.create_function("uuid_bytes", 1, lambda text: UUID(text).bytes, deterministic=True)
+        converted = connection.execute(
+            "UPDATE entity SET key = uuid_bytes(key) WHERE typeof(key) = 'text' AND key GLOB ?",
+            (_UUID_TEXT_GLOB,)).rowcount
+        if converted:
+            log.info("reference state: %d row keys converted to format %d", converted, _FORMAT)
+        connection.execute("INSERT INTO meta (name, value) VALUES ('format', ?) "
+                           "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (_FORMAT,))
 
 
 class ReferenceState:
@@ -203,7 +228,7 @@ class ReferenceState:
             # Inside the open transaction: a read outside one opens and ends its own (~3 us more).
             self.begin()
             found = self.connection.execute(
-                "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, str(key))).fetchone()
+                "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, _disk_key(key))).fetchone()
             blob = found[0] if found else _PACKED_ABSENT
             self._pack(cache_key, blob)
         row = self._codec.decode(blob) if blob else _ABSENT
@@ -278,11 +303,11 @@ class ReferenceState:
         for (cache_key, key), row in entries:
             table = cache_key[0]
             if row is _ABSENT:
-                deletes.append((table, str(key)))
+                deletes.append((table, _disk_key(key)))
                 pack(cache_key, _PACKED_ABSENT)
             else:
                 blob = encode(table, row)
-                upserts.append((table, str(key), blob))
+                upserts.append((table, _disk_key(key), blob))
                 pack(cache_key, blob)
         self.rows_written += len(upserts) + len(deletes)
         if upserts:

@@ -41,9 +41,8 @@ def test_a_row_is_one_row_whether_keyed_by_its_uuid_or_its_text(tmp_path, cache_
     state.put("customer", str(first), {"id": first, "name": "Anna"})
     assert state.get("customer", first) == {"id": first, "name": "Anna"}
     state.commit(1)
-    stored = sorted(state.connection.execute("SELECT key FROM entity WHERE kind = 'customer'"))
-    assert stored == [("00000000-0000-0000-0000-0000000000a1",), ("00000000-0000-0000-0000-0000000000b2",),
-                      ("c3",)]
+    stored = state.connection.execute("SELECT key FROM entity WHERE kind = 'customer' ORDER BY rowid").fetchall()
+    assert stored == [(first.bytes,), (second.bytes,), ("c3",)]  # a UUID by its bytes, since format 3
     state.close()
 
 
@@ -236,7 +235,7 @@ def test_a_format_1_file_is_converted_once_and_keeps_its_rows_and_lsn(tmp_path):
         ("index", "sqlite_autoindex_entity_1", None),
     ]
     assert state.connection.execute("SELECT name, value FROM meta ORDER BY name").fetchall() == [
-        ("applied_lsn", 4096), ("format", 2)]
+        ("applied_lsn", 4096), ("format", 3)]
     assert state.get("customer", identifier) == {"id": identifier, "name": "Ann"}
     assert state.get("voucher", "v1") == {"id": "v1", "holder_id": str(identifier)}
     assert state.take_snapshot_match(str(identifier), "customer.created") is True
@@ -249,10 +248,10 @@ def test_a_format_1_file_is_converted_once_and_keeps_its_rows_and_lsn(tmp_path):
     reopened = ReferenceState.open(tmp_path, cache_size=1)
     assert reopened.applied_lsn == 8192
     assert reopened.connection.execute("SELECT kind, key FROM entity ORDER BY kind, key").fetchall() == [
-        ("customer", "0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"), ("voucher", "v2")]
+        ("customer", identifier.bytes), ("voucher", "v2")]
     assert reopened.get("customer", identifier) == {"id": identifier, "name": "Bob"}
     assert reopened.get("voucher", "v1") is None
-    assert reopened.connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchall() == [(2,)]
+    assert reopened.connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchall() == [(3,)]
 
 
 def test_a_failed_conversion_leaves_the_format_1_file_as_it_was(tmp_path, monkeypatch):
@@ -270,18 +269,52 @@ def test_a_failed_conversion_leaves_the_format_1_file_as_it_was(tmp_path, monkey
     monkeypatch.undo()  # the failed attempt left no lock behind: the next one converts the file
     state = ReferenceState.open(tmp_path)
     assert state.connection.execute("SELECT * FROM entity").fetchall() == [("customer", "c1", b"\x80")]
-    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
+    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 3)]
 
 
 def test_a_new_file_has_the_rowid_layout_and_a_bounded_page_cache(tmp_path):
     state = ReferenceState.open(tmp_path)
     assert _schema(tmp_path / "mapper_state.sqlite3")[0][2] == (
         "CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))")
-    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
+    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 3)]
     assert state.connection.execute("PRAGMA cache_size").fetchone() == (-32768,)  # KiB: 32 MB
     state.close()
-    reopened = ReferenceState.open(tmp_path)  # already format 2: nothing to do
-    assert reopened.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 2)]
+    reopened = ReferenceState.open(tmp_path)  # already format 3: nothing to do
+    assert reopened.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 3)]
+
+
+def test_a_format_2_file_gets_its_uuid_keys_as_bytes_and_keeps_its_rows_and_lsn(tmp_path):
+    import pickle
+    import uuid
+
+    identifier, other = uuid.UUID("0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"), uuid.UUID(int=7)
+    path = tmp_path / "mapper_state.sqlite3"
+    with sqlite3.connect(path) as old:  # as the second format's code left a file
+        old.executescript(_FORMAT_1_SCHEMA.replace(_FORMAT_1_ENTITY, state_module._ENTITY_TABLE))
+        old.executemany("INSERT INTO entity VALUES (?, ?, ?)", [
+            ("customer", str(identifier), pickle.dumps({"id": identifier, "name": "Ann"})),
+            ("voucher", str(other), pickle.dumps({"id": other})),
+            ("voucher", "v1", pickle.dumps({"id": "v1"})),  # not a UUID: stays text
+            ("voucher", "0B6C2D4E-8F10-4A12-B314-5C6D7E8F9A0B", b"\x80"),  # never written so: left
+        ])
+        old.executemany("INSERT INTO meta VALUES (?, ?)", [("applied_lsn", 4096), ("format", 2)])
+    state = ReferenceState.open(tmp_path, cache_size=1)
+    assert state.connection.execute("SELECT kind, key FROM entity ORDER BY rowid").fetchall() == [
+        ("customer", identifier.bytes), ("voucher", other.bytes), ("voucher", "v1"),
+        ("voucher", "0B6C2D4E-8F10-4A12-B314-5C6D7E8F9A0B")]
+    assert state.connection.execute("SELECT name, value FROM meta ORDER BY name").fetchall() == [
+        ("applied_lsn", 4096), ("format", 3)]
+    assert state.applied_lsn == 4096
+    assert state.get("customer", identifier) == {"id": identifier, "name": "Ann"}
+    assert state.get("customer", str(identifier)) == {"id": identifier, "name": "Ann"}
+    assert state.get("voucher", other) == {"id": other}
+    assert state.get("voucher", "v1") == {"id": "v1"}
+    state.put("voucher", other, {"id": other, "code": "V"})  # an upsert of a converted row
+    state.commit(8192)
+    state.close()
+    reopened = ReferenceState.open(tmp_path, cache_size=1)
+    assert reopened.get("voucher", other) == {"id": other, "code": "V"}
+    assert reopened.connection.execute("SELECT count(*) FROM entity").fetchone() == (4,)
 
 
 def test_commits_checkpoint_the_wal_only_every_10000_pages(tmp_path):
