@@ -11,6 +11,7 @@ import sys
 BENCHMARKS = {
     "reader": "tests.bench.reader",  # replication session vs pg_recvlogical
     "mapping": "tests.bench.mapping",  # envelopes -> events with the reference state
+    "state": "tests.bench.state_writes",  # reference state rows put and committed
     "store": "tests.bench.store_engine",  # store batch sizes and dedup reads
     "decode": "tests.bench.decode",  # pgoutput payloads -> change envelopes, in process
     # side by side with the references (docs/benchmarks.md); `all` runs them together
