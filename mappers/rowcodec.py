@@ -19,32 +19,31 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, Union
 
 import msgspec
 
-from mappers.sqltypes import SqlType
+from mappers.sqltypes import CANONICAL_TYPES, SqlType
 
 _PICKLE_START = 0x80  # pickle protocol 2 and later begin with PROTO
 MAX_LAYOUTS = 1000  # past this many (columns that change all the time), rows are pickled
 _NONE = type(None)
-_JSON = (dict, list, str, int, float, bool, _NONE)
-# Per SQL type: the field type a value is read back as, and the exact Python types (subclasses
-# excluded: a bool is an int, a datetime a date) that read back as themselves.
-_FIELDS: dict[SqlType, tuple[Any, frozenset[type]]] = {
-    SqlType.TEXT: (str | None, frozenset({str, _NONE})),
-    SqlType.INTEGER: (int | None, frozenset({int, _NONE})),
-    SqlType.NUMERIC: (int | Decimal | None, frozenset({int, Decimal, _NONE})),
-    SqlType.BOOLEAN: (bool | None, frozenset({bool, _NONE})),
-    SqlType.JSONB: (Any, frozenset(_JSON)),
-    SqlType.UUID: (uuid.UUID | None, frozenset({uuid.UUID, _NONE})),
-    SqlType.TIMESTAMP: (datetime | None, frozenset({datetime, _NONE})),
-    SqlType.DATE: (date | None, frozenset({date, _NONE})),
-}
+_JSON = frozenset({dict, list, str, int, float, bool, _NONE})
+
+
+def _field(sql_type: SqlType) -> tuple[Any, frozenset[type]]:
+    """The field type a column's values are read back as, and the exact Python types that read
+    back as themselves: the canonical types (`sqltypes.CANONICAL_TYPES`) and None, subclasses
+    excluded (a bool is an int, a datetime a date); for jsonb, parsed JSON."""
+    if sql_type is SqlType.JSONB:
+        return Any, _JSON
+    types = CANONICAL_TYPES[sql_type]
+    return Union[(*types, None)], frozenset((*types, _NONE))  # noqa: UP007
+
+
+_FIELDS = {sql_type: _field(sql_type) for sql_type in CANONICAL_TYPES}
+_UNSEEN = object()  # a layout not yet looked at
 _ENCODE_ERRORS = (OverflowError, ValueError, TypeError, msgspec.EncodeError)
 _contains = frozenset.__contains__
 _asdict = msgspec.structs.asdict
@@ -122,6 +121,3 @@ class RowCodec:
         layout = self._layouts[(table, tuple(column for column, _ in typed))] = (
             tag, tuple(_FIELDS[sql_type][1] for _, sql_type in typed))
         return layout
-
-
-_UNSEEN = object()

@@ -211,7 +211,7 @@ class ReferenceState:
 
     # -- rows ----------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
-        """The row of `table` keyed `key` (a uuid.UUID or text; SQLite stores its text form)."""
+        """The row of `table` keyed `key` (a uuid.UUID or text; see `normal_key`, `_disk_key`)."""
         if type(key) is not UUID:
             key = normal_key(key)
         # A UUID is cached under its int: hashing that is C, UUID.__hash__ is Python.

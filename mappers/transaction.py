@@ -12,7 +12,7 @@ decided; only those that depend on later changes of their transaction wait for t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,7 +21,7 @@ from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, StateSpec, load_catalog
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord, new_customer_event
 from mappers.payload import (
-    SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
+    Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
     serialize, snapshot_event_id, snapshot_group_id,
     transaction_group_id, wal_id_prefix,
 )
@@ -389,7 +389,7 @@ class EventMapper:
             context.group_id, source, serialize(data), spec.table, context.commit_lsn)]
 
 
-def _campaign_type_resolver(catalog: Catalog, lookup: Any) -> Any:
+def _campaign_type_resolver(catalog: Catalog, lookup: Lookup) -> Callable[[Any], str]:
     """campaign id -> the `campaign_type` field of its payload object ("" when unknown)."""
     spec = catalog.objects["campaign"]
     column = dict(spec.fields).get("campaign_type")
