@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from itertools import repeat
 from typing import Any
@@ -101,7 +102,9 @@ def parse_schema(sql: str) -> Schema:
     return Schema(tables)
 
 
+@cache
 def voucher_schema() -> Schema:
-    """The voucher engine's schema as packaged with the reader."""
+    """The voucher engine's schema as packaged with the reader (parsed once, ~13 ms: the state
+    and the catalog both read it; callers treat it as read-only)."""
     sql = resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
     return parse_schema(sql)
