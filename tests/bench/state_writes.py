@@ -10,39 +10,30 @@ grows over the run, as a real one does: later commits rewrite pages of a larger 
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 from cdc_reader.pipeline import STATE_CACHE_ROWS, STATE_PACKED_BYTES
+from mappers import load_default_catalog
 from mappers.state import STATE_FILE, ReferenceState
+from tests.bench.mapping import Traffic
 
-NOW = datetime(2024, 3, 1, 9, 0)
 
-
-def rows(count: int, customers: bool, seed: int = 1) -> list[tuple[str, uuid.UUID, dict]]:
-    generator = random.Random(seed)
-
-    def new_id() -> uuid.UUID:
-        return uuid.UUID(int=generator.getrandbits(128), version=4)
-
-    tenant, campaign = new_id(), new_id()
+def rows(count: int, customers: bool) -> list[tuple[str, uuid.UUID, dict]]:
+    """The rows the mapper would put: the mapping benchmark's customers, or its vouchers cut to
+    the columns the state keeps of them."""
+    traffic = Traffic(0, seed=1)
+    kept = load_default_catalog().state["voucher"].columns
     made = []
     for number in range(count):
-        key = new_id()
         if customers:
-            made.append(("customer", key, {
-                "id": key, "created_at": NOW, "updated_at": NOW, "source_id": f"cust-{number}",
-                "name": f"Customer {number}", "description": None, "email": f"c{number}@example.com",
-                "phone": None, "birthdate": None, "metadata": {"tier": "gold", "n": number},
-                "tenant_id": tenant, "city": None, "state": None, "line_1": None, "line_2": None,
-                "country": None, "postal_code": None}))
+            key = traffic.new_id()
+            made.append(("customer", key, traffic.customer_row(key, number)))
         else:
-            made.append(("voucher", key, {"id": key, "code": f"V-{key.hex[:10].upper()}", "type": "DISCOUNT_VOUCHER",
-                                          "campaign_id": campaign, "holder_id": new_id(), "tenant_id": tenant}))
+            voucher = traffic.voucher(traffic.new_id())
+            made.append(("voucher", voucher["id"], {column: voucher[column] for column in kept}))
     return made
 
 
