@@ -84,6 +84,7 @@ class TablePlan:
     canonical_row: Callable[[Row], Row]
     decoded_canonical: Callable[[tuple[tuple[str, int], ...]], bool]  # TableSchema's
     key_of: Callable[[Row], Any]
+    key_column: str | None  # the primary key's column, when it has one
     # key_of for source changes; None for a composite key nothing reads (only snapshot event
     # ids do, and composing it costs a str() of each UUID)
     wal_key_of: Callable[[Row], Any]
@@ -172,7 +173,8 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
         plans[table] = TablePlan(
             table=table, canonical_row=schema.canonical_row,
             decoded_canonical=schema.decoded_canonical, key_of=key_of,
-            wal_key_of=key_of if key_read or len(schema.primary_key) == 1 else _no_key,
+            key_column=schema.primary_key[0] if len(schema.primary_key) == 1 else None,
+            wal_key_of=key_of if key_read or len(schema.primary_key) == 1 else no_key,
             state=state,
             state_equal_is_same=state is not None and state.columns is not None and all(
                 schema.columns.get(column) not in (SqlType.JSONB, None) for column in state.columns),
@@ -193,7 +195,7 @@ def passthrough_plan(spec: Passthrough, lookup: Lookup) -> PassthroughPlan:
         tenant=spec.tenant.compile(lookup), snapshot_time=spec.snapshot_time.compile(lookup))
 
 
-def _no_key(row: Row) -> None:
+def no_key(row: Row) -> None:
     return None
 
 

@@ -6,25 +6,28 @@ row of the initial snapshot (tables in `Catalog.tables` order: references first,
 `customer_event` table last) and `snapshot_finish`. Events are returned as soon as they are
 decided; only those that depend on later changes of their transaction wait for the commit
 (`mappers/scratch.py` keeps them, bounded in memory). The catalog is compiled into plans once
-(`mappers/plans.py`); this module only runs them.
+(`mappers/plans.py`), and the plans into a Python function per table and change kind
+(`mappers/codegen.py`; `EventMapper.generated_source()` shows them); this module runs them and
+keeps what they call back: the transaction's bookkeeping, tenant names, `customer_event` rows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
-from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, StateSpec, load_catalog
+from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord, new_customer_event
 from mappers.payload import (
     Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
     serialize, snapshot_event_id, snapshot_group_id,
     transaction_group_id, wal_id_prefix,
 )
+from mappers.codegen import RUNTIME_NAMES, Source, change_function, compile_source, rule_functions
 from mappers.plans import (
     RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans,
 )
@@ -96,6 +99,43 @@ class EventMapper:
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
         # table -> (its last Change.column_types, TableSchema.decoded_canonical of them)
         self._relations: dict[str, tuple[tuple, bool]] = {}
+        self._source_text, self._tables, self._builds = self._compile()
+
+    def _compile(self) -> tuple[str, dict[str, tuple[TablePlan, dict[Op, Callable]]], tuple[Callable | None, ...]]:
+        """The plans as Python functions (mappers/codegen.py): per table, its plan and the
+        function of each change kind; per rule, its event's builder when it defers it."""
+        out = Source()
+        passthrough = self._passthrough_plan is not None
+        for plan in self._rules:
+            rule_functions(out, plan, self.catalog.rules[plan.index], passthrough)
+        for table, plan in self._plans.items():
+            for op in (Op.INSERT, Op.UPDATE, Op.DELETE):
+                numbers = tuple(rule.index for rule in plan.rules.get(op, ()))
+                change_function(out, plan, op, numbers, f"change_{table}_{op.name.lower()}")
+        state, scratch = self.state, self._scratch
+        runtime = {
+            "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
+            "scratch_values": scratch.values, "state_put": state.put, "state_delete": state.delete,
+            "count_snapshot_event": state.count_snapshot_event, "customer_object": self._customer_object,
+            "campaign_object": self._campaign_object, "campaign_type_of": self._campaign_type,
+            "tenant_names": self._tenant_names, "tenant_name": self._tenant_name,
+            "passthrough": self._passthrough, "directory_record": _directory_record,
+            "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_id,
+            "event_time": event_time, "new_customer_event": new_customer_event, "serialize": serialize,
+            "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
+            "source": self.source}
+        assert set(runtime) == set(RUNTIME_NAMES), set(runtime) ^ set(RUNTIME_NAMES)
+        names = compile_source(out, runtime, "<voucher-activity catalog>")
+        tables = {}
+        for table, plan in self._plans.items():
+            handlers = {op: names[f"change_{table}_{op.name.lower()}"] for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
+            handlers[Op.READ] = handlers[Op.INSERT]
+            tables[table] = (plan, handlers)
+        return out.text(), tables, tuple(names.get(f"build_{plan.index}") for plan in self._rules)
+
+    def generated_source(self) -> str:
+        """The Python source the catalog was compiled into (what maps every change)."""
+        return self._source_text
 
     # -- streaming -----------------------------------------------------------------------------
     def begin(self, begin: TransactionBegin) -> None:
@@ -105,17 +145,21 @@ class EventMapper:
                                  _WAL, TransactionIds(self._wal_id_prefix, commit_lsn))
 
     def change(self, change: Change) -> list[Record]:
-        plan = self._plans.get(change.table)
+        entry = self._tables.get(change.table)
         op = change.op
-        if plan is None or op is Op.TRUNCATE:
+        if entry is None or op is Op.TRUNCATE:
             return []
         context = self._context
         if context is None or context.commit_lsn != change.commit_lsn:
             raise RuntimeError("change() outside its transaction: call begin() first")
-        if op is Op.READ:
-            op = Op.INSERT
-        return self._map(plan, op, change.after, change.before, change.unchanged_toast,
-                         change.position, context, self._decoded_canonical(plan, change.column_types))
+        plan, handlers = entry
+        after, before = change.after, change.before
+        if self._decoded_canonical(plan, change.column_types):
+            new, old = after or _EMPTY, before or _EMPTY
+        else:
+            new = plan.canonical_row(after) if after else _EMPTY
+            old = plan.canonical_row(before) if before else _EMPTY
+        return handlers[op](new, old, change.unchanged_toast, change.position, context)
 
     def _decoded_canonical(self, plan: TablePlan, column_types: tuple | None) -> bool:
         """Whether the rows of this change's relation come canonical from the reader (see
@@ -135,8 +179,8 @@ class EventMapper:
         records: list[Record] = []
         scratch = self._scratch
         decided = [pending for _, pending in scratch.items("pending") if self._wanted(pending)]
-        events = [(pending, self._event(self._rules[pending[0]], *pending[1:], context))
-                  for pending in decided]
+        builds = self._builds
+        events = [(pending, builds[pending[0]](*pending[1:], context)) for pending in decided]
         for pending, event in events:
             if event is not None:
                 records.append(event)
@@ -161,7 +205,8 @@ class EventMapper:
                     f"snapshot rows of {table} arrived after those of {', '.join(early)}, whose "
                     f"events need them; read the tables in this order: {', '.join(self.catalog.tables)}")
             self._snapshot_started.add(table)
-        return self._map(plan, Op.INSERT, row, None, frozenset(), 0, self._snapshot_context, False)
+        new = plan.canonical_row(row) if row else _EMPTY
+        return self._tables[table][1][Op.INSERT](new, _EMPTY, (), 0, self._snapshot_context)
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""
@@ -170,143 +215,7 @@ class EventMapper:
         self._snapshot_started.clear()
         return []
 
-    # -- one row change ------------------------------------------------------------------------
-    def _map(self, plan: TablePlan, op: Op, after: Row | None, before: Row | None,
-             unchanged_toast: Iterable[str], position: int, context: _Context,
-             decoded_canonical: bool) -> list[Record]:
-        if decoded_canonical:
-            new, old = after or _EMPTY, before or _EMPTY
-        else:
-            new = plan.canonical_row(after) if after else _EMPTY
-            old = plan.canonical_row(before) if before else _EMPTY
-        snapshot = context.snapshot
-        key = (plan.key_of if snapshot else plan.wal_key_of)(new or old)
-        state_spec = plan.state
-        previous = None
-        # An inserted row is new (the engine's ids are fresh UUIDs): no previous state to read.
-        if state_spec is not None and key is not None and op is not Op.INSERT:
-            previous = self._lookup(plan.table, key)
-            if previous is not None:
-                old = {**previous, **old} if old else previous
-        if unchanged_toast:
-            new = dict(new)  # the reader's row is read-only
-            for column in unchanged_toast:
-                if column not in new and column in old:
-                    new[column] = old[column]
-        if state_spec is not None and key is not None:
-            self._update_state(state_spec, op, key, new, old, previous if plan.state_equal_is_same else None)
-        records: list[Record] = []
-        if plan.directory:
-            records.extend(_directory_record(plan.table, op, new, old, context.commit_lsn))
-        if plan.touched_kind is not None and key is not None and not snapshot:
-            self._scratch.add(plan.touched_kind, key)
-        if op is Op.INSERT:
-            for kind, key_column, value in plan.feeds:
-                self._scratch.add(kind, new.get(key_column), value(new, old))
-        if op in plan.passthrough:
-            if snapshot:
-                records.extend(self._passthrough(new, position, context))
-            else:
-                self._scratch.add("passthrough", "", (position, new))
-        for rule in plan.rules.get(op, ()):
-            event = self._apply(rule, new, old, key, position, context)
-            if event is not None:
-                records.append(event)
-        return records
-
-    def _update_state(self, spec: StateSpec, op: Op, key: Any, new: Row, old: Row, previous: Row | None) -> None:
-        """Keep the row as the change leaves it. `previous`: the state's row before an update,
-        when equal rows are the same (TablePlan.state_equal_is_same), else None. A row the change
-        leaves as the state has it is not put again: an update of columns the state does not keep
-        (a voucher's redemption counter at each redemption) costs no write."""
-        if op is Op.DELETE:
-            if not spec.keep_deleted:
-                self.state.delete(spec.table, key)
-            return
-        merged = {**old, **new} if old else new
-        columns = spec.columns
-        if columns is not None:
-            merged = dict(zip(columns, map(merged.get, columns)))
-        if merged != previous:
-            self.state.put(spec.table, key, merged)
-
-    def _apply(self, rule: RulePlan, new: Row, old: Row, key: Any, position: int,
-               context: _Context) -> CustomerEvent | None:
-        if rule.holds is not None and rule.holds(new, old) is not True:
-            return None
-        snapshot = context.snapshot
-        if snapshot and rule.touched_kind is not None:
-            return None  # the snapshot reads every row of that table: it always changed
-        customer = rule.customer(new, old)
-        if customer is None:
-            return None
-        changed = None
-        if rule.changed_fixed is not None or rule.changed_ignore is not None:
-            changed = (list(rule.changed_fixed) if rule.changed_fixed is not None
-                       else changed_columns(new, old, rule.changed_ignore))
-            if not changed:
-                return None
-        subject = rule.subject(new, old) if rule.subject is not None else key
-        if rule.once_kind is not None and not snapshot:
-            if self._scratch.has(rule.once_kind, subject):
-                return None
-            self._scratch.add(rule.once_kind, subject)
-        if rule.deferred and not snapshot:
-            # built at the commit, from the state as the whole transaction left it
-            self._scratch.add("pending", "", (rule.index, position, key, subject, customer, changed, new, old))
-            return None
-        event = self._event(rule, position, key, subject, customer, changed, new, old, context)
-        if event is not None:
-            self._remember_emitted(rule, event.customer_id, subject, snapshot)
-        return event
-
-    def _event(self, rule: RulePlan, position: int, key: Any, subject: Any, customer: Any,
-               changed: list[str] | None, new: Row, old: Row, context: _Context) -> CustomerEvent | None:
-        """The event of a matched rule, its payload as the state holds it now."""
-        lookup = self._lookup
-        tenant_id = rule.tenant(new, old)
-        if tenant_id is None:
-            customer_row = lookup(CUSTOMER_TABLE, customer)
-            if customer_row is not None:
-                tenant_id = customer_row.get("tenant_id")
-        customer_uuid = customer if type(customer) is UUID else as_uuid(customer)
-        tenant_uuid = tenant_id if type(tenant_id) is UUID else as_uuid(tenant_id)
-        if customer_uuid is None or tenant_uuid is None:
-            log.warning("no %s event for customer %r: tenant %r unknown", rule.type, customer, tenant_id)
-            return None
-        data: dict[str, Any] = {"customer": self._customer_object(customer)}
-        campaign_id = rule.campaign(new, old) if rule.campaign is not None else None
-        campaign_type = ""
-        if campaign_id is not None:
-            data["campaign"] = self._campaign_object(campaign_id)
-            campaign_type = self._campaign_type(campaign_id)
-        if rule.voucher is not None:
-            voucher = rule.voucher_object(rule.voucher(new, old))
-            if voucher is not None:
-                data["voucher"] = voucher
-        for name, reference, resolve in rule.objects:
-            payload_object = resolve(reference(new, old))
-            if payload_object is not None:
-                data[name] = payload_object
-        if rule.collect is not None:
-            kind, object_name, field = rule.collect
-            if object_name in data:  # built for this event (ObjectResolvers.pick): free to fill
-                collected = self._scratch.values(kind, key)
-                data[object_name][field] = sorted(value for value in collected if value is not None)
-        if changed is not None:
-            data["changed_fields"] = changed
-        data["event_source"] = _EVENT_SOURCES[context.source]
-        if context.snapshot:
-            event_id = snapshot_event_id(self.source, rule.table, key, rule.type)
-            created_at = event_time(rule.snapshot_time(new, old), new.get("updated_at"))
-        else:
-            event_id = context.ids.event_id(position, rule.id_suffix)
-            created_at = context.commit_time
-        return new_customer_event(
-            event_id, tenant_uuid, self._tenant_name(tenant_uuid), customer_uuid, created_at,
-            rule.type, rule.category, campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id),
-            campaign_type, context.group_id, context.source, serialize(data), rule.table, context.commit_lsn)
-
+    # -- what the generated code calls back ---------------------------------------------------
     def _tenant_name(self, tenant: UUID) -> str:
         """The tenant's name as the state holds it ("" when unknown), kept by the state's memo of
         tenant rows until the tenant row changes (every event names its tenant)."""
