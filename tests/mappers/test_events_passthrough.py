@@ -65,3 +65,28 @@ def test_failed_redemption_exists_only_as_customer_event(engine):
         "voucher_code": "SPRING-1", "customer": customer_object(),
         "event_source": {"channel": "INTERNAL", "source": "customer_event"}}
     assert skipped.records == []
+
+
+def test_a_duplicate_is_recognized_however_its_customer_id_is_spelled(engine):
+    # customer_event.customer_id is varchar(36): an engine writing it in upper case, or another
+    # spelling PostgreSQL's uuid input reads, still duplicates the business event
+    other = uid(812)
+
+    def redeem(conn):
+        insert(conn, "redemption", id=uid(810), tenant_id=TENANT, tracking_id="t", amount=100,
+               result="SUCCESS", status="SUCCEEDED", voucher_id=VOUCHER, customer_id=CUSTOMER,
+               created_at=NOW, updated_at=NOW)
+        for number, customer_id in ((813, CUSTOMER.upper()), (815, CUSTOMER.replace("-", "")),
+                                    (816, other.upper())):
+            insert(conn, "customer_event", id=uid(number), tenant_id=TENANT,
+                   event_type="customer.redemption.succeeded", customer_id=customer_id,
+                   campaign_id=None, category="ACTION", event_source="API", data={}, created_at=NOW)
+
+    engine.transaction(write_world)
+    engine.transaction(redeem)
+    _, redeemed = engine.stream()
+    business, passed = redeemed.records
+    assert (business.type, business.source, business.customer_id) == (
+        "customer.redemption.succeeded", "wal", uuid.UUID(CUSTOMER))
+    assert (passed.id, passed.type, passed.source, passed.customer_id) == (
+        uuid.UUID(uid(816)), "customer.redemption.succeeded", "customer_event", uuid.UUID(other))
