@@ -34,7 +34,7 @@ RUNTIME_NAMES = (
     "lookup", "scratch_add", "scratch_has", "scratch_values", "state_put", "state_delete",
     "count_snapshot_event", "customer_object", "campaign_object", "campaign_type_of", "tenant_names",
     "tenant_name", "passthrough", "directory_record", "changed_columns", "snapshot_event_id",
-    "event_time", "new_customer_event", "serialize", "as_uuid", "UUID", "log", "EVENT_SOURCES",
+    "event_time", "CustomerEvent", "serialize", "as_uuid", "UUID", "log", "EVENT_SOURCES",
     "source",
 )
 
@@ -174,7 +174,7 @@ def _build_body(out: Source, plan: RulePlan, rule: Rule, made: Callable[[Source]
     out.line("if tenant is None:")
     with out.indent():
         out.line("tenant = tenant_name(tenant_uuid)")
-    event = (f"new_customer_event(event_id, tenant_uuid, tenant, customer_uuid, created_at, "
+    event = (f"CustomerEvent(event_id, tenant_uuid, tenant, customer_uuid, created_at, "
              f"{plan.type!r}, {plan.category!r}, campaign_uuid, campaign_type, context.group_id, "
              f"context.source, serialize(data), {plan.table!r}, context.commit_lsn)")
     if made is None:

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
-from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord, new_customer_event
+from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
     Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
     serialize, snapshot_event_id, snapshot_group_id,
@@ -124,7 +124,7 @@ class EventMapper:
             "tenant_names": self._tenant_names, "tenant_name": self._tenant_name,
             "passthrough": self._passthrough, "directory_record": _directory_record,
             "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_id,
-            "event_time": event_time, "new_customer_event": new_customer_event, "serialize": serialize,
+            "event_time": event_time, "CustomerEvent": CustomerEvent, "serialize": serialize,
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
             "source": self.source}
         assert set(runtime) == set(RUNTIME_NAMES), set(runtime) ^ set(RUNTIME_NAMES)
@@ -157,7 +157,9 @@ class EventMapper:
             raise RuntimeError("change() outside its transaction: call begin() first")
         plan, handlers = entry
         after, before = change.after, change.before
-        if self._decoded_canonical(plan, change.column_types):
+        known = self._relations.get(plan.table)  # _decoded_canonical's memo, read in place
+        if (known[1] if known is not None and known[0] is change.column_types
+                else self._decoded_canonical(plan, change.column_types)):
             new, old = after or _EMPTY, before or _EMPTY
         else:
             new = plan.canonical_row(after) if after else _EMPTY
@@ -300,7 +302,7 @@ class EventMapper:
         data["event_source"] = _EVENT_SOURCES[source]
         created_at = (event_time(spec.snapshot_time(row, _EMPTY), row.get("updated_at"))
                       if context.snapshot else context.commit_time)
-        return [new_customer_event(
+        return [CustomerEvent(
             event_id, tenant_uuid, self._tenant_name(tenant_uuid), customer_uuid,
             created_at, event_type, spec.category(row, _EMPTY) or "", campaign_uuid, campaign_type,
             context.group_id, source, serialize(data), spec.table, context.commit_lsn)]
