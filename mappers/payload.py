@@ -41,25 +41,26 @@ def wal_event_id(source: SourceIdentity, commit_lsn: int, position: int, event_t
 
 
 # uuid5's version (5) and RFC 4122 variant bits, applied to the first 16 bytes of the SHA-1.
-_UUID5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID5_SET = (0x8000 << 48) | (5 << 76)
+UUID5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+UUID5_SET = (0x8000 << 48) | (5 << 76)
 
 
 class TransactionIds:
     """`wal_event_id` for the events of one transaction: the SHA-1 of the namespace and the
     name's constant prefix is computed once, each id only hashes `<position>/<type>`."""
 
-    __slots__ = ("_prefix",)
+    __slots__ = ("prefix",)
 
     def __init__(self, source_prefix: Any, commit_lsn: int) -> None:
-        self._prefix = source_prefix.copy()
-        self._prefix.update(b"%d/" % commit_lsn)
+        self.prefix = source_prefix.copy()  # the SHA-1 state up to `<commit_lsn>/`
+        self.prefix.update(b"%d/" % commit_lsn)
 
     def event_id(self, position: int, type_suffix: bytes) -> uuid.UUID:
-        """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8."""
-        hasher = self._prefix.copy()
+        """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8. (The
+        mapper's generated code does this in place: mappers/codegen.py.)"""
+        hasher = self.prefix.copy()
         hasher.update(b"%d" % position + type_suffix)
-        return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & _UUID5_CLEAR | _UUID5_SET)
+        return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)
 
 
 def wal_id_prefix(source: SourceIdentity) -> Any:

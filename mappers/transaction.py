@@ -24,7 +24,7 @@ from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
-    Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
+    UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
     serialize, snapshot_event_id, snapshot_group_id,
     transaction_group_id, wal_id_prefix,
 )
@@ -33,7 +33,7 @@ from mappers.plans import (
     RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans,
 )
 from mappers.scratch import Scratch
-from mappers.state import ReferenceState
+from mappers.state import ReferenceState, uuid_from_int
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class EventMapper:
             "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_id,
             "event_time": event_time, "CustomerEvent": CustomerEvent, "serialize": serialize,
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
-            "source": self.source}
+            "source": self.source, "uuid_from_int": uuid_from_int, "UUID5_CLEAR": UUID5_CLEAR,
+            "UUID5_SET": UUID5_SET}
         assert set(runtime) == set(RUNTIME_NAMES), set(runtime) ^ set(RUNTIME_NAMES)
         names = compile_source(out, runtime, "<voucher-activity catalog>")
         tables = {}
@@ -183,7 +184,8 @@ class EventMapper:
             raise RuntimeError("commit() without begin()")
         records: list[Record] = []
         scratch = self._scratch
-        decided = [pending for _, pending in scratch.items("pending") if self._wanted(pending)]
+        # (both kinds are kept under one key, "": `values` gives them in the order added)
+        decided = [pending for pending in scratch.values("pending", "") if self._wanted(pending)]
         builds = self._builds
         events = [(pending, builds[pending[0]](*pending[1:], context)) for pending in decided]
         for pending, event in events:
@@ -191,8 +193,7 @@ class EventMapper:
                 records.append(event)
                 self._remember_emitted(self._rules[pending[0]], event.customer_id, pending[3], False)
         if self._passthrough_plan is not None:
-            rows = list(scratch.items("passthrough"))
-            for _, (position, row) in rows:
+            for position, row in scratch.values("passthrough", ""):
                 records.extend(self._passthrough(row, position, context))
         scratch.clear()
         self._context = None
