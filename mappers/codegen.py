@@ -6,7 +6,7 @@ condition, changed fields, collected values...) and a closure call per reference
 plan becomes the straight-line code of what it does, written as Python source and compiled
 once when the mapper is built: a rule without a condition tests none, a reference
 `new.customer_id` is `new.get('customer_id')` in place, a hop is one lookup. On the mapping
-benchmark this is ~10% of the CPU time of a change (docs/benchmarks.md).
+benchmark this took 12.7% of the instructions off (docs/events.md, "Session 8").
 
 The generated source is the behaviour: `EventMapper.generated_source()` returns it all, to read.
 
@@ -20,23 +20,17 @@ unchanged_toast, position, context)` maps one change of that table and returns i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
+import dis
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 from cdc_reader.changes import Op
 from mappers.plans import RulePlan, TablePlan, no_key
-from mappers.catalog import Rule
 from mappers.references import Reference
-
-# The names the generated code reads besides its per-plan bindings (see EventMapper._compile).
-RUNTIME_NAMES = (
-    "lookup", "scratch_add", "scratch_has", "scratch_values", "state_put", "state_delete",
-    "count_snapshot_event", "customer_object", "campaign_object", "campaign_type_of", "tenant_names",
-    "tenant_name", "passthrough", "directory_record", "changed_columns", "snapshot_event_id",
-    "event_time", "CustomerEvent", "serialize", "as_uuid", "UUID", "log", "EVENT_SOURCES",
-    "source", "uuid_from_int", "UUID5_CLEAR", "UUID5_SET",
-)
 
 
 @dataclass
@@ -45,13 +39,25 @@ class Source:
 
     lines: list[str] = field(default_factory=list)
     bindings: dict[str, Any] = field(default_factory=dict)
-    _level: int = 0
+    level: int = 0
 
     def line(self, text: str) -> None:
-        self.lines.append("    " * self._level + text)
+        self.lines.append("    " * self.level + text)
 
-    def indent(self) -> _Indent:
-        return _Indent(self)
+    @contextmanager
+    def indent(self) -> Iterator[None]:
+        self.level += 1
+        try:
+            yield
+        finally:
+            self.level -= 1
+
+    def when(self, condition: str, *statements: str) -> None:
+        """`if condition:` and its statements."""
+        self.line(f"if {condition}:")
+        with self.indent():
+            for statement in statements:
+                self.line(statement)
 
     def bind(self, prefix: str, value: Any) -> str:
         """A global name for `value` (the same name for the same object)."""
@@ -64,17 +70,6 @@ class Source:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
-
-
-class _Indent:
-    def __init__(self, source: Source) -> None:
-        self.source = source
-
-    def __enter__(self) -> None:
-        self.source._level += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self.source._level -= 1
 
 
 def _start(reference: Reference) -> str:
@@ -94,71 +89,59 @@ def reference_code(out: Source, target: str, reference: Reference) -> None:
         with out.indent():
             out.line(f"{target} = lookup({hop.table!r}, {target})")
             if hop.column is not None:
-                out.line(f"if {target} is not None:")
-                with out.indent():
-                    out.line(f"{target} = {target}.get({hop.column!r})")
+                out.when(f"{target} is not None", f"{target} = {target}.get({hop.column!r})")
 
 
-def _remember_emitted(out: Source, rule: RulePlan, passthrough: bool) -> None:
+def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
     """EventMapper's bookkeeping of an event made (`event` and `customer_uuid`, its customer_id,
     are bound)."""
     if passthrough:
-        out.line("if context.snapshot:")
-        with out.indent():
-            out.line(f"count_snapshot_event(str(customer_uuid), {rule.type!r})")
+        out.when("context.snapshot", f"count_snapshot_event(str(customer_uuid), {plan.type!r})")
         out.line("else:")
         with out.indent():
-            out.line(f"scratch_add('emitted', ({rule.type!r}, customer_uuid.int))")
-    if rule.blocking_kind is not None:
-        out.line(f"scratch_add({rule.blocking_kind!r}, subject)")
+            out.line(f"scratch_add('emitted', ({plan.type!r}, customer_uuid.int))")
+    if plan.blocking_kind is not None:
+        out.line(f"scratch_add({plan.blocking_kind!r}, subject)")
 
 
-def _build_body(out: Source, plan: RulePlan, rule: Rule, made: Callable[[Source], None] | None) -> None:
+def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | None) -> None:
     """The event of a decided rule, its payload as the state holds it now. Bound: position, key,
     subject, customer, changed, new, old, context. Returns the event; with `made`, binds it to
     `event`, writes `made`'s statements, and then returns it."""
+    rule = plan.rule
     reference_code(out, "tenant_id", rule.tenant)
     out.line("if tenant_id is None:")
     with out.indent():
         out.line("customer_row = lookup('customer', customer)")
-        out.line("if customer_row is not None:")
-        with out.indent():
-            out.line("tenant_id = customer_row.get('tenant_id')")
+        out.when("customer_row is not None", "tenant_id = customer_row.get('tenant_id')")
     out.line("customer_uuid = customer if type(customer) is UUID else as_uuid(customer)")
     out.line("tenant_uuid = tenant_id if type(tenant_id) is UUID else as_uuid(tenant_id)")
-    out.line("if customer_uuid is None or tenant_uuid is None:")
-    with out.indent():
-        out.line(f"log.warning('no %s event for customer %r: tenant %r unknown', {plan.type!r}, customer, tenant_id)")
-        out.line("return None")
+    out.when("customer_uuid is None or tenant_uuid is None",
+             f"log.warning('no %s event for customer %r: tenant %r unknown', {plan.type!r}, customer, tenant_id)",
+             "return None")
     out.line("data = {'customer': customer_object(customer)}")
     out.line("campaign_type = ''")
     out.line("campaign_uuid = None")
     if rule.campaign is not None:
         reference_code(out, "campaign_id", rule.campaign)
-        out.line("if campaign_id is not None:")
-        with out.indent():
-            out.line("data['campaign'] = campaign_object(campaign_id)")
-            out.line("campaign_type = campaign_type_of(campaign_id)")
-            out.line("campaign_uuid = campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id)")
+        out.when("campaign_id is not None",
+                 "data['campaign'] = campaign_object(campaign_id)",
+                 "campaign_type = campaign_type_of(campaign_id)",
+                 "campaign_uuid = campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id)")
+    objects = [(name, resolve, reference)
+               for (name, resolve), (_, reference) in zip(plan.objects, rule.objects, strict=True)]
     if rule.voucher is not None:
-        reference_code(out, "target", rule.voucher)
-        out.line(f"made = {out.bind('voucher_object', plan.voucher_object)}(target)")
-        out.line("if made is not None:")
-        with out.indent():
-            out.line("data['voucher'] = made")
-    for (name, _, resolve), (_, reference) in zip(plan.objects, rule.objects, strict=True):
+        objects.insert(0, ("voucher", plan.voucher_object, rule.voucher))
+    for name, resolve, reference in objects:
         reference_code(out, "target", reference)
-        out.line(f"made = {out.bind('object', resolve)}(target)")
-        out.line("if made is not None:")
-        with out.indent():
-            out.line(f"data[{name!r}] = made")
+        out.line(f"made = {out.bind(name + '_object', resolve)}(target)")
+        out.when("made is not None", f"data[{name!r}] = made")
     if plan.collect is not None:
         kind, object_name, field_name = plan.collect
-        out.line(f"if {object_name!r} in data:")  # built for this event (ObjectResolvers.pick): free to fill
-        with out.indent():
-            out.line(f"collected = scratch_values({kind!r}, key)")
-            out.line(f"data[{object_name!r}][{field_name!r}] = "
-                     "sorted(value for value in collected if value is not None)")
+        # built for this event (ObjectResolvers.pick): free to fill
+        out.when(f"{object_name!r} in data",
+                 f"collected = scratch_values({kind!r}, key)",
+                 f"data[{object_name!r}][{field_name!r}] = sorted(value for value in collected if value is not None)")
     if plan.changed_fixed is not None or plan.changed_ignore is not None:
         out.line("data['changed_fields'] = changed")
     out.line("data['event_source'] = EVENT_SOURCES[context.source]")
@@ -175,9 +158,7 @@ def _build_body(out: Source, plan: RulePlan, rule: Rule, made: Callable[[Source]
         out.line("event_id = uuid_from_int(int.from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)")
         out.line("created_at = context.commit_time")
     out.line("tenant = tenant_names.get(tenant_uuid.int)")
-    out.line("if tenant is None:")
-    with out.indent():
-        out.line("tenant = tenant_name(tenant_uuid)")
+    out.when("tenant is None", "tenant = tenant_name(tenant_uuid)")
     event = (f"CustomerEvent(event_id, tenant_uuid, tenant, customer_uuid, created_at, "
              f"{plan.type!r}, {plan.category!r}, campaign_uuid, campaign_type, context.group_id, "
              f"context.source, serialize(data), {plan.table!r}, context.commit_lsn)")
@@ -189,10 +170,10 @@ def _build_body(out: Source, plan: RulePlan, rule: Rule, made: Callable[[Source]
         out.line("return event")
 
 
-def rule_functions(out: Source, plan: RulePlan, rule: Rule, passthrough: bool) -> None:
+def rule_functions(out: Source, plan: RulePlan, passthrough: bool) -> None:
     """`build_<n>` and `rule_<n>` (see the module's docstring). `passthrough`: the catalog has
     pass-through rows, which the events made are remembered for."""
-    number = plan.index
+    number, rule = plan.index, plan.rule
 
     def made(out: Source) -> None:
         _remember_emitted(out, plan, passthrough)
@@ -201,30 +182,23 @@ def rule_functions(out: Source, plan: RulePlan, rule: Rule, passthrough: bool) -
         out.line(f"def build_{number}(position, key, subject, customer, changed, new, old, context):")
         with out.indent():
             out.line(f"# {rule.name}")
-            _build_body(out, plan, rule, None)
+            _build_body(out, plan, None)
         out.line("")
     out.line(f"def rule_{number}(new, old, key, position, context):")
     with out.indent():
         out.line(f"# {rule.name}")
         if plan.holds is not None:
-            out.line(f"if {out.bind('condition', plan.holds)}(new, old) is not True:")
-            with out.indent():
-                out.line("return None")
+            out.when(f"{out.bind('condition', plan.holds)}(new, old) is not True", "return None")
         if plan.touched_kind is not None:
-            out.line("if context.snapshot:")  # the snapshot reads every row of that table: it always changed
-            with out.indent():
-                out.line("return None")
+            # the snapshot reads every row of that table: it always changed
+            out.when("context.snapshot", "return None")
         reference_code(out, "customer", rule.customer)
-        out.line("if customer is None:")
-        with out.indent():
-            out.line("return None")
+        out.when("customer is None", "return None")
         if plan.changed_fixed is not None:
             out.line(f"changed = {list(plan.changed_fixed)!r}")
         elif plan.changed_ignore is not None:
             out.line(f"changed = changed_columns(new, old, {out.bind('ignore', plan.changed_ignore)})")
-            out.line("if not changed:")
-            with out.indent():
-                out.line("return None")
+            out.when("not changed", "return None")
         else:
             out.line("changed = None")
         if rule.subject is not None:
@@ -234,15 +208,13 @@ def rule_functions(out: Source, plan: RulePlan, rule: Rule, passthrough: bool) -
         if plan.once_kind is not None:
             out.line("if not context.snapshot:")
             with out.indent():
-                out.line(f"if scratch_has({plan.once_kind!r}, subject):")
-                with out.indent():
-                    out.line("return None")
+                out.when(f"scratch_has({plan.once_kind!r}, subject)", "return None")
                 out.line(f"scratch_add({plan.once_kind!r}, subject)")
         if plan.deferred:
-            out.line("if not context.snapshot:")  # built at the commit, from the state as the transaction left it
-            with out.indent():
-                out.line(f"scratch_add('pending', '', ({number}, position, key, subject, customer, changed, new, old))")
-                out.line("return None")
+            # built at the commit, from the state as the transaction left it
+            out.when("not context.snapshot",
+                     f"scratch_add('pending', '', ({number}, position, key, subject, customer, changed, new, old))",
+                     "return None")
             out.line(f"event = build_{number}(position, key, subject, customer, changed, new, old, context)")
             out.line("if event is not None:")
             with out.indent():
@@ -250,7 +222,7 @@ def rule_functions(out: Source, plan: RulePlan, rule: Rule, passthrough: bool) -
                 made(out)
             out.line("return event")
         else:
-            _build_body(out, plan, rule, made)  # in place: one call less per event
+            _build_body(out, plan, made)  # in place: one call less per event
     out.line("")
 
 
@@ -259,33 +231,28 @@ def change_function(out: Source, plan: TablePlan, op: Op, rule_numbers: tuple[in
     table = plan.table
     out.line(f"def {name}(new, old, unchanged_toast, position, context):")
     with out.indent():
-        row = {Op.INSERT: "new", Op.DELETE: "old"}.get(op, "(new or old)")
-        key = (f"{row}.get({plan.key_column!r})" if plan.key_column is not None
-               else f"{out.bind('key_of', plan.key_of)}({row.strip('()')})")
+        row = {Op.INSERT: "new", Op.DELETE: "old"}.get(op)  # an update's row: new or old
+        key = (f"{row or '(new or old)'}.get({plan.key_column!r})" if plan.key_column is not None
+               else f"{out.bind('key_of', plan.key_of)}({row or 'new or old'})")
         if plan.wal_key_of is no_key:  # a composite key nothing reads: only snapshot event ids
             key = f"{key} if context.snapshot else None"
         out.line(f"key = {key}")
         state = plan.state
-        previous = "None"
+        compared = False  # whether the state's previous row is compared with the new one
         if state is not None and op is not Op.INSERT:
             # an inserted row is new (the engine's ids are fresh UUIDs): no previous state
             out.line("previous = None")
             out.line("if key is not None:")
             with out.indent():
                 out.line(f"previous = lookup({table!r}, key)")
-                out.line("if previous is not None:")
-                with out.indent():
-                    out.line("old = {**previous, **old} if old else previous")
-            if plan.state_equal_is_same:
-                previous = "previous"
+                out.when("previous is not None", "old = {**previous, **old} if old else previous")
+            compared = plan.state_equal_is_same
         out.line("if unchanged_toast:")
         with out.indent():
             out.line("new = dict(new)")  # the reader's row is read-only
             out.line("for column in unchanged_toast:")
             with out.indent():
-                out.line("if column not in new and column in old:")
-                with out.indent():
-                    out.line("new[column] = old[column]")
+                out.when("column not in new and column in old", "new[column] = old[column]")
         if state is not None and not (op is Op.DELETE and state.keep_deleted):
             # the row as the change leaves it; one the state already has as is is not put again
             # (an update of columns it does not keep, say a voucher's redemption counter)
@@ -297,40 +264,48 @@ def change_function(out: Source, plan: TablePlan, op: Op, rule_numbers: tuple[in
                     out.line("merged = {**old, **new} if old else new")
                     if state.columns is not None:
                         out.line(f"merged = dict(zip({state.columns!r}, map(merged.get, {state.columns!r})))")
-                    if previous == "None":
-                        out.line(f"state_put({table!r}, key, merged)")
+                    if compared:
+                        out.when("merged != previous", f"state_put({table!r}, key, merged)")
                     else:
-                        out.line(f"if merged != {previous}:")
-                        with out.indent():
-                            out.line(f"state_put({table!r}, key, merged)")
+                        out.line(f"state_put({table!r}, key, merged)")
         out.line("records = []")
         if plan.directory:
             out.line(f"records.extend(directory_record({table!r}, {out.bind('op', op)}, new, old, context.commit_lsn))")
         if plan.touched_kind is not None:
-            out.line("if key is not None and not context.snapshot:")
-            with out.indent():
-                out.line(f"scratch_add({plan.touched_kind!r}, key)")
+            out.when("key is not None and not context.snapshot", f"scratch_add({plan.touched_kind!r}, key)")
         if op is Op.INSERT:
             for kind, key_column, value in plan.feeds:
                 out.line(f"scratch_add({kind!r}, new.get({key_column!r}), {out.bind('feed', value)}(new, old))")
         if op in plan.passthrough:
-            out.line("if context.snapshot:")
-            with out.indent():
-                out.line("records.extend(passthrough(new, position, context))")
+            out.when("context.snapshot", "records.extend(passthrough(new, position, context))")
             out.line("else:")
             with out.indent():
                 out.line("scratch_add('passthrough', '', (position, new))")
         for number in rule_numbers:
             out.line(f"event = rule_{number}(new, old, key, position, context)")
-            out.line("if event is not None:")
-            with out.indent():
-                out.line("records.append(event)")
+            out.when("event is not None", "records.append(event)")
         out.line("return records")
     out.line("")
 
 
 def compile_source(out: Source, runtime: dict[str, Any], filename: str) -> dict[str, Any]:
-    """Executes the source with its bindings and `runtime` as globals; returns them."""
-    names: dict[str, Any] = {**runtime, **out.bindings, "__builtins__": __builtins__}
-    exec(compile(out.text(), filename, "exec"), names)  # noqa: S102 - our own generated source
+    """Executes the source with its bindings and `runtime` as globals; returns them. A global
+    name the code reads that neither binds is an error here, not at the first change."""
+    names: dict[str, Any] = {**runtime, **out.bindings}
+    code = compile(out.text(), filename, "exec")
+    defined = {instruction.argval for instruction in dis.get_instructions(code) if instruction.opname == "STORE_NAME"}
+    missing = _global_names(code) - defined - names.keys() - vars(builtins).keys()
+    if missing:
+        raise NameError(f"generated code reads unbound names: {', '.join(sorted(missing))}")
+    exec(code, names)  # noqa: S102 - our own generated source
     return names
+
+
+def _global_names(code: CodeType) -> set[str]:
+    """The global names read by the code and the functions it defines."""
+    found = {instruction.argval for instruction in dis.get_instructions(code)
+             if instruction.opname == "LOAD_GLOBAL"}
+    for constant in code.co_consts:
+        if isinstance(constant, CodeType):
+            found |= _global_names(constant)
+    return found

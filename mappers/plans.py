@@ -49,25 +49,21 @@ def collect_kind(collect: Collect) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RulePlan:
-    """One rule, compiled: its references as closures over the reference state and the scratch
-    kinds it reads and writes."""
+    """One rule, compiled: its condition, payload object resolvers and the scratch kinds it
+    reads and writes. Its references stay as written (`rule`): mappers/codegen.py writes them
+    into the rule's function in place."""
 
     index: int
+    rule: Rule
     type: str
     table: str
     category: str
     holds: Callable[[Row, Row], Any] | None  # the condition's SQL value; it holds when `is True`
-    customer: Resolve
-    subject: Resolve | None  # None: the row's primary key
-    tenant: Resolve
-    campaign: Resolve | None
-    voucher: Resolve | None
     voucher_object: ObjectResolver
-    objects: tuple[tuple[str, Resolve, ObjectResolver], ...]  # name, reference, its object
+    objects: tuple[tuple[str, ObjectResolver], ...]  # name, the object of its reference's target
     changed_ignore: frozenset[str] | None  # changed_fields computed, these columns not counted
     changed_fixed: tuple[str, ...] | None  # changed_fields given as is
     collect: tuple[str, str, str] | None  # (scratch kind, object, field)
-    snapshot_time: Resolve
     id_suffix: bytes  # "/<type>" in UTF-8: the end of the event id's uuid5 name
     deferred: bool  # decided at the commit
     once_kind: str | None  # once_per_transaction: the scratch kind of the subjects seen
@@ -123,25 +119,19 @@ def emitted_kind(event_type: str) -> str:
     return f"emitted:{event_type}"
 
 
-def rule_plan(index: int, rule: Rule, catalog: Catalog, lookup: Lookup, objects: ObjectResolvers) -> RulePlan:
-    def compiled(reference: Any) -> Resolve | None:
-        return None if reference is None else reference.compile(lookup)
-
+def rule_plan(index: int, rule: Rule, catalog: Catalog, objects: ObjectResolvers) -> RulePlan:
     changed = rule.changed_fields
     return RulePlan(
-        index=index, type=rule.type, table=rule.table, category=rule.category,
+        index=index, rule=rule, type=rule.type, table=rule.table, category=rule.category,
         holds=rule.condition.evaluate if rule.condition is not None else None,
-        customer=compiled(rule.customer), subject=compiled(rule.subject), tenant=compiled(rule.tenant),
-        campaign=compiled(rule.campaign), voucher=compiled(rule.voucher),
         voucher_object=objects.pick("voucher", rule.voucher) if rule.voucher else objects.fresh["voucher"],
-        objects=tuple((name, reference.compile(lookup),
-                       objects.pick(name, reference, filled=rule.collect is not None and rule.collect.object == name))
+        objects=tuple((name, objects.pick(name, reference,
+                                          filled=rule.collect is not None and rule.collect.object == name))
                       for name, reference in rule.objects),
         changed_ignore=changed.ignore if changed is not None and changed.fixed is None else None,
         changed_fixed=changed.fixed if changed is not None else None,
         collect=((collect_kind(rule.collect), rule.collect.object, rule.collect.field)
                  if rule.collect is not None else None),
-        snapshot_time=compiled(rule.snapshot_time),
         id_suffix=f"/{rule.type}".encode(),
         deferred=rule.deferred,
         once_kind=f"once:{index}" if rule.once_per_transaction else None,
@@ -166,7 +156,7 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
         schema = catalog.schema.table(table)
         table_rules = [plan for plans_of_op in by_op.values() for plan in plans_of_op]
         key_read = (table in catalog.state or table in touch_tables or any(
-            plan.collect or (plan.subject is None and (plan.deferred or plan.blocking_kind))
+            plan.collect or (plan.rule.subject is None and (plan.deferred or plan.blocking_kind))
             for plan in table_rules))
         key_of = _key_function(schema)
         state = catalog.state.get(table)

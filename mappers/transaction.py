@@ -28,7 +28,7 @@ from mappers.payload import (
     serialize, snapshot_event_id, snapshot_group_id,
     transaction_group_id, wal_id_prefix,
 )
-from mappers.codegen import RUNTIME_NAMES, Source, change_function, compile_source, rule_functions
+from mappers.codegen import Source, change_function, compile_source, rule_functions
 from mappers.plans import (
     RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans,
 )
@@ -88,7 +88,7 @@ class EventMapper:
         self._scratch = Scratch(state.connection, scratch_memory_limit)
         lookup = self._lookup = state.get
         objects = object_resolvers(catalog, lookup, state.row_memo)
-        self._rules = tuple(rule_plan(index, rule, catalog, lookup, objects)
+        self._rules = tuple(rule_plan(index, rule, catalog, objects)
                             for index, rule in enumerate(catalog.rules))
         self._plans = table_plans(catalog, self._rules, lookup)
         self._passthrough_plan = passthrough_plan(catalog.passthrough, lookup) if catalog.passthrough else None
@@ -110,7 +110,7 @@ class EventMapper:
         out = Source()
         passthrough = self._passthrough_plan is not None
         for plan in self._rules:
-            rule_functions(out, plan, self.catalog.rules[plan.index], passthrough)
+            rule_functions(out, plan, passthrough)
         for table, plan in self._plans.items():
             for op in (Op.INSERT, Op.UPDATE, Op.DELETE):
                 numbers = tuple(rule.index for rule in plan.rules.get(op, ()))
@@ -128,7 +128,6 @@ class EventMapper:
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
             "source": self.source, "uuid_from_int": uuid_from_int, "UUID5_CLEAR": UUID5_CLEAR,
             "UUID5_SET": UUID5_SET}
-        assert set(runtime) == set(RUNTIME_NAMES), set(runtime) ^ set(RUNTIME_NAMES)
         names = compile_source(out, runtime, "<voucher-activity catalog>")
         tables = {}
         for table, plan in self._plans.items():

@@ -142,3 +142,14 @@ def test_rules_test_only_what_they_have(mapper):
     assert f"def build_{item}(" in source
     assert f"def build_{rules['customer.order.paid']}(" not in source
     compile(source, "<check>", "exec")
+
+
+def test_a_name_the_code_reads_and_nothing_binds_fails_at_compile_time():
+    out = Source()
+    out.line("def change(new, old):")
+    with out.indent():
+        out.when("new", "return lookup('voucher', new.get('id'))")
+        out.line("return missing_helper(old) + len(old)")  # len: a builtin
+    with pytest.raises(NameError, match="^generated code reads unbound names: missing_helper$"):
+        compile_source(out, {"lookup": lookup}, "<test>")
+    assert compile_source(out, {"lookup": lookup, "missing_helper": len}, "<test>")["change"]({}, {"a": 1}) == 2
