@@ -55,10 +55,12 @@ STATE_COMMIT_INTERVAL = 1.0
 RATE_LOG_INTERVAL = 60.0
 RETAINED_WAL_INTERVAL = 15.0
 # Reference rows kept in memory in front of the SQLite state: the most recent as dicts (~2 kB
-# each), then up to STATE_PACKED_BYTES of rows pickled (~0.4 kB each: ~80,000 customers); a
-# miss of both is a SQLite read (~25 us with the unpickle). Bounded at any scale.
+# each), then up to STATE_PACKED_BYTES of rows encoded (~0.39 kB a customer with its bookkeeping:
+# ~64,000 customers); a miss of both is a SQLite read. Bounded at any scale. 24 MB keeps the
+# 1,000,000-row transaction of tests/cdc_reader/test_big_transaction.py at 438-439 MiB from a
+# just-installed chDB (32 MB, counted right: 445-470 MiB, too close to its 500 MB).
 STATE_CACHE_ROWS = 5_000
-STATE_PACKED_BYTES = 32 * 2**20
+STATE_PACKED_BYTES = 24 * 2**20
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
 # transaction of any size; measured: 1M-row transaction, see tests/cdc_reader/test_big_transaction.py).
 SCRATCH_ROWS = 5_000

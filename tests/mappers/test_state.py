@@ -9,7 +9,7 @@ import pytest
 
 from mappers import state as state_module
 from mappers.scratch import Scratch
-from mappers.state import ReferenceState
+from mappers.state import _PACKED_ENTRY_OVERHEAD, ReferenceState
 
 
 def test_committed_state_survives_reopening(tmp_path):
@@ -133,7 +133,7 @@ def test_packed_level_serves_evicted_rows_without_sqlite_and_stays_in_budget(tmp
     state.commit(5)
     assert state._packed_size <= 60_000
     packed = list(state._packed)
-    assert len(packed) == state._packed_size // (len(state._packed[packed[0]]) + 120)
+    assert len(packed) == state._packed_size // (len(state._packed[packed[0]]) + _PACKED_ENTRY_OVERHEAD)
     # the most recently written stay (evictions first, then the commit's ten)
     assert packed == [("customer", str(number)) for number in range(1000 - len(packed), 1000)]
     # Served from the packed level: gone from SQLite, still there.
@@ -351,3 +351,35 @@ def test_json_null_read_back_from_disk_is_the_one_json_null(tmp_path):
     reopened = ReferenceState.open(tmp_path, cache_size=1)
     assert reopened.get("orders", "o1")["metadata"] is JSON_NULL
     reopened.close()
+
+
+def test_the_packed_budget_counts_what_the_entries_cost(tmp_path):
+    """`packed_bytes` bounds memory: the entries' counted size is at least what tracemalloc sees
+    them take (their encodings, keys and the OrderedDict's slots, whose share varies with the
+    table's fill), and not far above it."""
+    import tracemalloc
+    import uuid
+
+    state = ReferenceState.open(tmp_path, cache_size=10, packed_bytes=10**9)
+    rows = [(uuid.UUID(int=number * 7919 + 1), {"id": uuid.UUID(int=number * 7919 + 1), "source_id": f"c-{number}",
+             "name": f"Customer {number}", "email": f"c{number}@example.com", "metadata": {"n": number}})
+            for number in range(20_000)]
+    for key, row in rows:
+        state.put("customer", key, row)
+    state.commit(1)  # every row written, its encoding kept in the packed level
+    blobs = list(state._packed.items())
+    counted = state._packed_size
+    assert len(blobs) == 20_000
+    state._packed.clear()
+    state._packed_size = 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for (table, number), blob in blobs:
+            # a fresh key int and encoding, as a write or a SQLite read makes them
+            state._pack((table, number + 1 - 1), bytes(bytearray(blob)))
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert state._packed_size == counted
+    assert 0.8 < taken / counted <= 1.0, (taken, counted)
