@@ -57,7 +57,7 @@ RETAINED_WAL_INTERVAL = 15.0
 # Reference rows kept in memory in front of the SQLite state: the most recent as dicts (~2 kB
 # each), then up to STATE_PACKED_BYTES of rows encoded (~0.39 kB a customer with its bookkeeping:
 # ~64,000 customers); a miss of both is a SQLite read. Bounded at any scale. 24 MB keeps the
-# 1,000,000-row transaction of tests/cdc_reader/test_big_transaction.py at 438-439 MiB from a
+# 1,000,000-row transaction of tests/cdc_reader/test_big_transaction.py at 438-450 MiB from a
 # just-installed chDB (32 MB, counted right: 445-470 MiB, too close to its 500 MB).
 STATE_CACHE_ROWS = 5_000
 STATE_PACKED_BYTES = 24 * 2**20

@@ -6,7 +6,7 @@ The embedded chDB engine accounts for most of an idle process (300-440 MB: its s
 pages count in RSS). Measured peaks (docs/store.md, "Memory"): 422-425 MiB alone and beside
 another such run plus two CPU burners; from a just-installed library (a clean clone's CI),
 552-556 MiB until the sidecar released the library's pages after start-up, 407 MiB since; 463-487
-MiB once the state's packed level held more, smaller rows than it counted, 438-439 MiB since it
+MiB once the state's packed level held more, smaller rows than it counted, 438-450 MiB since it
 counts them right and holds 24 MB (session 8)."""
 
 from __future__ import annotations
