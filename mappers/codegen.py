@@ -12,7 +12,8 @@ The generated source is the behaviour: `EventMapper.generated_source()` returns 
 
 Every value the code uses that is not a literal (closures, resolvers, constants) is bound by
 name in the functions' globals; literals (table names, columns, kinds, types) are written with
-repr(). A rule function `rule_<n>(new, old, key, position, context)` returns the event or None;
+repr(). A rule function `rule_<n>(new, old, key, position, context)` returns the event or None (its
+condition, if any, was tested by its caller);
 `build_<n>(position, key, subject, customer, changed, new, old, context)` builds the event of a
 rule that defers it to the commit; `change_<table>_<op>(new, old,
 unchanged_toast, position, context)` maps one change of that table and returns its records.
@@ -23,12 +24,13 @@ from __future__ import annotations
 import builtins
 import dis
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
 from cdc_reader.changes import Op
+from mappers.conditions import Condition
 from mappers.plans import RulePlan, TablePlan, no_key
 from mappers.references import Reference
 
@@ -40,6 +42,7 @@ class Source:
     lines: list[str] = field(default_factory=list)
     bindings: dict[str, Any] = field(default_factory=dict)
     level: int = 0
+    temporaries: int = 0
 
     def line(self, text: str) -> None:
         self.lines.append("    " * self.level + text)
@@ -67,6 +70,11 @@ class Source:
         name = f"{prefix}_{len(self.bindings)}"
         self.bindings[name] = value
         return name
+
+    def temporary(self) -> str:
+        """A fresh local name (for a condition's intermediate values: `_v<n>`)."""
+        self.temporaries += 1
+        return f"_v{self.temporaries}"
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -187,8 +195,6 @@ def rule_functions(out: Source, plan: RulePlan, passthrough: bool) -> None:
     out.line(f"def rule_{number}(new, old, key, position, context):")
     with out.indent():
         out.line(f"# {rule.name}")
-        if plan.holds is not None:
-            out.when(f"{out.bind('condition', plan.holds)}(new, old) is not True", "return None")
         if plan.touched_kind is not None:
             # the snapshot reads every row of that table: it always changed
             out.when("context.snapshot", "return None")
@@ -226,8 +232,10 @@ def rule_functions(out: Source, plan: RulePlan, passthrough: bool) -> None:
     out.line("")
 
 
-def change_function(out: Source, plan: TablePlan, op: Op, rule_numbers: tuple[int, ...], name: str) -> None:
-    """`change_<table>_<op>`: EventMapper's mapping of one change (the rows canonical)."""
+def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan, ...], name: str) -> None:
+    """`change_<table>_<op>`: EventMapper's mapping of one change (the rows canonical). A rule's
+    condition is tested here, in place (`Condition.code`), and its function called only when
+    the condition holds."""
     table = plan.table
     out.line(f"def {name}(new, old, unchanged_toast, position, context):")
     with out.indent():
@@ -281,11 +289,26 @@ def change_function(out: Source, plan: TablePlan, op: Op, rule_numbers: tuple[in
             out.line("else:")
             with out.indent():
                 out.line("scratch_add('passthrough', '', (position, new))")
-        for number in rule_numbers:
-            out.line(f"event = rule_{number}(new, old, key, position, context)")
-            out.when("event is not None", "records.append(event)")
+        for rule in rules:
+            condition = rule.rule.condition
+            if condition is not None:
+                out.line(f"# {condition.text}")
+                out.line(f"if {condition.code(out)} is True:")
+            with out.indent() if condition is not None else nullcontext():
+                out.line(f"event = rule_{rule.index}(new, old, key, position, context)")
+                out.when("event is not None", "records.append(event)")
         out.line("return records")
     out.line("")
+
+
+def condition_function(condition: Condition) -> Callable[[Any, Any], Any]:
+    """The condition's code (`Condition.code`, what the change functions test in place) as a
+    function `(new, old) -> value`, to check it gives what `condition.evaluate` gives."""
+    out = Source()
+    out.line("def condition(new, old):")
+    with out.indent():
+        out.line(f"return {condition.code(out)}")
+    return compile_source(out, {}, f"<condition {condition.text}>")["condition"]
 
 
 def compile_source(out: Source, runtime: dict[str, Any], filename: str) -> dict[str, Any]:

@@ -8,6 +8,11 @@ SQL. Collation and case mapping follow the C locale (code point order, ASCII `up
 which is what the sidecar's clusters use and all the engine's enum values need.
 
 Anything outside the supported subset raises `ConditionError` naming the node, at load time.
+
+Each node can also be written as a Python expression (`Condition.code`), which mappers/codegen.py
+puts in place in the generated mapping code: the same value as the closure, without a call per
+node. A node with no such form (a jsonb field, a comparison typed at run time) is written as a
+call of its closure. tests/mappers/test_conditions.py checks both forms against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import operator
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
@@ -26,6 +31,18 @@ from mappers.sqltypes import JSON_NULL, TYPE_NAMES, SqlType, json_equal, jsonb_t
 Row = Mapping[str, Any]
 Evaluate = Callable[[Row, Row], Any]
 
+
+class Writer(Protocol):
+    """Where a condition's code goes (mappers/codegen.py's Source): names for the values it
+    refers to, and fresh local names for its intermediate values."""
+
+    def bind(self, prefix: str, value: Any) -> str: ...
+
+    def temporary(self) -> str: ...
+
+
+Code = Callable[[Writer], str]  # a node's Python expression over `new` and `old`
+
 _NUMBERS = {SqlType.INTEGER, SqlType.NUMERIC}
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq, "<>": operator.ne, "!=": operator.ne, "<": operator.lt,
@@ -33,6 +50,8 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_PYTHON_OPERATORS = {"=": "==", "<>": "!=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_LITERAL_TYPES = (str, int, bool, type(None))  # written with repr(); other constants are bound
 
 
 class ConditionError(ValueError):
@@ -45,9 +64,14 @@ class Condition:
 
     text: str
     evaluate: Evaluate
+    _code: Code
 
     def holds(self, new: Row, old: Row) -> bool:
         return self.evaluate(new, old) is True
+
+    def code(self, out: Writer) -> str:
+        """A Python expression over `new` and `old` with the value `evaluate` gives."""
+        return self._code(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +83,16 @@ class _Node:
     sql_type: SqlType
     literal: Any = None
     constant: bool = False  # a literal or a cast of one: its value is `literal`
+    code_of: Code | None = None  # its Python expression; None: a call of `evaluate`
 
     @property
     def untyped(self) -> bool:
         return self.constant and self.sql_type is SqlType.UNKNOWN
+
+    def code(self, out: Writer) -> str:
+        if self.code_of is None:
+            return f"{out.bind('condition_part', self.evaluate)}(new, old)"
+        return self.code_of(out)
 
 
 def compile_condition(text: str, column_types: Mapping[str, SqlType] | None = None) -> Condition:
@@ -80,11 +110,36 @@ def compile_condition(text: str, column_types: Mapping[str, SqlType] | None = No
     node = compiler.coerce(node, SqlType.BOOLEAN)
     if node.sql_type not in (SqlType.BOOLEAN, SqlType.ANY):
         raise ConditionError(f"a condition must be boolean, not {node.sql_type.value}")
-    return Condition(text, node.evaluate)
+    return Condition(text, node.evaluate, node.code)
 
 
 def _constant(value: Any, sql_type: SqlType) -> _Node:
-    return _Node(lambda new, old: value, sql_type, value, constant=True)
+    def code(out: Writer) -> str:
+        return repr(value) if type(value) in _LITERAL_TYPES else out.bind("constant", value)
+
+    return _Node(lambda new, old: value, sql_type, value, constant=True, code_of=code)
+
+
+def _and_code(args: list[_Node]) -> Code:
+    """`_and` written out: false when one is false, else NULL when one is NULL, else true."""
+    def code(out: Writer) -> str:
+        names = [out.temporary() for _ in args]
+        tests = " or ".join(f"({name} := {arg.code(out)}) is False" for name, arg in zip(names, args))
+        nulls = " or ".join(f"{name} is None" for name in names)
+        return f"(False if {tests} else (None if {nulls} else True))"
+
+    return code
+
+
+def _or_code(args: list[_Node]) -> Code:
+    """`_or` written out: true when one is true, else NULL when one is NULL, else false."""
+    def code(out: Writer) -> str:
+        names = [out.temporary() for _ in args]
+        tests = " or ".join(f"({name} := {arg.code(out)}) is True" for name, arg in zip(names, args))
+        nulls = " or ".join(f"{name} is None" for name in names)
+        return f"(True if {tests} else (None if {nulls} else False))"
+
+    return code
 
 
 class _Compiler:
@@ -118,9 +173,10 @@ class _Compiler:
             raise ConditionError(f"columns are written new.<column> or old.<column>, not {'.'.join(names)}")
         side, column = names
         sql_type = self.column_types.get(column, SqlType.ANY)
+        code = f"{side}.get({column!r})"
         if side == "new":
-            return _Node(lambda new, old: new.get(column), sql_type)
-        return _Node(lambda new, old: old.get(column), sql_type)
+            return _Node(lambda new, old: new.get(column), sql_type, code_of=lambda out: code)
+        return _Node(lambda new, old: old.get(column), sql_type, code_of=lambda out: code)
 
     def visit_TypeCast(self, node: ast.TypeCast) -> _Node:
         target = _type_of(node.typeName)
@@ -154,16 +210,31 @@ class _Compiler:
         kind = node.boolop.name
         if kind == "NOT_EXPR":
             (inner,) = evaluators
-            return _Node(lambda new, old: _not(inner(new, old)), SqlType.BOOLEAN)
+            (argument,) = args
+
+            def not_code(out: Writer) -> str:
+                value = out.temporary()
+                return f"(None if ({value} := {argument.code(out)}) is None else not {value})"
+
+            return _Node(lambda new, old: _not(inner(new, old)), SqlType.BOOLEAN, code_of=not_code)
         if kind == "AND_EXPR":
-            return _Node(lambda new, old: _and(evaluators, new, old), SqlType.BOOLEAN)
-        return _Node(lambda new, old: _or(evaluators, new, old), SqlType.BOOLEAN)
+            return _Node(lambda new, old: _and(evaluators, new, old), SqlType.BOOLEAN, code_of=_and_code(args))
+        return _Node(lambda new, old: _or(evaluators, new, old), SqlType.BOOLEAN, code_of=_or_code(args))
 
     def visit_NullTest(self, node: ast.NullTest) -> _Node:
-        inner = self.visit(node.arg).evaluate
-        if node.nulltesttype.name == "IS_NULL":
-            return _Node(lambda new, old: inner(new, old) is None, SqlType.BOOLEAN)
-        return _Node(lambda new, old: inner(new, old) is not None, SqlType.BOOLEAN)
+        argument = self.visit(node.arg)
+        inner = argument.evaluate
+        is_null = node.nulltesttype.name == "IS_NULL"
+        test = "is" if is_null else "is not"
+
+        def code(out: Writer) -> str:
+            if argument.constant:  # known now (and `'x' is None` is a SyntaxWarning)
+                return repr((argument.literal is None) is is_null)
+            return f"({argument.code(out)} {test} None)"
+
+        if is_null:
+            return _Node(lambda new, old: inner(new, old) is None, SqlType.BOOLEAN, code_of=code)
+        return _Node(lambda new, old: inner(new, old) is not None, SqlType.BOOLEAN, code_of=code)
 
     def visit_CoalesceExpr(self, node: ast.CoalesceExpr) -> _Node:
         args = [self.visit(arg) for arg in node.args]
@@ -184,7 +255,14 @@ class _Compiler:
                     return value
             return None
 
-        return _Node(coalesce, result_type)
+        def code(out: Writer) -> str:
+            written = "None"
+            for arg in reversed(args):
+                value = out.temporary()
+                written = f"({value} if ({value} := {arg.code(out)}) is not None else {written})"
+            return written
+
+        return _Node(coalesce, result_type, code_of=code)
 
     def visit_FuncCall(self, node: ast.FuncCall) -> _Node:
         names = [name.sval for name in node.funcname]
@@ -204,7 +282,12 @@ class _Compiler:
             value = inner(new, old)
             return value.translate(table) if isinstance(value, str) else value
 
-        return _Node(case_map, SqlType.TEXT)
+        def code(out: Writer) -> str:
+            value = out.temporary()
+            return (f"({value}.translate({out.bind(name + '_table', table)}) "
+                    f"if isinstance(({value} := {argument.code(out)}), str) else {value})")
+
+        return _Node(case_map, SqlType.TEXT, code_of=code)
 
     # -- helpers -----------------------------------------------------------------------------
     def coerce(self, node: _Node, target: SqlType) -> _Node:
@@ -256,17 +339,31 @@ class _Compiler:
             return compare(a, b)
 
         if sql_type is SqlType.ANY:
-            return _Node(comparison_typed_at_run_time, SqlType.BOOLEAN)
-        return _Node(comparison, SqlType.BOOLEAN)
+            return _Node(comparison_typed_at_run_time, SqlType.BOOLEAN)  # written as a call
+
+        def code(out: Writer) -> str:
+            a = out.temporary()
+            if right.constant:
+                if right.literal is None:
+                    return "None"
+                b = right.code(out)
+                return f"(None if ({a} := {left.code(out)}) is None else {_python_compare(out, name, sql_type, a, b)})"
+            b = out.temporary()
+            return (f"(None if ({a} := {left.code(out)}) is None or ({b} := {right.code(out)}) is None "
+                    f"else {_python_compare(out, name, sql_type, a, b)})")
+
+        return _Node(comparison, SqlType.BOOLEAN, code_of=code)
 
     def _in_list(self, name: str, left: _Node, items: list[_Node]) -> _Node:
-        comparisons = [self._compare(name, left, item).evaluate for item in items]
-        combine = _or if name == "=" else _and
-        return _Node(lambda new, old: combine(comparisons, new, old), SqlType.BOOLEAN)
+        nodes = [self._compare(name, left, item) for item in items]
+        comparisons = [node.evaluate for node in nodes]
+        combine, code = (_or, _or_code(nodes)) if name == "=" else (_and, _and_code(nodes))
+        return _Node(lambda new, old: combine(comparisons, new, old), SqlType.BOOLEAN, code_of=code)
 
     def _distinct(self, left: _Node, right: _Node, distinct: bool) -> _Node:
         equal = self._compare("=", left, right).evaluate
         left_value, right_value = left.evaluate, right.evaluate
+        typed_left, typed_right, sql_type = self._operands(left, right)
 
         def is_distinct(new: Row, old: Row) -> bool:
             a_null, b_null = left_value(new, old) is None, right_value(new, old) is None
@@ -274,9 +371,18 @@ class _Compiler:
                 return a_null is not b_null
             return not equal(new, old)
 
+        def code(out: Writer) -> str:
+            a, b = out.temporary(), out.temporary()
+            written = (f"((({a} is None) is not ({b} is None)) "
+                       f"if (({a} := {typed_left.code(out)}) is None) | (({b} := {typed_right.code(out)}) is None) "
+                       f"else not {_python_compare(out, '=', sql_type, a, b)})")
+            return written if distinct else f"(not {written})"
+
+        # the equality of values typed at run time is written as a call
+        code_of = code if sql_type is not SqlType.ANY else None
         if distinct:
-            return _Node(is_distinct, SqlType.BOOLEAN)
-        return _Node(lambda new, old: not is_distinct(new, old), SqlType.BOOLEAN)
+            return _Node(is_distinct, SqlType.BOOLEAN, code_of=code_of)
+        return _Node(lambda new, old: not is_distinct(new, old), SqlType.BOOLEAN, code_of=code_of)
 
     def _json_field(self, document: _Node, key: _Node, as_text: bool) -> _Node:
         if document.sql_type not in (SqlType.JSONB, SqlType.ANY):
@@ -299,6 +405,14 @@ class _Compiler:
             return element if isinstance(element, str) else jsonb_text(element)
 
         return _Node(field, SqlType.TEXT if as_text else SqlType.JSONB)
+
+
+def _python_compare(out: Writer, name: str, sql_type: SqlType, a: str, b: str) -> str:
+    """`_compare`'s comparison of two non-NULL values named `a` and `b`, written out."""
+    if sql_type is SqlType.JSONB:
+        equal = f"{out.bind('json_equal', json_equal)}({a}, {b})"
+        return equal if name == "=" else f"not {equal}"
+    return f"{a} {_PYTHON_OPERATORS[name]} {b}"
 
 
 class _Untyped:

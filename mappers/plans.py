@@ -58,7 +58,6 @@ class RulePlan:
     type: str
     table: str
     category: str
-    holds: Callable[[Row, Row], Any] | None  # the condition's SQL value; it holds when `is True`
     voucher_object: ObjectResolver
     objects: tuple[tuple[str, ObjectResolver], ...]  # name, the object of its reference's target
     changed_ignore: frozenset[str] | None  # changed_fields computed, these columns not counted
@@ -123,7 +122,6 @@ def rule_plan(index: int, rule: Rule, catalog: Catalog, objects: ObjectResolvers
     changed = rule.changed_fields
     return RulePlan(
         index=index, rule=rule, type=rule.type, table=rule.table, category=rule.category,
-        holds=rule.condition.evaluate if rule.condition is not None else None,
         voucher_object=objects.pick("voucher", rule.voucher) if rule.voucher else objects.fresh["voucher"],
         objects=tuple((name, objects.pick(name, reference,
                                           filled=rule.collect is not None and rule.collect.object == name))

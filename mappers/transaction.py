@@ -113,8 +113,7 @@ class EventMapper:
             rule_functions(out, plan, passthrough)
         for table, plan in self._plans.items():
             for op in (Op.INSERT, Op.UPDATE, Op.DELETE):
-                numbers = tuple(rule.index for rule in plan.rules.get(op, ()))
-                change_function(out, plan, op, numbers, f"change_{table}_{op.name.lower()}")
+                change_function(out, plan, op, plan.rules.get(op, ()), f"change_{table}_{op.name.lower()}")
         state, scratch = self.state, self._scratch
         runtime = {
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,

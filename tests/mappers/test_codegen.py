@@ -133,7 +133,8 @@ def test_rules_test_only_what_they_have(mapper):
     assert "condition_" not in created and "changed_columns" not in created
     assert "scratch_has" not in created and "campaign_object" not in created
     paid = function(source, f"rule_{rules['customer.order.paid']}")
-    assert "    if condition_" in paid and paid.count("lookup(") == 1  # the tenant from its customer
+    # its condition is tested by the change function, before the call
+    assert "new.get('status')" not in paid and paid.count("lookup(") == 1  # the tenant from its customer
     # the event made is remembered for customer_event rows of the same transaction
     assert "scratch_add('emitted', ('customer.order.paid', customer_uuid.int))" in paid
     # a deferred rule waits for the commit, which builds it with build_<n>
@@ -142,6 +143,28 @@ def test_rules_test_only_what_they_have(mapper):
     assert f"def build_{item}(" in source
     assert f"def build_{rules['customer.order.paid']}(" not in source
     compile(source, "<check>", "exec")
+
+
+def test_conditions_are_tested_in_place_before_a_rule_is_called(mapper):
+    source = mapper.generated_source()
+    rules = {rule.type: index for index, rule in enumerate(mapper.catalog.rules)}
+    succeeded, failed = rules["customer.redemption.succeeded"], rules["customer.redemption.failed"]
+    text = re.sub(r"_v\d+", "_vN", function(source, "change_redemption_insert"))
+    assert text.endswith(
+        "    # new.result = 'SUCCESS'\n"
+        "    if (None if (_vN := new.get('result')) is None else _vN == 'SUCCESS') is True:\n"
+        f"        event = rule_{succeeded}(new, old, key, position, context)\n"
+        "        if event is not None:\n"
+        "            records.append(event)\n"
+        "    # new.result = 'FAILURE'\n"
+        "    if (None if (_vN := new.get('result')) is None else _vN == 'FAILURE') is True:\n"
+        f"        event = rule_{failed}(new, old, key, position, context)\n"
+        "        if event is not None:\n"
+        "            records.append(event)\n"
+        "    return records\n\n"), text
+    # a rule without a condition is called as is
+    assert f"    event = rule_{rules['customer.order.created']}(new, old, key, position, context)\n" in function(
+        source, "change_orders_insert")
 
 
 def test_a_name_the_code_reads_and_nothing_binds_fails_at_compile_time():

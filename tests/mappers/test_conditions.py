@@ -1,5 +1,7 @@
 """The condition compiler: PostgreSQL semantics checked against PostgreSQL itself (a hypothesis
-oracle over generated rows and expressions), plus the subset's edges and its rejections."""
+oracle over generated rows and expressions), plus the subset's edges and its rejections. Both
+forms are checked: the closures (`Condition.evaluate`) and the code the mapper's generated
+functions test in place (`Condition.code`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mappers.codegen import condition_function
 from mappers.conditions import ConditionError, compile_condition
 from mappers.sqltypes import JSON_NULL, SqlType, parse_json
 
@@ -107,6 +110,7 @@ def test_compiled_conditions_agree_with_postgresql(oracle, expression, new, old)
     condition = compile_condition(expression, COLUMNS)
     assert condition.evaluate(canonical(new), canonical(old)) == expected, expression
     assert condition.holds(canonical(new), canonical(old)) is (expected is True)
+    assert condition_function(condition)(canonical(new), canonical(old)) == expected, condition.code
 
 
 # -- the edges the generator does not reach -------------------------------------------------------
@@ -134,7 +138,9 @@ def test_conditions_at_the_edges(expression, new, old, expected):
         with pytest.raises(ConditionError, match="BooleanTest"):
             compile_condition(expression)
         return
-    assert compile_condition(expression, {"m": SqlType.JSONB}).evaluate(new, old) == expected
+    condition = compile_condition(expression, {"m": SqlType.JSONB})
+    assert condition.evaluate(new, old) == expected
+    assert condition_function(condition)(new, old) == expected
 
 
 @pytest.mark.parametrize("expression, message", [
