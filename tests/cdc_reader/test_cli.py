@@ -7,14 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.cdc_reader.test_checks import started_cluster
-from tests.conftest import create_voucher_db, drop_voucher_db
 from tests.replication_helpers import temporary_role
 
 COMMANDS = ("demo", "run", "reader", "serve", "status", "sql", "teardown")

@@ -19,7 +19,7 @@ from cdc_reader.embedded_pg import LocalPostgres, wheel_installation
 from cdc_reader.traffic import VoucherTraffic
 from query.metrics import Metrics
 from query.store import Store, connect
-from tests.conftest import create_voucher_db, drop_voucher_db, unique_name
+from tests.conftest import unique_name
 from tests.pipeline_helpers import (
     PipelineThread, assert_each_business_row_once, confirmed_lsn, prepare_source, raw_duplicates,
     settings_for, wait_caught_up,
