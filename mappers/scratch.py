@@ -9,10 +9,8 @@ transaction of millions of rows costs disk, not memory.
 
 from __future__ import annotations
 
-import itertools
 import pickle
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 _TABLE = "temp.mapper_scratch"
@@ -24,13 +22,12 @@ class Scratch:
     def __init__(self, connection: sqlite3.Connection, memory_limit: int = 100_000) -> None:
         self.connection = connection
         self.memory_limit = memory_limit
-        self._memory: dict[str, dict[str, list[Any]]] = {}
+        self._memory: dict[str, dict[Any, list[Any]]] = {}
         self._size = 0
         self._spilled = False
-        self._sequence = itertools.count()
-        connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {_TABLE} "
-            "(kind TEXT, key TEXT, sequence INTEGER, value BLOB)")
+        # A key's values reach the table in the order they were added (each spill writes a key's
+        # values in order, later spills after earlier ones): rowid order is that order.
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (kind TEXT, key TEXT, value BLOB)")
         connection.execute(
             "CREATE INDEX IF NOT EXISTS temp.mapper_scratch_key ON mapper_scratch (kind, key)")
 
@@ -40,12 +37,11 @@ class Scratch:
         by_key = self._memory.get(kind)
         if by_key is None:
             by_key = self._memory[kind] = {}
-        entry = (next(self._sequence), value)
         values = by_key.get(key)
         if values is None:
-            by_key[key] = [entry]
+            by_key[key] = [value]
         else:
-            values.append(entry)
+            values.append(value)
         self._size += 1
         if self._size > self.memory_limit:
             self._spill()
@@ -58,31 +54,13 @@ class Scratch:
             f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (kind, str(key))).fetchone() is not None
 
     def values(self, kind: str, key: Any) -> list[Any]:
-        found = []
-        if self._spilled:
-            found = [pickle.loads(value) for (value,) in self.connection.execute(
-                f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY sequence", (kind, str(key)))]
-        return found + [value for _, value in self._memory.get(kind, {}).get(key, ())]
-
-    def items(self, kind: str) -> Iterator[tuple[Any, Any]]:
-        """Every (key, value) of `kind`, in the order they were added."""
-        if self._spilled:
-            cursor = self.connection.execute(
-                f"SELECT key, value FROM {_TABLE} WHERE kind = ? ORDER BY sequence", (kind,))
-            for key, value in cursor:
-                yield key, pickle.loads(value)
-        # Spilling moves everything, so what is still in memory came after the table's rows;
-        # within memory, keys interleave: the sequence restores the order of addition.
-        by_key = self._memory.get(kind, {})
-        if len(by_key) == 1:  # one key (pending events, passthrough rows): already in order
-            ((key, values),) = by_key.items()
-            for _, value in values:
-                yield key, value
-            return
-        entries = [(sequence, key, value) for key, values in by_key.items()
-                   for sequence, value in values]
-        for _, key, value in sorted(entries, key=lambda entry: entry[0]):
-            yield key, value
+        """The values under (kind, key), in the order they were added (while none were spilled,
+        the scratch's own list: read it, do not change or keep it)."""
+        in_memory = self._memory.get(kind, {}).get(key, [])
+        if not self._spilled:
+            return in_memory
+        return [pickle.loads(value) for (value,) in self.connection.execute(
+            f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY rowid", (kind, str(key)))] + in_memory
 
     def clear(self) -> None:
         self._memory.clear()
@@ -92,10 +70,10 @@ class Scratch:
             self._spilled = False
 
     def _spill(self) -> None:
-        rows = ((kind, str(key), sequence, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        rows = ((kind, str(key), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
                 for kind, by_key in self._memory.items() for key, values in by_key.items()
-                for sequence, value in values)
-        self.connection.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?, ?)", rows)
+                for value in values)
+        self.connection.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?)", rows)
         self._memory.clear()
         self._size = 0
         self._spilled = True

@@ -117,12 +117,12 @@ def test_scratch_keeps_order_and_answers_across_a_spill():
     for number in range(8):
         scratch.add("pending", "", {"n": number})
         scratch.add("emitted", f"k{number % 3}", number)
-    assert [value["n"] for _, value in scratch.items("pending")] == list(range(8))
+    assert [value["n"] for value in scratch.values("pending", "")] == list(range(8))
     assert scratch.values("emitted", "k1") == [1, 4, 7]
     assert scratch.has("emitted", "k2") and not scratch.has("emitted", "k3")
     assert len(scratch._memory.get("pending", {}).get("", [])) <= 3
     scratch.clear()
-    assert list(scratch.items("pending")) == [] and not scratch.has("emitted", "k1")
+    assert scratch.values("pending", "") == [] and not scratch.has("emitted", "k1")
     assert connection.execute("SELECT count(*) FROM temp.mapper_scratch").fetchone() == (0,)
 
 
