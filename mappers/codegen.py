@@ -30,6 +30,7 @@ from types import CodeType
 from typing import Any
 
 from cdc_reader.changes import Op
+from mappers.catalog import Passthrough
 from mappers.conditions import Condition
 from mappers.plans import RulePlan, TablePlan, no_key
 from mappers.references import Reference
@@ -297,6 +298,29 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
             with out.indent() if condition is not None else nullcontext():
                 out.line(f"event = rule_{rule.index}(new, old, key, position, context)")
                 out.when("event is not None", "records.append(event)")
+        out.line("return records")
+    out.line("")
+
+
+def passthrough_function(out: Source, spec: Passthrough, name: str) -> None:
+    """`<name>(rows, context)`: the records of a source transaction's pass-through rows, at its
+    commit. Most rows repeat an event the transaction made: a row whose customer id is a
+    canonical UUID (varchar(36), as the engine writes it) is checked against those from its hex
+    digits, in place, without making a UUID of it (UUID() costs ~1 us); the others go to
+    `passthrough` (EventMapper._passthrough)."""
+    out.line(f"def {name}(rows, context):")
+    with out.indent():
+        out.line("records = []")
+        out.line("for position, new in rows:")
+        with out.indent():
+            if {spec.customer.side, spec.type.side} - {"new"}:
+                out.line("old = EMPTY_ROW")  # the row is `new` (EventMapper._passthrough's references)
+            reference_code(out, "customer", spec.customer)
+            out.line("if type(customer) is str and canonical_uuid(customer):")
+            with out.indent():
+                reference_code(out, "event_type", spec.type)
+                out.when("scratch_has('emitted', (event_type, int(customer.replace('-', ''), 16)))", "continue")
+            out.line("records.extend(passthrough(new, position, context))")
         out.line("return records")
     out.line("")
 
