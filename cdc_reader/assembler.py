@@ -34,6 +34,8 @@ from cdc_reader.values import Converter, StreamConverters, text_value
 
 _NO_ENVELOPES: tuple[Envelope, ...] = ()
 _NO_COLUMNS: frozenset[str] = frozenset()
+# Read once: an Enum member read off its class costs ~80 ns in Python 3.11, per change here.
+_INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
 _TEXT, _NULL, _UNCHANGED_TOAST = ord("t"), ord("n"), ord("u")
 # Row layouts kept per relation; a table's rows use few NULL/TOAST patterns, this bounds the rest.
 _MAX_LAYOUTS_PER_RELATION = 256
@@ -201,19 +203,19 @@ class ChangeAssembler:
         shape = self._shape(message.relation_oid)
         kinds, values = message.new.kinds, message.new.values
         layout = shape.layout(kinds, False)
-        return (self._change(Op.INSERT, shape, None, layout.row(values), layout.unchanged_toast),)
+        return (self._change(_INSERT, shape, None, layout.row(values), layout.unchanged_toast),)
 
     def _update(self, message: Update) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)
         before = None if message.old is None else _old_row(shape, message.old_kind, message.old)
         kinds, values = message.new.kinds, message.new.values
         layout = shape.layout(kinds, False)
-        return (self._change(Op.UPDATE, shape, before, layout.row(values), layout.unchanged_toast),)
+        return (self._change(_UPDATE, shape, before, layout.row(values), layout.unchanged_toast),)
 
     def _delete(self, message: Delete) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)
         before = _old_row(shape, message.old_kind, message.old)
-        return (self._change(Op.DELETE, shape, before, None, _NO_COLUMNS),)
+        return (self._change(_DELETE, shape, before, None, _NO_COLUMNS),)
 
     def _truncate(self, message: Truncate) -> tuple[Envelope, ...]:
         return tuple(

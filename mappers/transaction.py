@@ -47,6 +47,8 @@ TENANT_NAMES = 10_000  # tenant names kept in memory (all of them, in any deploy
 # Shared by every payload: serialized, never changed.
 _EVENT_SOURCES = {source.value: event_source(source.value) for source in EventSource}
 # A UUID as str(uuid.UUID) spells it, or in upper case: its int is int(hex digits, 16).
+_DELETE = Op.DELETE  # (reading an Enum member off its class costs ~80 ns in Python 3.11)
+_NOT_DESCRIBED = object()  # a _Table's column_types before its first change
 _CANONICAL_UUID = re.compile("-".join("[0-9a-fA-F]{%d}" % width for width in (8, 4, 4, 4, 12))).fullmatch
 
 
@@ -78,6 +80,29 @@ class _Context:
         self.ids = ids  # None for the snapshot
 
 
+class _Table:
+    """A table's plan and generated functions, and what its changes' relation was last described
+    as (`Change.column_types`: one tuple shared by that relation's changes until it is described
+    anew) with whether its rows then come canonical from the reader
+    (`TableSchema.decoded_canonical`), decided once per description."""
+
+    __slots__ = ("plan", "handlers", "column_types", "canonical")
+
+    def __init__(self, plan: TablePlan, handlers: dict[Op, Callable]) -> None:
+        self.plan = plan
+        self.handlers = handlers  # Op -> change_<table>_<op>
+        self.column_types: Any = _NOT_DESCRIBED
+        self.canonical = False
+
+    def describe(self, column_types: tuple | None) -> None:
+        self.column_types = column_types
+        self.canonical = column_types is not None and self.plan.decoded_canonical(column_types)
+
+
+def _no_records(new: Row, old: Row, unchanged_toast: Any, position: int, context: Any) -> list[Record]:
+    return []  # TRUNCATE: the catalog has no rule for it
+
+
 class EventMapper:
     def __init__(self, catalog: Catalog, state: ReferenceState, source: SourceIdentity,
                  slot: str, scratch_memory_limit: int = 100_000) -> None:
@@ -100,11 +125,9 @@ class EventMapper:
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
-        # table -> (its last Change.column_types, TableSchema.decoded_canonical of them)
-        self._relations: dict[str, tuple[tuple, bool]] = {}
         self._source_text, self._tables, self._builds = self._compile()
 
-    def _compile(self) -> tuple[str, dict[str, tuple[TablePlan, dict[Op, Callable]]], tuple[Callable | None, ...]]:
+    def _compile(self) -> tuple[str, dict[str, _Table], tuple[Callable | None, ...]]:
         """The plans as Python functions (mappers/codegen.py): per table, its plan and the
         function of each change kind; per rule, its event's builder when it defers it."""
         out = Source()
@@ -134,7 +157,8 @@ class EventMapper:
         for table, plan in self._plans.items():
             handlers = {op: names[f"change_{table}_{op.name.lower()}"] for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
             handlers[Op.READ] = handlers[Op.INSERT]
-            tables[table] = (plan, handlers)
+            handlers[Op.TRUNCATE] = _no_records
+            tables[table] = _Table(plan, handlers)
         self._passthrough_rows = names.get("passthrough_rows")
         return out.text(), tables, tuple(names.get(f"build_{plan.index}") for plan in self._rules)
 
@@ -150,34 +174,22 @@ class EventMapper:
                                  _WAL, TransactionIds(self._wal_id_prefix, commit_lsn))
 
     def change(self, change: Change) -> list[Record]:
-        entry = self._tables.get(change.table)
-        op = change.op
-        if entry is None or op is Op.TRUNCATE:
+        table = self._tables.get(change.table)
+        if table is None:
             return []
         context = self._context
         if context is None or context.commit_lsn != change.commit_lsn:
             raise RuntimeError("change() outside its transaction: call begin() first")
-        plan, handlers = entry
-        after, before = change.after, change.before
-        known = self._relations.get(plan.table)  # _decoded_canonical's memo, read in place
-        if (known[1] if known is not None and known[0] is change.column_types
-                else self._decoded_canonical(plan, change.column_types)):
-            new, old = after or _EMPTY, before or _EMPTY
+        if table.column_types is not change.column_types:
+            table.describe(change.column_types)
+        if table.canonical:
+            new, old = change.after or _EMPTY, change.before or _EMPTY
         else:
-            new = plan.canonical_row(after) if after else _EMPTY
-            old = plan.canonical_row(before) if before else _EMPTY
-        return handlers[op](new, old, change.unchanged_toast, change.position, context)
-
-    def _decoded_canonical(self, plan: TablePlan, column_types: tuple | None) -> bool:
-        """Whether the rows of this change's relation come canonical from the reader (see
-        `TableSchema.decoded_canonical`); decided again only when the table's relation is
-        described anew (the reader shares one description among that relation's changes)."""
-        if column_types is None:
-            return False
-        known = self._relations.get(plan.table)
-        if known is None or known[0] is not column_types:
-            known = self._relations[plan.table] = (column_types, plan.decoded_canonical(column_types))
-        return known[1]
+            canonical_row = table.plan.canonical_row
+            after, before = change.after, change.before
+            new = canonical_row(after) if after else _EMPTY
+            old = canonical_row(before) if before else _EMPTY
+        return table.handlers[change.op](new, old, change.unchanged_toast, change.position, context)
 
     def commit(self, commit: TransactionCommit) -> list[Record]:
         context = self._context
@@ -212,7 +224,7 @@ class EventMapper:
                     f"events need them; read the tables in this order: {', '.join(self.catalog.tables)}")
             self._snapshot_started.add(table)
         new = plan.canonical_row(row) if row else _EMPTY
-        return self._tables[table][1][Op.INSERT](new, _EMPTY, (), 0, self._snapshot_context)
+        return self._tables[table].handlers[Op.INSERT](new, _EMPTY, (), 0, self._snapshot_context)
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""
@@ -324,11 +336,11 @@ def _directory_record(table: str, op: Op, new: Row, old: Row, version: int) -> l
     if identifier is None:
         return []
     if table == TENANT_TABLE:
-        if op is Op.DELETE or row.get("name") is None:
+        if op is _DELETE or row.get("name") is None:
             return []
         return [TenantRecord(identifier, row["name"], version)]
     tenant_id = as_uuid(row.get("tenant_id"))
     if tenant_id is None:
         log.warning("customer %s deleted before it was known: no directory record", identifier)
         return []
-    return [CustomerRecord(identifier, tenant_id, row.get("source_id"), op is Op.DELETE, version)]
+    return [CustomerRecord(identifier, tenant_id, row.get("source_id"), op is _DELETE, version)]

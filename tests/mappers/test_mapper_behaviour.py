@@ -122,6 +122,25 @@ def test_column_of_another_type_than_the_schema_says_is_converted(engine, vouche
     assert orjson.loads(event.data)["redemption"] == redemption_object()  # "amount": 2500
 
 
+def test_a_relation_described_anew_is_checked_anew(tmp_path):
+    # The canonical check is decided once per relation description (Change.column_types, one
+    # tuple shared by its changes): a new description with a column sent as text is converted.
+    mapper = new_mapper(tmp_path)
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    described = (("id", 2950), ("amount", 20), ("tenant_id", 2950))
+    altered = (("id", 2950), ("amount", 25), ("tenant_id", 2950))  # bigint sent as text
+    rows = [(described, {"id": uid(1), "amount": 100, "tenant_id": uid(2)}),
+            (altered, {"id": uid(3), "amount": "200", "tenant_id": uid(2)}),
+            (described, {"id": uid(4), "amount": 300, "tenant_id": uid(2)})]
+    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
+    for position, (column_types, row) in enumerate(rows):
+        mapper.change(Change(Op.INSERT, "public", "orders", None, row, 1, 10, moment, position,
+                             column_types=column_types))
+    mapper.commit(TransactionCommit(xid=1, commit_lsn=10, end_lsn=11, commit_time=moment, change_count=3))
+    assert [mapper.state.get("orders", uid(number))["amount"] for number in (1, 3, 4)] == [100, 200, 300]
+    mapper.state.close()
+
+
 def test_unknown_tables_and_truncate_are_ignored(tmp_path):
     mapper = new_mapper(tmp_path)
     moment = datetime(2024, 3, 1, tzinfo=UTC)
