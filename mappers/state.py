@@ -277,9 +277,10 @@ class ReferenceState:
         """Down to 90% of the cache size, the changed rows among the evicted written in one go."""
         cache, dirty = self._cache, self._dirty
         written = []
-        while len(cache) > self.cache_size - self.cache_size // 10:
-            evicted_key, evicted = cache.popitem(last=False)
-            key = dirty.pop(evicted_key, _MISSING)
+        popitem, undirty = cache.popitem, dirty.pop
+        for _ in range(len(cache) - (self.cache_size - self.cache_size // 10)):
+            evicted_key, evicted = popitem(False)
+            key = undirty(evicted_key, _MISSING)
             if key is not _MISSING:
                 written.append(((evicted_key, key), evicted))
         if written:
