@@ -304,9 +304,9 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
 
 def passthrough_function(out: Source, spec: Passthrough, name: str) -> None:
     """`<name>(rows, context)`: the records of a source transaction's pass-through rows, at its
-    commit. Most rows repeat an event the transaction made: a row whose customer id is a
-    canonical UUID (varchar(36), as the engine writes it) is checked against those from its hex
-    digits, in place, without making a UUID of it (UUID() costs ~1 us); the others go to
+    commit. Most rows repeat an event the transaction made: a row whose customer id is a UUID
+    spelled in 36 characters (varchar(36), as the engine writes it) is checked against those from
+    its hex digits, in place, without making a UUID of it (UUID() costs ~1 us); the others go to
     `passthrough` (EventMapper._passthrough)."""
     out.line(f"def {name}(rows, context):")
     with out.indent():
@@ -316,10 +316,21 @@ def passthrough_function(out: Source, spec: Passthrough, name: str) -> None:
             if {spec.customer.side, spec.type.side} - {"new"}:
                 out.line("old = EMPTY_ROW")  # the row is `new` (EventMapper._passthrough's references)
             reference_code(out, "customer", spec.customer)
-            out.line("if type(customer) is str and canonical_uuid(customer):")
+            # 36 characters, 32 of them hex digits: what uuid.UUID reads as their value
+            # (unhexlify takes hex digits only, unlike int(text, 16): no sign, space or "_")
+            out.line("if type(customer) is str and len(customer) == 36 "
+                     "and len(digits := customer.replace('-', '')) == 32:")
             with out.indent():
-                reference_code(out, "event_type", spec.type)
-                out.when("scratch_has('emitted', (event_type, int(customer.replace('-', ''), 16)))", "continue")
+                out.line("try:")
+                with out.indent():
+                    out.line("customer_int = int_from_bytes(unhexlify(digits))")
+                out.line("except ValueError:")
+                with out.indent():
+                    out.line("customer_int = None")
+                out.line("if customer_int is not None:")
+                with out.indent():
+                    reference_code(out, "event_type", spec.type)
+                    out.when("scratch_has('emitted', (event_type, customer_int))", "continue")
             out.line("records.extend(passthrough(new, position, context))")
         out.line("return records")
     out.line("")

@@ -216,10 +216,12 @@ class ReferenceState:
     # -- rows ----------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
         """The row of `table` keyed `key` (a uuid.UUID or text; see `normal_key`, `_disk_key`)."""
-        if type(key) is not UUID:
-            key = normal_key(key)
         # A UUID is cached under its int: hashing that is C, UUID.__hash__ is Python.
-        cache_key = (table, key.int if type(key) is UUID else key)
+        if type(key) is UUID:
+            cache_key = (table, key.int)
+        else:
+            key = normal_key(key)
+            cache_key = (table, key.int if type(key) is UUID else key)
         cache = self._cache
         row = cache.get(cache_key, _MISSING)
         if row is not _MISSING:
@@ -240,9 +242,11 @@ class ReferenceState:
         return row
 
     def put(self, table: str, key: Any, row: dict[str, Any]) -> None:
-        if type(key) is not UUID:
+        if type(key) is UUID:
+            memo_key = key.int
+        else:
             key = normal_key(key)
-        memo_key = key.int if type(key) is UUID else key
+            memo_key = key.int if type(key) is UUID else key
         cache_key = (table, memo_key)
         self._dirty[cache_key] = key
         memos = self._memos.get(table)
