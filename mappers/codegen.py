@@ -113,6 +113,16 @@ def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
         out.line(f"scratch_add({plan.blocking_kind!r}, subject)")
 
 
+def _object_code(out: Source, target: str, resolver: str, memo: str | None) -> None:
+    """`made = resolver(target)`; with the resolver's memo (payload.object_resolver), a UUID's
+    entry is read in place first (the memo keys a UUID by its int, as the resolver does)."""
+    if memo is None:
+        out.line(f"made = {resolver}({target})")
+        return
+    out.line(f"made = {memo}.get({target}.int) if type({target}) is UUID else None")
+    out.when("made is None", f"made = {resolver}({target})")
+
+
 def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | None) -> None:
     """The event of a decided rule, its payload as the state holds it now. Bound: position, key,
     subject, customer, changed, new, old, context. Returns the event; with `made`, binds it to
@@ -128,22 +138,29 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
     out.when("customer_uuid is None or tenant_uuid is None",
              f"log.warning('no %s event for customer %r: tenant %r unknown', {plan.type!r}, customer, tenant_id)",
              "return None")
-    out.line("data = {'customer': customer_object(customer)}")
+    # the customer's object from its memo in place (customer_uuid spells the same id)
+    out.line("made = customer_memo.get(customer_uuid.int)")
+    out.when("made is None", "made = customer_object(customer)")
+    out.line("data = {'customer': made}")
     out.line("campaign_type = ''")
     out.line("campaign_uuid = None")
     if rule.campaign is not None:
         reference_code(out, "campaign_id", rule.campaign)
-        out.when("campaign_id is not None",
-                 "data['campaign'] = campaign_object(campaign_id)",
-                 "campaign_type = campaign_type_of(campaign_id)",
-                 "campaign_uuid = campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id)")
+        out.line("if campaign_id is not None:")
+        with out.indent():
+            _object_code(out, "campaign_id", "campaign_object", "campaign_memo")
+            out.line("data['campaign'] = made")
+            out.line("campaign_type = campaign_type_of(campaign_id)")
+            out.line("campaign_uuid = campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id)")
     objects = [(name, resolve, reference)
                for (name, resolve), (_, reference) in zip(plan.objects, rule.objects, strict=True)]
     if rule.voucher is not None:
         objects.insert(0, ("voucher", plan.voucher_object, rule.voucher))
     for name, resolve, reference in objects:
         reference_code(out, "target", reference)
-        out.line(f"made = {out.bind(name + '_object', resolve)}(target)")
+        memo = getattr(resolve, "memo", None)
+        _object_code(out, "target", out.bind(name + "_object", resolve),
+                     out.bind(name + "_memo", memo) if memo is not None else None)
         out.when("made is not None", f"data[{name!r}] = made")
     if plan.collect is not None:
         kind, object_name, field_name = plan.collect
@@ -168,9 +185,11 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
         out.line("created_at = context.commit_time")
     out.line("tenant = tenant_names.get(tenant_uuid.int)")
     out.when("tenant is None", "tenant = tenant_name(tenant_uuid)")
+    # serialize(data) in place (mappers/payload.py)
     event = (f"CustomerEvent(event_id, tenant_uuid, tenant, customer_uuid, created_at, "
              f"{plan.type!r}, {plan.category!r}, campaign_uuid, campaign_type, context.group_id, "
-             f"context.source, serialize(data), {plan.table!r}, context.commit_lsn)")
+             f"context.source, dumps(data, default=json_default, option=JSON_OPTIONS).decode(), "
+             f"{plan.table!r}, context.commit_lsn)")
     if made is None:
         out.line(f"return {event}")
     else:

@@ -20,7 +20,9 @@ from mappers.state import normal_key, uuid_from_int
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
-_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+# How payloads are serialized (`serialize`; the mapper's generated code calls orjson with these
+# in place)
+JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Row = Mapping[str, Any]
@@ -129,7 +131,8 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
     orjson would have written for it in place (same options, keys sorted). The state drops a
     row's entry when the row changes, so a hit needs no lookup at all: an event of a customer
     whose row left the state's cache costs no unpickle. Objects the mapper adds fields to, or of
-    the changed row itself, are resolved without a memo."""
+    the changed row itself, are resolved without a memo. The memo is the resolver's `memo`
+    attribute: the generated code reads a UUID's entry in place and calls the resolver on a miss."""
     build = object_builder(spec)
     table = spec.table
     if memo is None:
@@ -178,7 +181,7 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
             # copied: orjson's output keeps its whole write buffer (4 kB) allocated, 30x the
             # bytes of a customer object, for as long as it lives
             serialized = memoryview(orjson.dumps(
-                build(lookup(table, target), target), default=json_default, option=_JSON_OPTIONS)).tobytes()
+                build(lookup(table, target), target), default=json_default, option=JSON_OPTIONS)).tobytes()
             made = orjson.Fragment(serialized)
             cost = len(serialized) + MEMO_ENTRY_OVERHEAD
             if cost <= limit:  # else served, not kept
@@ -189,6 +192,7 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
                 held += cost
         return made
 
+    resolve_shared.memo = memo  # type: ignore[attr-defined]  # read in place: mappers/codegen.py
     return resolve_shared
 
 
@@ -199,7 +203,7 @@ def changed_columns(new: Row, old: Row, ignore: frozenset[str]) -> list[str]:
 
 
 def serialize(data: Mapping[str, Any]) -> str:
-    return orjson.dumps(data, default=json_default, option=_JSON_OPTIONS).decode()
+    return orjson.dumps(data, default=json_default, option=JSON_OPTIONS).decode()
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:

@@ -20,11 +20,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
-    UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
+    JSON_OPTIONS, UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
     serialize, snapshot_event_id, snapshot_group_id,
     transaction_group_id, wal_id_prefix,
 )
@@ -33,6 +35,7 @@ from mappers.plans import (
     RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans,
 )
 from mappers.scratch import Scratch
+from mappers.sqltypes import json_default
 from mappers.state import ReferenceState, uuid_from_int
 
 log = logging.getLogger(__name__)
@@ -142,11 +145,13 @@ class EventMapper:
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
             "scratch_values": scratch.values, "state_put": state.put, "state_delete": state.delete,
             "count_snapshot_event": state.count_snapshot_event, "customer_object": self._customer_object,
-            "campaign_object": self._campaign_object, "campaign_type_of": self._campaign_type,
+            "customer_memo": self._customer_object.memo, "campaign_object": self._campaign_object,
+            "campaign_memo": self._campaign_object.memo, "campaign_type_of": self._campaign_type,
             "tenant_names": self._tenant_names, "tenant_name": self._tenant_name,
             "passthrough": self._passthrough, "directory_record": _directory_record,
             "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_id,
-            "event_time": event_time, "CustomerEvent": CustomerEvent, "serialize": serialize,
+            "event_time": event_time, "CustomerEvent": CustomerEvent, "dumps": orjson.dumps,
+            "json_default": json_default, "JSON_OPTIONS": JSON_OPTIONS,
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
             "source": self.source, "uuid_from_int": uuid_from_int, "UUID5_CLEAR": UUID5_CLEAR,
             "UUID5_SET": UUID5_SET, "EMPTY_ROW": _EMPTY, "unhexlify": binascii.unhexlify,

@@ -135,6 +135,11 @@ def test_rules_test_only_what_they_have(mapper):
     paid = function(source, f"rule_{rules['customer.order.paid']}")
     # its condition is tested by the change function, before the call
     assert "new.get('status')" not in paid and paid.count("lookup(") == 1  # the tenant from its customer
+    # the customer's serialized object is read from its memo in place, a resolver called on a miss
+    assert ("    made = customer_memo.get(customer_uuid.int)\n"
+            "    if made is None:\n"
+            "        made = customer_object(customer)\n"
+            "    data = {'customer': made}\n") in paid
     # the event made is remembered for customer_event rows of the same transaction
     assert "scratch_add('emitted', ('customer.order.paid', customer_uuid.int))" in paid
     # a deferred rule waits for the commit, which builds it with build_<n>
