@@ -120,24 +120,14 @@ def _constant(value: Any, sql_type: SqlType) -> _Node:
     return _Node(lambda new, old: value, sql_type, value, constant=True, code_of=code)
 
 
-def _and_code(args: list[_Node]) -> Code:
-    """`_and` written out: false when one is false, else NULL when one is NULL, else true."""
+def _junction_code(args: list[_Node], decisive: bool) -> Code:
+    """`_and` (decisive False) or `_or` (decisive True) written out: the decisive value when one
+    argument has it, else NULL when one is NULL, else the other truth value."""
     def code(out: Writer) -> str:
         names = [out.temporary() for _ in args]
-        tests = " or ".join(f"({name} := {arg.code(out)}) is False" for name, arg in zip(names, args))
+        tests = " or ".join(f"({name} := {arg.code(out)}) is {decisive}" for name, arg in zip(names, args))
         nulls = " or ".join(f"{name} is None" for name in names)
-        return f"(False if {tests} else (None if {nulls} else True))"
-
-    return code
-
-
-def _or_code(args: list[_Node]) -> Code:
-    """`_or` written out: true when one is true, else NULL when one is NULL, else false."""
-    def code(out: Writer) -> str:
-        names = [out.temporary() for _ in args]
-        tests = " or ".join(f"({name} := {arg.code(out)}) is True" for name, arg in zip(names, args))
-        nulls = " or ".join(f"{name} is None" for name in names)
-        return f"(True if {tests} else (None if {nulls} else False))"
+        return f"({decisive} if {tests} else (None if {nulls} else {not decisive}))"
 
     return code
 
@@ -218,8 +208,10 @@ class _Compiler:
 
             return _Node(lambda new, old: _not(inner(new, old)), SqlType.BOOLEAN, code_of=not_code)
         if kind == "AND_EXPR":
-            return _Node(lambda new, old: _and(evaluators, new, old), SqlType.BOOLEAN, code_of=_and_code(args))
-        return _Node(lambda new, old: _or(evaluators, new, old), SqlType.BOOLEAN, code_of=_or_code(args))
+            return _Node(lambda new, old: _and(evaluators, new, old), SqlType.BOOLEAN,
+                         code_of=_junction_code(args, False))
+        return _Node(lambda new, old: _or(evaluators, new, old), SqlType.BOOLEAN,
+                     code_of=_junction_code(args, True))
 
     def visit_NullTest(self, node: ast.NullTest) -> _Node:
         argument = self.visit(node.arg)
@@ -357,7 +349,7 @@ class _Compiler:
     def _in_list(self, name: str, left: _Node, items: list[_Node]) -> _Node:
         nodes = [self._compare(name, left, item) for item in items]
         comparisons = [node.evaluate for node in nodes]
-        combine, code = (_or, _or_code(nodes)) if name == "=" else (_and, _and_code(nodes))
+        combine, code = (_or, _junction_code(nodes, True)) if name == "=" else (_and, _junction_code(nodes, False))
         return _Node(lambda new, old: combine(comparisons, new, old), SqlType.BOOLEAN, code_of=code)
 
     def _distinct(self, left: _Node, right: _Node, distinct: bool) -> _Node:

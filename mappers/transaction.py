@@ -26,9 +26,9 @@ from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
-    JSON_OPTIONS, UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns, event_source, event_time,
-    serialize, snapshot_event_id, snapshot_group_id,
-    transaction_group_id, wal_id_prefix,
+    JSON_OPTIONS, UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns,
+    event_source, event_time, serialize, snapshot_event_id, snapshot_group_id, transaction_group_id,
+    wal_id_prefix,
 )
 from mappers.codegen import Source, change_function, compile_source, passthrough_function, rule_functions
 from mappers.plans import (
