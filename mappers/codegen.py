@@ -179,7 +179,7 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
     out.line("else:")
     with out.indent():
         # TransactionIds.event_id in place (tests/mappers/test_payload.py checks it against uuid5)
-        out.line("hasher = context.ids.prefix.copy()")
+        out.line("hasher = context.id_prefix.copy()")
         out.line(f"hasher.update(b'%d' % position + {plan.id_suffix!r})")
         out.line("event_id = uuid_from_int(int.from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)")
         out.line("created_at = context.commit_time")

@@ -54,8 +54,7 @@ class TransactionIds:
     __slots__ = ("prefix",)
 
     def __init__(self, source_prefix: Any, commit_lsn: int) -> None:
-        self.prefix = source_prefix.copy()  # the SHA-1 state up to `<commit_lsn>/`
-        self.prefix.update(b"%d/" % commit_lsn)
+        self.prefix = transaction_id_prefix(source_prefix, commit_lsn)
 
     def event_id(self, position: int, type_suffix: bytes) -> uuid.UUID:
         """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8. (The
@@ -63,6 +62,14 @@ class TransactionIds:
         hasher = self.prefix.copy()
         hasher.update(b"%d" % position + type_suffix)
         return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)
+
+
+def transaction_id_prefix(source_prefix: Any, commit_lsn: int) -> Any:
+    """The SHA-1 state up to `<commit_lsn>/`, from `wal_id_prefix`'s: what each event id of
+    the transaction continues from (the mapper's generated code does so in place)."""
+    prefix = source_prefix.copy()
+    prefix.update(b"%d/" % commit_lsn)
+    return prefix
 
 
 def wal_id_prefix(source: SourceIdentity) -> Any:

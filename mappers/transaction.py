@@ -26,9 +26,9 @@ from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
-    JSON_OPTIONS, UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, TransactionIds, as_uuid, changed_columns,
+    JSON_OPTIONS, UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, as_uuid, changed_columns,
     event_source, event_time, serialize, snapshot_event_id, snapshot_group_id, transaction_group_id,
-    wal_id_prefix,
+    transaction_id_prefix, wal_id_prefix,
 )
 from mappers.codegen import Source, change_function, compile_source, passthrough_function, rule_functions
 from mappers.plans import (
@@ -69,16 +69,16 @@ class _Context:
     """Where the events being made come from: one source transaction, or the snapshot. (A plain
     slotted class: one is made per transaction, a frozen dataclass costs twice as much.)"""
 
-    __slots__ = ("snapshot", "commit_lsn", "commit_time", "group_id", "source", "ids")
+    __slots__ = ("snapshot", "commit_lsn", "commit_time", "group_id", "source", "id_prefix")
 
     def __init__(self, snapshot: bool, commit_lsn: int, commit_time: datetime | None, group_id: str,
-                 source: str, ids: TransactionIds | None) -> None:
+                 source: str, id_prefix: Any) -> None:
         self.snapshot = snapshot
         self.commit_lsn = commit_lsn
         self.commit_time = commit_time
         self.group_id = group_id
         self.source = source
-        self.ids = ids  # None for the snapshot
+        self.id_prefix = id_prefix  # payload.transaction_id_prefix; None for the snapshot
 
 
 class _Table:
@@ -175,7 +175,7 @@ class EventMapper:
         self._scratch.clear()
         commit_lsn = begin.commit_lsn
         self._context = _Context(False, commit_lsn, begin.commit_time, transaction_group_id(commit_lsn),
-                                 _WAL, TransactionIds(self._wal_id_prefix, commit_lsn))
+                                 _WAL, transaction_id_prefix(self._wal_id_prefix, commit_lsn))
 
     def change(self, change: Change) -> list[Record]:
         table = self._tables.get(change.table)
