@@ -89,6 +89,11 @@ def _start(reference: Reference) -> str:
     return f"{row}.get({reference.column!r})"
 
 
+def _comment(text: str) -> str:
+    """A one-line comment of catalog text (a condition may span lines in the TOML)."""
+    return "# " + " ".join(text.split())
+
+
 def reference_code(out: Source, target: str, reference: Reference) -> None:
     """Statements that set `target` to the reference's value (Reference.resolve's semantics:
     None when any step is NULL or unknown; a hop without a column yields the row)."""
@@ -209,12 +214,12 @@ def rule_functions(out: Source, plan: RulePlan, passthrough: bool) -> None:
     if plan.deferred:
         out.line(f"def build_{number}(position, key, subject, customer, changed, new, old, context):")
         with out.indent():
-            out.line(f"# {rule.name}")
+            out.line(_comment(rule.name))
             _build_body(out, plan, None)
         out.line("")
     out.line(f"def rule_{number}(new, old, key, position, context):")
     with out.indent():
-        out.line(f"# {rule.name}")
+        out.line(_comment(rule.name))
         if plan.touched_kind is not None:
             # the snapshot reads every row of that table: it always changed
             out.when("context.snapshot", "return None")
@@ -312,7 +317,7 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
         for rule in rules:
             condition = rule.rule.condition
             if condition is not None:
-                out.line(f"# {condition.text}")
+                out.line(_comment(condition.text))
                 out.line(f"if {condition.code(out)} is True:")
             with out.indent() if condition is not None else nullcontext():
                 out.line(f"event = rule_{rule.index}(new, old, key, position, context)")

@@ -6,11 +6,17 @@ tests/mappers/test_events_*.py tests, which run through these functions.)"""
 from __future__ import annotations
 
 import re
+import tomllib
 import uuid
+from datetime import UTC, datetime
+from importlib import resources
 
 import pytest
 
+from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
+from mappers.catalog import build_catalog
+from mappers.schema import voucher_schema
 from mappers.codegen import Source, compile_source, reference_code
 from mappers.references import parse_reference
 
@@ -170,6 +176,25 @@ def test_conditions_are_tested_in_place_before_a_rule_is_called(mapper):
     # a rule without a condition is called as is
     assert f"    event = rule_{rules['customer.order.created']}(new, old, key, position, context)\n" in function(
         source, "change_orders_insert")
+
+
+def test_a_condition_written_over_several_lines_is_one_comment_line(tmp_path):
+    # TOML lets a catalog write a long condition as a multi-line string; the generated code
+    # repeats it as a comment, which must stay one line
+    document = tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+    (paid,) = (rule for rule in document["rule"] if rule["type"] == "customer.order.paid")
+    paid["when"] = "upper(new.status) = 'PAID'\n  AND upper(old.status) IS DISTINCT FROM 'PAID'"
+    state = ReferenceState.open(tmp_path, 100, 0)
+    mapper = EventMapper(build_catalog(document, voucher_schema()), state, SourceIdentity("1", "db"), "va")
+    assert ("    # upper(new.status) = 'PAID' AND upper(old.status) IS DISTINCT FROM 'PAID'\n"
+            in function(mapper.generated_source(), "change_orders_insert"))
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    order = {"id": uuid.UUID(int=5), "status": "paid", "customer_id": uuid.UUID(int=6),
+             "tenant_id": uuid.UUID(int=7), "amount": 100}
+    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
+    records = mapper.change(Change(Op.INSERT, "public", "orders", None, order, 1, 10, moment, 0))
+    assert [record.type for record in records] == ["customer.order.created", "customer.order.paid"]
+    state.close()
 
 
 def test_pass_through_rows_repeating_an_event_are_left_out_in_place(mapper):
