@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import dis
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -64,7 +65,10 @@ class Source:
                 self.line(statement)
 
     def bind(self, prefix: str, value: Any) -> str:
-        """A global name for `value` (the same name for the same object)."""
+        """A global name for `value` (the same name for the same object). The prefix may come
+        from the catalog (a payload object's name): what is not an ASCII letter, digit or "_" in
+        it becomes "_", and a leading digit gets one before it."""
+        prefix = re.sub(r"\W|^(?=\d)", "_", prefix, flags=re.ASCII)
         for name, bound in self.bindings.items():
             if bound is value and name.startswith(prefix):
                 return name

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from importlib import resources
 
+import orjson
 import pytest
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
@@ -194,6 +195,26 @@ def test_a_condition_written_over_several_lines_is_one_comment_line(tmp_path):
     mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
     records = mapper.change(Change(Op.INSERT, "public", "orders", None, order, 1, 10, moment, 0))
     assert [record.type for record in records] == ["customer.order.created", "customer.order.paid"]
+    state.close()
+
+
+def test_a_payload_object_named_with_any_characters_gets_a_valid_name_in_the_code(tmp_path):
+    document = tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+    document["objects"]["segment-info"] = document["objects"]["segment"]
+    (entered,) = (rule for rule in document["rule"] if rule["type"] == "customer.segment.entered")
+    entered["objects"] = {"segment-info": "new.segment_id"}
+    state = ReferenceState.open(tmp_path, 100, 0)
+    mapper = EventMapper(build_catalog(document, voucher_schema()), state, SourceIdentity("1", "db"), "va")
+    assert re.search(r"made = segment_info_object_\d+\(target\)", mapper.generated_source())
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    segment, tenant = uuid.UUID(int=5), uuid.UUID(int=7)
+    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
+    mapper.change(Change(Op.INSERT, "public", "segment", None,
+                         {"id": segment, "name": "VIP", "type": "STATIC", "tenant_id": tenant}, 1, 10, moment, 0))
+    (event,) = mapper.change(Change(Op.INSERT, "public", "segment_customer", None,
+                                    {"segment_id": segment, "customer_id": uuid.UUID(int=6)}, 1, 10, moment, 1))
+    assert orjson.loads(event.data)["segment-info"] == {
+        "id": str(segment), "name": "VIP", "type": "STATIC", "object": "segment-info"}
     state.close()
 
 
