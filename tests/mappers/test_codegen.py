@@ -14,7 +14,7 @@ from importlib import resources
 import orjson
 import pytest
 
-from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
+from cdc_reader.changes import Change, Op, TransactionBegin
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
 from mappers.catalog import build_catalog
 from mappers.schema import voucher_schema
