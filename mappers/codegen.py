@@ -24,7 +24,7 @@ from __future__ import annotations
 import builtins
 import dis
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import CodeType
@@ -362,6 +362,19 @@ def passthrough_function(out: Source, spec: Passthrough, name: str) -> None:
             out.line("records.extend(passthrough(new, position, context))")
         out.line("return records")
     out.line("")
+
+
+def change_function_names(tables: Iterable[str]) -> dict[str, str]:
+    """Per table, the stem of its change functions' names (`change_<stem>_<op>`): the table's
+    name where it is a Python identifier, else with what is not one replaced by "_" (a table
+    may be any quoted SQL identifier), made unique by appending "_"."""
+    stems: dict[str, str] = {}
+    for table in tables:
+        stem = re.sub(r"\W|^(?=\d)", "_", table, flags=re.ASCII)
+        while stem in stems.values():
+            stem += "_"
+        stems[table] = stem
+    return stems
 
 
 def condition_function(condition: Condition) -> Callable[[Any, Any], Any]:

@@ -94,6 +94,8 @@ def parse_schema(sql: str) -> Schema:
             if isinstance(element, ast.ColumnDef):
                 type_name = element.typeName.names[-1].sval
                 columns[element.colname] = TYPE_NAMES.get(type_name, SqlType.ANY)
+                if any(constraint.contype.name == "CONSTR_PRIMARY" for constraint in element.constraints or ()):
+                    primary_key = (element.colname,)  # `id uuid PRIMARY KEY`
             elif isinstance(element, ast.Constraint) and element.contype.name == "CONSTR_PRIMARY":
                 primary_key = tuple(key.sval for key in element.keys)
         # Without a primary key (segment_customer) the whole row identifies it.

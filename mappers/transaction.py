@@ -30,7 +30,9 @@ from mappers.payload import (
     event_source, event_time, serialize, snapshot_event_id, snapshot_group_id, transaction_group_id,
     transaction_id_prefix, wal_id_prefix,
 )
-from mappers.codegen import Source, change_function, compile_source, passthrough_function, rule_functions
+from mappers.codegen import (
+    Source, change_function, change_function_names, compile_source, passthrough_function, rule_functions,
+)
 from mappers.plans import (
     RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans,
 )
@@ -137,9 +139,10 @@ class EventMapper:
             rule_functions(out, plan, passthrough)
         if self.catalog.passthrough is not None:
             passthrough_function(out, self.catalog.passthrough, "passthrough_rows")
+        stems = change_function_names(self._plans)
         for table, plan in self._plans.items():
             for op in (Op.INSERT, Op.UPDATE, Op.DELETE):
-                change_function(out, plan, op, plan.rules.get(op, ()), f"change_{table}_{op.name.lower()}")
+                change_function(out, plan, op, plan.rules.get(op, ()), f"change_{stems[table]}_{op.name.lower()}")
         state, scratch = self.state, self._scratch
         runtime = {
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
@@ -159,7 +162,8 @@ class EventMapper:
         names = compile_source(out, runtime, "<voucher-activity catalog>")
         tables = {}
         for table, plan in self._plans.items():
-            handlers = {op: names[f"change_{table}_{op.name.lower()}"] for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
+            handlers = {op: names[f"change_{stems[table]}_{op.name.lower()}"]
+                        for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
             handlers[Op.READ] = handlers[Op.INSERT]
             handlers[Op.TRUNCATE] = _no_records
             tables[table] = _Table(plan, handlers)

@@ -17,8 +17,8 @@ import pytest
 from cdc_reader.changes import Change, Op, TransactionBegin
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
 from mappers.catalog import build_catalog
-from mappers.schema import voucher_schema
-from mappers.codegen import Source, compile_source, reference_code
+from mappers.schema import parse_schema, voucher_schema
+from mappers.codegen import Source, change_function_names, compile_source, reference_code
 from mappers.references import parse_reference
 
 VOUCHER = uuid.UUID(int=11)
@@ -215,6 +215,29 @@ def test_a_payload_object_named_with_any_characters_gets_a_valid_name_in_the_cod
                                     {"segment_id": segment, "customer_id": uuid.UUID(int=6)}, 1, 10, moment, 1))
     assert orjson.loads(event.data)["segment-info"] == {
         "id": str(segment), "name": "VIP", "type": "STATIC", "object": "segment-info"}
+    state.close()
+
+
+def test_change_functions_are_named_validly_whatever_the_table_is_called():
+    assert change_function_names(["orders", "Order Items", "Order_Items", "9x", "été"]) == {
+        "orders": "orders", "Order Items": "Order_Items", "Order_Items": "Order_Items_", "9x": "_9x",
+        "été": "_t_"}
+
+
+def test_a_table_quoted_in_sql_gets_change_functions(tmp_path):
+    # a table may be any quoted identifier: the state keeps rows of "order notes" all the same
+    sql = resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
+    schema = parse_schema(sql + '\nCREATE TABLE "order notes" (id uuid PRIMARY KEY, note text);\n')
+    document = tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+    document["state"]["order notes"] = {"columns": "*"}
+    state = ReferenceState.open(tmp_path, 100, 0, schema)
+    mapper = EventMapper(build_catalog(document, schema), state, SourceIdentity("1", "db"), "va")
+    assert "def change_order_notes_insert(" in mapper.generated_source()
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
+    note = {"id": uuid.UUID(int=5), "note": "gift wrap"}
+    assert mapper.change(Change(Op.INSERT, "public", "order notes", None, note, 1, 10, moment, 0)) == []
+    assert state.get("order notes", uuid.UUID(int=5)) == note
     state.close()
 
 

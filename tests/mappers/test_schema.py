@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_reader.values import converter_for
-from mappers.schema import table_schema, voucher_schema
+from mappers.schema import parse_schema, table_schema, voucher_schema
 from mappers.sqltypes import DECODED_CANONICAL, SqlType, canonical
 
 # PostgreSQL's text output of values of each type, as pgoutput sends them (edge cases included).
@@ -53,3 +53,12 @@ def test_relation_decision_follows_every_column():
     assert redemption.decoded_canonical((("amount", 20),)) is True
     assert redemption.decoded_canonical((("amount", 25),)) is False
     assert redemption.decoded_canonical((("amount", 1700),)) is False  # a Decimal: made an int
+
+
+def test_a_primary_key_is_read_from_a_table_or_a_column_constraint():
+    schema = parse_schema(
+        "CREATE TABLE a (id uuid NOT NULL, name text, PRIMARY KEY (id));"
+        "CREATE TABLE b (id uuid PRIMARY KEY, name text);"
+        "CREATE TABLE c (x uuid, y uuid, PRIMARY KEY (x, y));"
+        "CREATE TABLE d (x uuid, y text);")
+    assert [schema.table(name).primary_key for name in "abcd"] == [("id",), ("id",), ("x", "y"), ("x", "y")]
