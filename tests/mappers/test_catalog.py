@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import tomllib
+import uuid
+from datetime import UTC, datetime
 from importlib import resources
 
+import orjson
 import pytest
 
-from mappers import CatalogError, load_default_catalog, tracked_tables
+from cdc_reader.changes import Change, Op, TransactionBegin
+from mappers import CatalogError, EventMapper, ReferenceState, SourceIdentity, load_default_catalog, tracked_tables
 from mappers.catalog import build_catalog
 from mappers.schema import voucher_schema
 
@@ -49,7 +53,7 @@ def test_tracked_tables_put_references_first_and_customer_event_last():
         assert tables.index(earlier) < tables.index(later)
 
 
-def test_adding_an_event_type_is_adding_a_rule():
+def test_adding_an_event_type_is_adding_a_rule(tmp_path):
     document = packaged()
     document["rule"].append({
         "type": "customer.voucher.gift.balance_removed", "table": "voucher_transaction",
@@ -58,6 +62,21 @@ def test_adding_an_event_type_is_adding_a_rule():
         "voucher": "new.voucher_id", "category": "EFFECT", "objects": {"transaction": "new"}})
     catalog = build_catalog(document, voucher_schema())
     assert catalog.rules[-1].condition.holds({"type": "CREDITS_REMOVAL"}, {})
+    # and the mapper built from it makes the new event (mappers/codegen.py compiles the rule)
+    state = ReferenceState.open(tmp_path, 100, 0)
+    mapper = EventMapper(catalog, state, SourceIdentity("1", "db"), "va")
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    voucher, holder, tenant = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
+    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
+    mapper.change(Change(Op.INSERT, "public", "voucher", None, {
+        "id": voucher, "code": "G-1", "type": "GIFT_VOUCHER", "holder_id": holder, "tenant_id": tenant}, 1, 10, moment, 0))
+    (event,) = mapper.change(Change(Op.INSERT, "public", "voucher_transaction", None, {
+        "id": uuid.UUID(int=4), "voucher_id": voucher, "type": "CREDITS_REMOVAL", "amount": -500,
+        "tenant_id": tenant}, 1, 10, moment, 1))
+    assert (event.type, event.customer_id, event.category) == (
+        "customer.voucher.gift.balance_removed", holder, "EFFECT")
+    assert orjson.loads(event.data)["transaction"]["amount"] == -500
+    state.close()
 
 
 @pytest.mark.parametrize("change, message", [
