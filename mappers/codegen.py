@@ -37,6 +37,12 @@ from mappers.plans import RulePlan, TablePlan, no_key
 from mappers.references import Reference
 
 
+def _identifier(text: str) -> str:
+    """`text` as a Python name: what is not an ASCII letter, digit or "_" becomes "_", and a
+    leading digit gets one before it."""
+    return re.sub(r"\W|^(?=\d)", "_", text, flags=re.ASCII)
+
+
 @dataclass
 class Source:
     """Python source being written, with the values it refers to by name."""
@@ -66,9 +72,8 @@ class Source:
 
     def bind(self, prefix: str, value: Any) -> str:
         """A global name for `value` (the same name for the same object). The prefix may come
-        from the catalog (a payload object's name): what is not an ASCII letter, digit or "_" in
-        it becomes "_", and a leading digit gets one before it."""
-        prefix = re.sub(r"\W|^(?=\d)", "_", prefix, flags=re.ASCII)
+        from the catalog (a payload object's name): it is made a Python name (`_identifier`)."""
+        prefix = _identifier(prefix)
         for name, bound in self.bindings.items():
             if bound is value and name.startswith(prefix):
                 return name
@@ -366,11 +371,11 @@ def passthrough_function(out: Source, spec: Passthrough, name: str) -> None:
 
 def change_function_names(tables: Iterable[str]) -> dict[str, str]:
     """Per table, the stem of its change functions' names (`change_<stem>_<op>`): the table's
-    name where it is a Python identifier, else with what is not one replaced by "_" (a table
-    may be any quoted SQL identifier), made unique by appending "_"."""
+    name made a Python name (`_identifier`; a table may be any quoted SQL identifier), unique by
+    appending "_"."""
     stems: dict[str, str] = {}
     for table in tables:
-        stem = re.sub(r"\W|^(?=\d)", "_", table, flags=re.ASCII)
+        stem = _identifier(table)
         while stem in stems.values():
             stem += "_"
         stems[table] = stem

@@ -128,21 +128,24 @@ class EventMapper:
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
-        self._source_text, self._tables, self._builds = self._compile()
+        self._source_text, self._tables, self._builds, self._passthrough_rows = self._compile()
 
-    def _compile(self) -> tuple[str, dict[str, _Table], tuple[Callable | None, ...]]:
-        """The plans as Python functions (mappers/codegen.py): per table, its plan and the
-        function of each change kind; per rule, its event's builder when it defers it."""
+    def _compile(self) -> tuple[str, dict[str, _Table], tuple[Callable | None, ...], Callable | None]:
+        """The plans as Python functions (mappers/codegen.py): the source; per table, its plan and
+        the function of each change kind; per rule, its event's builder when it defers it; the
+        commit's function for pass-through rows (None without them)."""
         out = Source()
         passthrough = self._passthrough_plan is not None
         for plan in self._rules:
             rule_functions(out, plan, passthrough)
-        if self.catalog.passthrough is not None:
+        if passthrough:
             passthrough_function(out, self.catalog.passthrough, "passthrough_rows")
         stems = change_function_names(self._plans)
-        for table, plan in self._plans.items():
-            for op in (Op.INSERT, Op.UPDATE, Op.DELETE):
-                change_function(out, plan, op, plan.rules.get(op, ()), f"change_{stems[table]}_{op.name.lower()}")
+        function_names = {(table, op): f"change_{stems[table]}_{op.name.lower()}"
+                          for table in self._plans for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
+        for (table, op), name in function_names.items():
+            plan = self._plans[table]
+            change_function(out, plan, op, plan.rules.get(op, ()), name)
         state, scratch = self.state, self._scratch
         runtime = {
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
@@ -162,13 +165,12 @@ class EventMapper:
         names = compile_source(out, runtime, "<voucher-activity catalog>")
         tables = {}
         for table, plan in self._plans.items():
-            handlers = {op: names[f"change_{stems[table]}_{op.name.lower()}"]
-                        for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
+            handlers = {op: names[function_names[table, op]] for op in (Op.INSERT, Op.UPDATE, Op.DELETE)}
             handlers[Op.READ] = handlers[Op.INSERT]
             handlers[Op.TRUNCATE] = _no_records
             tables[table] = _Table(plan, handlers)
-        self._passthrough_rows = names.get("passthrough_rows")
-        return out.text(), tables, tuple(names.get(f"build_{plan.index}") for plan in self._rules)
+        builds = tuple(names.get(f"build_{plan.index}") for plan in self._rules)
+        return out.text(), tables, builds, names.get("passthrough_rows")
 
     def generated_source(self) -> str:
         """The Python source the catalog was compiled into (what maps every change)."""
@@ -279,7 +281,7 @@ class EventMapper:
     def _passthrough(self, row: Row, position: int, context: _Context) -> list[Record]:
         spec = self._passthrough_plan
         lookup = self._lookup
-        # (At a commit, rows whose canonical customer id names an event made were left out
+        # (At a commit, rows whose 36-character customer id names an event made were left out
         # already: mappers/codegen.py, passthrough_function.)
         customer_text = spec.customer(row, _EMPTY)
         customer_uuid = as_uuid(customer_text)
