@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
@@ -47,19 +46,19 @@ class CustomerEvent(msgspec.Struct, frozen=True):
     source_lsn: int
 
 
-@dataclass(frozen=True, slots=True)
-class TenantRecord:
-    """Tenant name by id, as of `version` (the source LSN, or 0 for the snapshot)."""
+class TenantRecord(msgspec.Struct, frozen=True):
+    """Tenant name by id, as of `version` (the source LSN, or 0 for the snapshot). A msgspec
+    Struct, as CustomerEvent is."""
 
     id: uuid.UUID
     name: str
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerRecord:
+class CustomerRecord(msgspec.Struct, frozen=True):
     """Customer directory row: lets the API resolve a customer by id or source_id in a tenant.
-    A deleted customer keeps its row with `deleted=True` (its history stays reachable by id)."""
+    A deleted customer keeps its row with `deleted=True` (its history stays reachable by id).
+    A msgspec Struct, as CustomerEvent is: one is made per customer change."""
 
     id: uuid.UUID
     tenant_id: uuid.UUID

@@ -14,11 +14,12 @@ from importlib import resources
 import orjson
 import pytest
 
-from cdc_reader.changes import Change, Op, TransactionBegin
+from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
 from mappers.catalog import build_catalog
 from mappers.schema import parse_schema, voucher_schema
 from mappers.codegen import Source, change_function_names, compile_source, reference_code
+from mappers.payload import wal_event_id
 from mappers.references import parse_reference
 
 VOUCHER = uuid.UUID(int=11)
@@ -85,6 +86,10 @@ def test_generated_references_resolve_as_the_reference_does(text):
     for new, old in ROWS:
         assert resolve(new, old) == reference.resolve(new, old, lookup), (text, new, old)
         assert resolve(new, old) is reference.resolve(new, old, lookup) or resolve(new, old) == {}
+
+
+def packaged():
+    return tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
 
 
 @pytest.fixture
@@ -182,7 +187,7 @@ def test_conditions_are_tested_in_place_before_a_rule_is_called(mapper):
 def test_a_condition_written_over_several_lines_is_one_comment_line(tmp_path):
     # TOML lets a catalog write a long condition as a multi-line string; the generated code
     # repeats it as a comment, which must stay one line
-    document = tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+    document = packaged()
     (paid,) = (rule for rule in document["rule"] if rule["type"] == "customer.order.paid")
     paid["when"] = "upper(new.status) = 'PAID'\n  AND upper(old.status) IS DISTINCT FROM 'PAID'"
     state = ReferenceState.open(tmp_path, 100, 0)
@@ -199,7 +204,7 @@ def test_a_condition_written_over_several_lines_is_one_comment_line(tmp_path):
 
 
 def test_a_payload_object_named_with_any_characters_gets_a_valid_name_in_the_code(tmp_path):
-    document = tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+    document = packaged()
     document["objects"]["segment-info"] = document["objects"]["segment"]
     (entered,) = (rule for rule in document["rule"] if rule["type"] == "customer.segment.entered")
     entered["objects"] = {"segment-info": "new.segment_id"}
@@ -228,7 +233,7 @@ def test_a_table_quoted_in_sql_gets_change_functions(tmp_path):
     # a table may be any quoted identifier: the state keeps rows of "order notes" all the same
     sql = resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
     schema = parse_schema(sql + '\nCREATE TABLE "order notes" (id uuid PRIMARY KEY, note text);\n')
-    document = tomllib.loads(resources.files("mappers").joinpath("catalog.toml").read_text())
+    document = packaged()
     document["state"]["order notes"] = {"columns": "*"}
     state = ReferenceState.open(tmp_path, 100, 0, schema)
     mapper = EventMapper(build_catalog(document, schema), state, SourceIdentity("1", "db"), "va")
@@ -261,6 +266,83 @@ def test_pass_through_rows_repeating_an_event_are_left_out_in_place(mapper):
         "                    continue\n"
         "        records.extend(passthrough(new, position, context))\n"
         "    return records\n\n")
+
+
+def test_a_pass_through_row_repeating_an_event_made_already_is_left_out_as_it_arrives(mapper):
+    # (a row the commit must still look at goes to the scratch; the commit's check is above)
+    assert function(mapper.generated_source(), "change_customer_event_insert").endswith(
+        "    records = []\n"
+        "    if context.snapshot:\n"
+        "        records.extend(passthrough(new, position, context))\n"
+        "    else:\n"
+        "        known = False\n"
+        "        customer = new.get('customer_id')\n"
+        "        if type(customer) is str and len(customer) == 36 and len(digits := customer.replace('-', '')) == 32:\n"
+        "            try:\n"
+        "                customer_int = int_from_bytes(unhexlify(digits))\n"
+        "            except ValueError:\n"
+        "                customer_int = None\n"
+        "            if customer_int is not None:\n"
+        "                event_type = new.get('event_type')\n"
+        "                if scratch_has('emitted', (event_type, customer_int)):\n"
+        "                    known = True\n"
+        "        if not known:\n"
+        "            scratch_add('passthrough', '', (position, new))\n"
+        "    return records\n\n")
+
+
+def test_an_event_type_with_percent_signs_gets_its_documented_id(tmp_path):
+    # the id's name is formatted in place as b'%d/<type>' % position: a '%' of the type is doubled
+    document = packaged()
+    document["rule"].append({
+        "type": "customer.voucher.50%_off%d", "table": "voucher_transaction", "on": ["insert"],
+        "customer": "new.voucher_id > voucher.holder_id", "category": "EFFECT"})
+    state = ReferenceState.open(tmp_path, 100, 0)
+    source = SourceIdentity("1", "db")
+    mapper = EventMapper(build_catalog(document, voucher_schema()), state, source, "va")
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    voucher, holder, tenant = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
+    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
+    mapper.change(Change(Op.INSERT, "public", "voucher", None, {
+        "id": voucher, "code": "G-1", "type": "GIFT_VOUCHER", "holder_id": holder, "tenant_id": tenant}, 1, 10, moment, 0))
+    (event,) = mapper.change(Change(Op.INSERT, "public", "voucher_transaction", None, {
+        "id": uuid.UUID(int=4), "voucher_id": voucher, "type": "X", "tenant_id": tenant}, 1, 10, moment, 7))
+    assert (event.type, event.id) == ("customer.voucher.50%_off%d", wal_event_id(source, 10, 7, "customer.voucher.50%_off%d"))
+    state.close()
+
+
+def test_events_name_their_campaign_type_as_of_their_own_transaction(tmp_path):
+    # campaign types are kept in a memo of the state's (read in place by the generated code):
+    # a campaign row changed since drops its entry
+    state = ReferenceState.open(tmp_path, 1, 0)  # every row read back from SQLite
+    mapper = EventMapper(load_default_catalog(), state, SourceIdentity("1", "db"), "va")
+    moment = datetime(2024, 3, 1, tzinfo=UTC)
+    campaign, tenant = uuid.UUID(int=1), uuid.UUID(int=2)
+    made = []
+
+    def transaction(lsn, table, op, row):
+        mapper.begin(TransactionBegin(xid=lsn, commit_lsn=lsn, commit_time=moment))
+        made.extend(mapper.change(Change(op, "public", table, None, row, lsn, lsn, moment, 0)))
+        made.extend(mapper.commit(TransactionCommit(xid=lsn, commit_lsn=lsn, end_lsn=lsn + 1,
+                                                    commit_time=moment, change_count=1)))
+
+    def hold(lsn, voucher):  # POST /v1/vouchers {customer}
+        transaction(lsn, "voucher", Op.INSERT, {
+            "id": voucher, "code": f"V-{lsn}", "type": "DISCOUNT_VOUCHER", "campaign_id": campaign,
+            "holder_id": uuid.UUID(int=3), "tenant_id": tenant})
+
+    transaction(10, "campaign", Op.INSERT, {"id": campaign, "name": "Spring", "type": "DISCOUNT_COUPONS",
+                                            "tenant_id": tenant})
+    hold(20, uuid.UUID(int=20))
+    hold(30, uuid.UUID(int=30))
+    transaction(40, "campaign", Op.UPDATE, {"id": campaign, "name": "Spring", "type": "LOYALTY_PROGRAM",
+                                            "tenant_id": tenant})
+    hold(50, uuid.UUID(int=50))
+    assert [(event.source_lsn, event.campaign_type, orjson.loads(event.data)["campaign"]["campaign_type"])
+            for event in made] == [(20, "DISCOUNT_COUPONS", "DISCOUNT_COUPONS"), (30, "DISCOUNT_COUPONS", "DISCOUNT_COUPONS"),
+                                   (50, "LOYALTY_PROGRAM", "LOYALTY_PROGRAM")]
+    assert list(mapper._campaign_type.memo.values()) == ["LOYALTY_PROGRAM"]
+    state.close()
 
 
 def test_a_name_the_code_reads_and_nothing_binds_fails_at_compile_time():
