@@ -187,7 +187,7 @@ def map_all(mapper: EventMapper, transactions: list[list[Envelope]], flush_every
         add(mapper.commit(commit))
         last = number == len(transactions)
         if number % flush_every == 0 or last:
-            events += sum(isinstance(record, CustomerEvent) for record in batch)
+            events += list(map(type, batch)).count(CustomerEvent)  # (counted in C: not the mapper's time)
             if records is not None:
                 records.extend(batch)
             batch.clear()
