@@ -31,7 +31,7 @@ from types import CodeType
 from typing import Any
 
 from cdc_reader.changes import Op
-from mappers.catalog import Passthrough
+from mappers.catalog import ObjectSpec, Passthrough
 from mappers.conditions import Condition
 from mappers.plans import RulePlan, TablePlan, no_key
 from mappers.references import Reference
@@ -127,10 +127,21 @@ def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
         out.line(f"scratch_add({plan.blocking_kind!r}, subject)")
 
 
-def _object_code(out: Source, target: str, resolver: str, memo: str | None) -> None:
+def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec: ObjectSpec | None = None) -> None:
     """`made = resolver(target)`; with the resolver's memo (payload.object_resolver), a UUID's
-    entry is read in place first (the memo keys a UUID by its int, as the resolver does)."""
+    entry is read in place first (the memo keys a UUID by its int, as the resolver does). With
+    `spec` (a reference that yields a row), the object of a row is built in place, as
+    payload.object_builder builds it (keys in the same order, 'object' set last)."""
     if memo is None:
+        if spec is not None:
+            fields = "".join(f"{key!r}: {target}.get({column!r}), " for key, column in spec.fields)
+            out.line(f"if type({target}) is dict:")
+            with out.indent():
+                out.line(f"made = {{{fields}'object': {spec.name!r}}}")
+            out.line("else:")
+            with out.indent():
+                out.line(f"made = {resolver}({target})")
+            return
         out.line(f"made = {resolver}({target})")
         return
     out.line(f"made = {memo}.get({target}.int) if type({target}) is UUID else None")
@@ -176,7 +187,8 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
         reference_code(out, "target", reference)
         memo = getattr(resolve, "memo", None)
         _object_code(out, "target", out.bind(name + "_object", resolve),
-                     out.bind(name + "_memo", memo) if memo is not None else None)
+                     out.bind(name + "_memo", memo) if memo is not None else None,
+                     getattr(resolve, "spec", None) if reference.yields_row else None)
         out.when("made is not None", f"data[{name!r}] = made")
     if plan.collect is not None:
         kind, object_name, field_name = plan.collect

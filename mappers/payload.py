@@ -151,6 +151,7 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
                 return build(target)
             return build(lookup(table, target), target)
 
+        resolve.spec = spec  # type: ignore[attr-defined]  # a row's object built in place: mappers/codegen.py
         return resolve
 
     memo_get = memo.get

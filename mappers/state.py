@@ -311,12 +311,13 @@ class ReferenceState:
         encode, pack = self._codec.encode, self._pack
         for (cache_key, key), row in entries:
             table = cache_key[0]
+            disk_key = key.int.to_bytes(16) if type(key) is UUID else str(key)  # _disk_key in place
             if row is _ABSENT:
-                deletes.append((table, _disk_key(key)))
+                deletes.append((table, disk_key))
                 pack(cache_key, _PACKED_ABSENT)
             else:
                 blob = encode(table, row)
-                upserts.append((table, _disk_key(key), blob))
+                upserts.append((table, disk_key, blob))
                 pack(cache_key, blob)
         self.rows_written += len(upserts) + len(deletes)
         if upserts:

@@ -291,6 +291,25 @@ def test_a_pass_through_row_repeating_an_event_made_already_is_left_out_as_it_ar
         "    return records\n\n")
 
 
+def test_the_object_of_a_row_is_built_in_place(mapper):
+    # `redemption = "new"`: the changed row's object as payload.object_builder makes it, without
+    # the resolver's two calls; anything but a dict (None) goes to the resolver
+    rules = {rule.type: index for index, rule in enumerate(mapper.catalog.rules)}
+    text = re.sub(r"redemption_object_\d+", "redemption_object_N",
+                  function(mapper.generated_source(), f"rule_{rules['customer.redemption.succeeded']}"))
+    assert ("    target = (new or None)\n"
+            "    if type(target) is dict:\n"
+            "        made = {'id': target.get('id'), 'result': target.get('result'), 'status': target.get('status'), "
+            "'amount': target.get('amount'), 'tracking_id': target.get('tracking_id'), "
+            "'metadata': target.get('metadata'), 'object': 'redemption'}\n"
+            "    else:\n"
+            "        made = redemption_object_N(target)\n"
+            "    if made is not None:\n"
+            "        data['redemption'] = made\n") in text
+    # the voucher, referenced by id, is read from its memo (or resolved): not built in place
+    assert text.count("if type(target) is dict") == 1
+
+
 def test_an_event_type_with_percent_signs_gets_its_documented_id(tmp_path):
     # the id's name is formatted in place as b'%d/<type>' % position: a '%' of the type is doubled
     document = packaged()
