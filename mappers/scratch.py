@@ -37,11 +37,7 @@ class Scratch:
         by_key = self._memory.get(kind)
         if by_key is None:
             by_key = self._memory[kind] = {}
-        values = by_key.get(key)
-        if values is None:
-            by_key[key] = [value]
-        else:
-            values.append(value)
+        by_key.setdefault(key, []).append(value)  # the key hashed once (a UUID's hash is Python code)
         self._size += 1
         if self._size > self.memory_limit:
             self._spill()
