@@ -47,3 +47,21 @@ def test_every_benchmark_reports_well_formed_figures(tmp_path: Path) -> None:
     text = report.read_text()
     assert "| CPU |" in text and "| PostgreSQL |" in text and "| chDB |" in text
     assert text.count("| 1. ingest |") == 1
+
+
+def test_the_mapping_benchmark_makes_the_same_records_with_the_state_unpersisted() -> None:
+    # `--no-persistence` bounds what persisting the reference state costs; it is only a bound if
+    # the mapper makes exactly the same records without it (the digest covers every field)
+    def run(*flags: str) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.bench.mapping", "--transactions", "700", "--customers", "300",
+             "--digest", *flags], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.splitlines()
+
+    persisted, unpersisted = run("--floor"), run("--no-persistence")
+    assert persisted[0].startswith("mapped 700 transactions, 3400 changes -> 1800 events in ")
+    assert unpersisted[0].startswith("mapped 700 transactions, 3400 changes -> 1800 events in ")
+    assert persisted[1] == unpersisted[1] == (
+        "digest ddd97e43ae6276ca5baa143500156f03e9484431598f761e9c9b4b47d28d439b")
+    assert persisted[2].startswith("floor: the bare operations for 3400 changes, 800 state rows and 1800 events ")

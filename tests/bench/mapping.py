@@ -27,6 +27,7 @@ from pathlib import Path
 from cdc_reader.pipeline import STATE_CACHE_ROWS, STATE_COMMIT_INTERVAL, STATE_PACKED_BYTES, tune_collector
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
+from mappers.state import normal_key
 from mappers.events import CustomerEvent
 from mappers.schema import voucher_schema
 from mappers.sqltypes import SqlType
@@ -249,6 +250,31 @@ def floor(changes: int, events: int, stored: int) -> float:
     return time.process_time() - started
 
 
+class UnpersistedState(ReferenceState):
+    """`--no-persistence`: the reference state as one unbounded dict, nothing encoded, nothing
+    written to SQLite, nothing evicted: not a configuration (a restart would lose it, and its
+    memory grows with the source), only the bound that shows what persisting the state costs.
+    Rows are keyed and memos kept valid as ReferenceState does."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._rows: dict = {}
+
+    def get(self, table: str, key: object) -> dict | None:
+        key = normal_key(key)
+        return self._rows.get((table, key.int if type(key) is uuid.UUID else key))
+
+    def put(self, table: str, key: object, row: dict) -> None:
+        key = normal_key(key)
+        memo_key = key.int if type(key) is uuid.UUID else key
+        for memo in self._memos.get(table, ()):
+            memo.pop(memo_key, None)
+        self._rows[(table, memo_key)] = row
+
+    def commit(self, lsn: int) -> None:
+        self._applied_lsn = lsn
+
+
 def digest(records: list) -> str:
     """SHA-256 over every field of every record, in order."""
     hasher = hashlib.sha256()
@@ -268,6 +294,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--flush-every", type=int, default=1000,
                         help="records flushed every N transactions (the state commits as the pipeline's)")
     parser.add_argument("--digest", action="store_true", help="print a SHA-256 of every record made")
+    parser.add_argument("--no-persistence", action="store_true",
+                        help="keep the reference state in one unbounded dict, nothing written: the "
+                             "bound that shows what persisting it costs (not a configuration)")
     parser.add_argument("--floor", action="store_true",
                         help="also time the bare operations the same changes, state rows and events need")
     args = parser.parse_args(argv)
@@ -280,7 +309,8 @@ def main(argv: list[str]) -> int:
     # the benchmark's, not the mapper's (the pipeline holds one transaction at a time).
     tune_collector()
     with tempfile.TemporaryDirectory(prefix="va-bench-mapping-") as directory:
-        state = ReferenceState.open(Path(directory), args.cache_size, args.packed_bytes)
+        state = (UnpersistedState if args.no_persistence else ReferenceState).open(
+            Path(directory), args.cache_size, args.packed_bytes)
         mapper = EventMapper(load_default_catalog(), state, SourceIdentity("7400000000000000001", "bench"),
                              "voucher_activity")
         map_all(mapper, setup, args.flush_every)
