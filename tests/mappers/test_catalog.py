@@ -13,6 +13,7 @@ import pytest
 from cdc_reader.changes import Change, Op, TransactionBegin
 from mappers import CatalogError, EventMapper, ReferenceState, SourceIdentity, load_default_catalog, tracked_tables
 from mappers.catalog import build_catalog
+from mappers.payload import wal_event_id
 from mappers.schema import voucher_schema
 
 SPEC_TYPES = {
@@ -63,20 +64,42 @@ def test_adding_an_event_type_is_adding_a_rule(tmp_path):
     catalog = build_catalog(document, voucher_schema())
     assert catalog.rules[-1].condition.holds({"type": "CREDITS_REMOVAL"}, {})
     # and the mapper built from it makes the new event (mappers/codegen.py compiles the rule)
+    event = gift_transaction_event(catalog, tmp_path, 1)
+    assert (event.type, event.customer_id, event.category) == (
+        "customer.voucher.gift.balance_removed", HOLDER, "EFFECT")
+    assert orjson.loads(event.data)["transaction"]["amount"] == -500
+
+
+HOLDER = uuid.UUID(int=2)
+
+
+def gift_transaction_event(catalog, tmp_path, position):
+    """The one event of a gift voucher's CREDITS_REMOVAL transaction (at `position`, commit LSN
+    10, source ("1", "db")), mapped with `catalog`."""
     state = ReferenceState.open(tmp_path, 100, 0)
     mapper = EventMapper(catalog, state, SourceIdentity("1", "db"), "va")
     moment = datetime(2024, 3, 1, tzinfo=UTC)
-    voucher, holder, tenant = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
+    voucher, tenant = uuid.UUID(int=1), uuid.UUID(int=3)
     mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
     mapper.change(Change(Op.INSERT, "public", "voucher", None, {
-        "id": voucher, "code": "G-1", "type": "GIFT_VOUCHER", "holder_id": holder, "tenant_id": tenant}, 1, 10, moment, 0))
+        "id": voucher, "code": "G-1", "type": "GIFT_VOUCHER", "holder_id": HOLDER, "tenant_id": tenant}, 1, 10, moment, 0))
     (event,) = mapper.change(Change(Op.INSERT, "public", "voucher_transaction", None, {
         "id": uuid.UUID(int=4), "voucher_id": voucher, "type": "CREDITS_REMOVAL", "amount": -500,
-        "tenant_id": tenant}, 1, 10, moment, 1))
-    assert (event.type, event.customer_id, event.category) == (
-        "customer.voucher.gift.balance_removed", holder, "EFFECT")
-    assert orjson.loads(event.data)["transaction"]["amount"] == -500
+        "tenant_id": tenant}, 1, 10, moment, position))
     state.close()
+    return event
+
+
+def test_an_event_type_with_percent_signs_gets_its_documented_id(tmp_path):
+    # the generated code formats the id's name in place as b'%d/<type>' % position: a '%' of
+    # the type is doubled
+    document = packaged()
+    document["rule"].append({
+        "type": "customer.voucher.50%_off%d", "table": "voucher_transaction", "on": ["insert"],
+        "customer": "new.voucher_id > voucher.holder_id", "category": "EFFECT"})
+    event = gift_transaction_event(build_catalog(document, voucher_schema()), tmp_path, 7)
+    assert (event.type, event.id) == (
+        "customer.voucher.50%_off%d", wal_event_id(SourceIdentity("1", "db"), 10, 7, "customer.voucher.50%_off%d"))
 
 
 @pytest.mark.parametrize("change, message", [

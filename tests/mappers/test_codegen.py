@@ -19,7 +19,6 @@ from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_ca
 from mappers.catalog import build_catalog
 from mappers.schema import parse_schema, voucher_schema
 from mappers.codegen import Source, change_function_names, compile_source, reference_code
-from mappers.payload import wal_event_id
 from mappers.references import parse_reference
 
 VOUCHER = uuid.UUID(int=11)
@@ -246,6 +245,21 @@ def test_a_table_quoted_in_sql_gets_change_functions(tmp_path):
     state.close()
 
 
+def known_check(action):
+    """The generated test of whether the pass-through row `new` repeats an event made (in
+    passthrough_rows and in the change function, both two levels in)."""
+    return ("        customer = new.get('customer_id')\n"
+            "        if type(customer) is str and len(customer) == 36 and len(digits := customer.replace('-', '')) == 32:\n"
+            "            try:\n"
+            "                customer_int = int_from_bytes(unhexlify(digits))\n"
+            "            except ValueError:\n"
+            "                customer_int = None\n"
+            "            if customer_int is not None:\n"
+            "                event_type = new.get('event_type')\n"
+            "                if scratch_has('emitted', (event_type, customer_int)):\n"
+            f"                    {action}\n")
+
+
 def test_pass_through_rows_repeating_an_event_are_left_out_in_place(mapper):
     # at the commit, a customer_event row whose 36-character customer id and type name an event
     # the transaction made costs two .get, a hex decode and one set lookup; the rest go to
@@ -254,16 +268,7 @@ def test_pass_through_rows_repeating_an_event_are_left_out_in_place(mapper):
         "def passthrough_rows(rows, context):\n"
         "    records = []\n"
         "    for position, new in rows:\n"
-        "        customer = new.get('customer_id')\n"
-        "        if type(customer) is str and len(customer) == 36 and len(digits := customer.replace('-', '')) == 32:\n"
-        "            try:\n"
-        "                customer_int = int_from_bytes(unhexlify(digits))\n"
-        "            except ValueError:\n"
-        "                customer_int = None\n"
-        "            if customer_int is not None:\n"
-        "                event_type = new.get('event_type')\n"
-        "                if scratch_has('emitted', (event_type, customer_int)):\n"
-        "                    continue\n"
+        + known_check("continue") +
         "        records.extend(passthrough(new, position, context))\n"
         "    return records\n\n")
 
@@ -276,16 +281,7 @@ def test_a_pass_through_row_repeating_an_event_made_already_is_left_out_as_it_ar
         "        records.extend(passthrough(new, position, context))\n"
         "    else:\n"
         "        known = False\n"
-        "        customer = new.get('customer_id')\n"
-        "        if type(customer) is str and len(customer) == 36 and len(digits := customer.replace('-', '')) == 32:\n"
-        "            try:\n"
-        "                customer_int = int_from_bytes(unhexlify(digits))\n"
-        "            except ValueError:\n"
-        "                customer_int = None\n"
-        "            if customer_int is not None:\n"
-        "                event_type = new.get('event_type')\n"
-        "                if scratch_has('emitted', (event_type, customer_int)):\n"
-        "                    known = True\n"
+        + known_check("known = True") +
         "        if not known:\n"
         "            scratch_add('passthrough', '', (position, new))\n"
         "    return records\n\n")
@@ -308,26 +304,6 @@ def test_the_object_of_a_row_is_built_in_place(mapper):
             "        data['redemption'] = made\n") in text
     # the voucher, referenced by id, is read from its memo (or resolved): not built in place
     assert text.count("if type(target) is dict") == 1
-
-
-def test_an_event_type_with_percent_signs_gets_its_documented_id(tmp_path):
-    # the id's name is formatted in place as b'%d/<type>' % position: a '%' of the type is doubled
-    document = packaged()
-    document["rule"].append({
-        "type": "customer.voucher.50%_off%d", "table": "voucher_transaction", "on": ["insert"],
-        "customer": "new.voucher_id > voucher.holder_id", "category": "EFFECT"})
-    state = ReferenceState.open(tmp_path, 100, 0)
-    source = SourceIdentity("1", "db")
-    mapper = EventMapper(build_catalog(document, voucher_schema()), state, source, "va")
-    moment = datetime(2024, 3, 1, tzinfo=UTC)
-    voucher, holder, tenant = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
-    mapper.begin(TransactionBegin(xid=1, commit_lsn=10, commit_time=moment))
-    mapper.change(Change(Op.INSERT, "public", "voucher", None, {
-        "id": voucher, "code": "G-1", "type": "GIFT_VOUCHER", "holder_id": holder, "tenant_id": tenant}, 1, 10, moment, 0))
-    (event,) = mapper.change(Change(Op.INSERT, "public", "voucher_transaction", None, {
-        "id": uuid.UUID(int=4), "voucher_id": voucher, "type": "X", "tenant_id": tenant}, 1, 10, moment, 7))
-    assert (event.type, event.id) == ("customer.voucher.50%_off%d", wal_event_id(source, 10, 7, "customer.voucher.50%_off%d"))
-    state.close()
 
 
 def test_events_name_their_campaign_type_as_of_their_own_transaction(tmp_path):
