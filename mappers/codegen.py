@@ -127,25 +127,26 @@ def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
         out.line(f"scratch_add({plan.blocking_kind!r}, subject)")
 
 
-def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec: ObjectSpec | None = None) -> None:
-    """`made = resolver(target)`; with the resolver's memo (payload.object_resolver), a UUID's
-    entry is read in place first (the memo keys a UUID by its int, as the resolver does). With
-    `spec` (a reference that yields a row), the object of a row is built in place, as
-    payload.object_builder builds it (keys in the same order, 'object' set last)."""
-    if memo is None:
-        if spec is not None:
-            fields = "".join(f"{key!r}: {target}.get({column!r}), " for key, column in spec.fields)
-            out.line(f"if type({target}) is dict:")
-            with out.indent():
-                out.line(f"made = {{{fields}'object': {spec.name!r}}}")
-            out.line("else:")
-            with out.indent():
-                out.line(f"made = {resolver}({target})")
-            return
-        out.line(f"made = {resolver}({target})")
-        return
-    out.line(f"made = {memo}.get({target}.int) if type({target}) is UUID else None")
-    out.when("made is None", f"made = {resolver}({target})")
+def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec: ObjectSpec | None = None,
+                 result: str = "made") -> None:
+    """`result = resolver(target)`; with the resolver's memo (payload.object_resolver,
+    `_campaign_type_resolver`), a UUID's entry is read in place first (the memo keys a UUID by
+    its int, as the resolver does). With `spec` (a reference that yields a row), the object of a
+    row is built in place, as payload.object_builder builds it (keys in the same order, 'object'
+    set last)."""
+    if memo is not None:
+        out.line(f"{result} = {memo}.get({target}.int) if type({target}) is UUID else None")
+        out.when(f"{result} is None", f"{result} = {resolver}({target})")
+    elif spec is not None:
+        fields = "".join(f"{key!r}: {target}.get({column!r}), " for key, column in spec.fields)
+        out.line(f"if type({target}) is dict:")
+        with out.indent():
+            out.line(f"{result} = {{{fields}'object': {spec.name!r}}}")
+        out.line("else:")
+        with out.indent():
+            out.line(f"{result} = {resolver}({target})")
+    else:
+        out.line(f"{result} = {resolver}({target})")
 
 
 def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | None) -> None:
@@ -175,9 +176,7 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
         with out.indent():
             _object_code(out, "campaign_id", "campaign_object", "campaign_memo")
             out.line("data['campaign'] = made")
-            # campaign_type_of's memo read in place (it keys a UUID by its int)
-            out.line("campaign_type = campaign_type_memo.get(campaign_id.int) if type(campaign_id) is UUID else None")
-            out.when("campaign_type is None", "campaign_type = campaign_type_of(campaign_id)")
+            _object_code(out, "campaign_id", "campaign_type_of", "campaign_type_memo", result="campaign_type")
             out.line("campaign_uuid = campaign_id if type(campaign_id) is UUID else as_uuid(campaign_id)")
     objects = [(name, resolve, reference)
                for (name, resolve), (_, reference) in zip(plan.objects, rule.objects, strict=True)]

@@ -311,7 +311,7 @@ class ReferenceState:
         encode, pack = self._codec.encode, self._pack
         for (cache_key, key), row in entries:
             table = cache_key[0]
-            disk_key = key.int.to_bytes(16) if type(key) is UUID else str(key)  # _disk_key in place
+            disk_key = _disk_key(key)
             if row is _ABSENT:
                 deletes.append((table, disk_key))
                 pack(cache_key, _PACKED_ABSENT)
