@@ -24,7 +24,7 @@ from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.config import ConfigError, Settings
 from cdc_reader.logs import fields
 from cdc_reader.memory import release_library_pages_periodically
-from cdc_reader.pipeline import Pipeline, SlotLostError, state_path, tune_collector
+from cdc_reader.pipeline import Pipeline, ReaderStateMissingError, SlotLostError, state_path, tune_collector
 from cdc_reader.slot import drop_publication, drop_slot
 from cdc_reader.status import collect_status, render_table
 from query.app import create_app
@@ -35,7 +35,7 @@ from query.store import Store, StoreError
 log = logging.getLogger("voucher_activity")
 
 # Refusals an operator must fix: reported in one sentence, exit status 1, no retry loop.
-OPERATOR_ERRORS = (SourceNotReadyError, SlotLostError, ConfigError)
+OPERATOR_ERRORS = (SourceNotReadyError, SlotLostError, ReaderStateMissingError, ConfigError)
 
 
 class _Server(uvicorn.Server):

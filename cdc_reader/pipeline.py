@@ -16,6 +16,7 @@ before its commit.
 
 from __future__ import annotations
 
+import enum
 import gc
 import logging
 import threading
@@ -34,7 +35,7 @@ from cdc_reader.snapshot import read_snapshot
 from mappers import open_state, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
-from query.store import Store, StoreError
+from query.store import ReaderPhase, ReaderProgress, Store, StoreError
 from query.writer import EventWriter
 
 log = logging.getLogger("voucher_activity.pipeline")
@@ -87,6 +88,52 @@ def tune_collector() -> None:
 
 class SlotLostError(RuntimeError):
     """The slot had to be created although we had already streamed from one: WAL is missing."""
+
+
+class ReaderStateMissingError(RuntimeError):
+    """The reader has no local state to continue from, and neither resuming nor a new snapshot
+    would be correct: the slot is left untouched and the operator decides."""
+
+
+class StartAction(enum.Enum):
+    RESUME = "resume"  # the local state knows where it stands: stream from there
+    FRESH = "fresh"  # nothing exists yet: create the slot (and take the snapshot, if asked)
+    REDO_SNAPSHOT = "redo_snapshot"  # a recorded snapshot never finished: drop its slot, start fresh
+    ADOPT = "adopt"  # --snapshot never: stream from an existing slot that nobody recorded
+
+
+def start_action(
+    applied_lsn: int | None, recorded: ReaderProgress | None, slot_exists: bool,
+    snapshot: SnapshotMode, *, slot: str, data_dir: object, database: str,
+) -> StartAction:
+    """How a reader starts, from the local state's LSN, what the store records for the slot,
+    and whether the slot exists. A slot is dropped only when the store records that its
+    snapshot never finished (nothing was streamed from it); a history in the store is never
+    overlaid with a new snapshot. Raises ReaderStateMissingError when no start is safe."""
+    if applied_lsn is not None:
+        return StartAction.RESUME  # a missing slot is then SlotLostError, found when preparing it
+    if recorded is not None and recorded.phase is ReaderPhase.SNAPSHOT:
+        return StartAction.REDO_SNAPSHOT
+    if recorded is not None:
+        raise ReaderStateMissingError(
+            f"the reference state in {data_dir} is missing, but the store already holds the "
+            f"history streamed from replication slot {slot!r}; resuming without it would get "
+            "previous values wrong and a new snapshot would duplicate that history, so the slot is "
+            "left untouched: restore the data directory (keep it on a persistent volume), or "
+            "rebuild the history from scratch: run `voucher-activity teardown`, drop the store's "
+            f"database {database}, remove {data_dir} and start again"
+        )
+    if not slot_exists:
+        return StartAction.FRESH
+    if snapshot is SnapshotMode.NEVER:
+        return StartAction.ADOPT
+    raise ReaderStateMissingError(
+        f"replication slot {slot!r} already exists, but neither the data directory ({data_dir}) "
+        "nor the store records that this reader created it, so it is left untouched: if another "
+        "reader uses it, give this one its own --slot; if its history is gone, run "
+        "`voucher-activity teardown` and start again (or start with --snapshot never to stream "
+        "from the slot as it is, without a snapshot)"
+    )
 
 
 def state_path(settings: Settings):
@@ -175,15 +222,19 @@ class Pipeline:
 
     def _stream(self, session: ReplicationSession, state: ReferenceState) -> None:
         settings = self.settings
-        want_snapshot = settings.snapshot is SnapshotMode.INITIAL and state.applied_lsn is None
-        slot = session.prepare(export_snapshot=want_snapshot)
-        if want_snapshot and not slot.created:
-            # The slot outlived a snapshot that never completed: its exported snapshot is gone,
-            # so start over with a new slot (the rows already written are rewritten identically).
+        recorded = self.store.reader_progress(settings.slot)
+        action = start_action(
+            state.applied_lsn, recorded, session.slot_exists(), settings.snapshot,
+            slot=settings.slot, data_dir=settings.data_dir, database=self.store.location.database,
+        )
+        if action is StartAction.REDO_SNAPSHOT:
+            # Its exported snapshot is gone with the connection that made it: start over with a
+            # new slot (the snapshot rows already written are rewritten identically).
             log.warning("previous initial snapshot did not complete; recreating the slot",
                         extra=fields(slot=settings.slot))
             session.drop_slot()
-            slot = session.prepare(export_snapshot=True)
+        want_snapshot = action is not StartAction.RESUME and settings.snapshot is SnapshotMode.INITIAL
+        slot = session.prepare(export_snapshot=want_snapshot)
         if slot.created and state.applied_lsn is not None:
             raise SlotLostError(
                 f"replication slot {settings.slot!r} was missing and had to be recreated, so the "
@@ -197,9 +248,18 @@ class Pipeline:
         writer = EventWriter(self.store, metrics=self.metrics)
         if slot.created:
             if want_snapshot:
+                self.store.record_reader_progress(
+                    settings.slot, ReaderProgress(ReaderPhase.SNAPSHOT, slot.consistent_point))
                 self._snapshot(slot, mapper, writer)
             writer.mark(slot.consistent_point)
             self._checkpoint(writer, state, session, commit=True)
+        elif action is StartAction.ADOPT:
+            state.commit(slot.confirmed_flush)  # an empty state, as of where the slot stands
+        # The state is committed before the store records streaming: a crash in between leaves
+        # a state to resume from, never a recorded history without one.
+        if recorded is None or recorded.phase is not ReaderPhase.STREAMING:
+            self.store.record_reader_progress(
+                settings.slot, ReaderProgress(ReaderPhase.STREAMING, state.applied_lsn))
         session.start(state.applied_lsn)
         self.progress.streaming = True
         self.progress.last_error = None

@@ -156,6 +156,15 @@ class ReplicationSession:
         self._feedback = Feedback(state.confirmed_flush, self.status_interval, time.monotonic())
         return state
 
+    def slot_exists(self) -> bool:
+        """Whether our slot exists on the source (without creating it); an existing slot that
+        cannot be used (invalidated, another plugin or database) is refused here already."""
+        with _translated_errors(), psycopg.connect(self.dsn, autocommit=True) as conn:
+            info = slot_info(conn, self.slot)
+            if info is not None:
+                check_slot_usable(info, conn.info.dbname)
+            return info is not None
+
     def drop_slot(self) -> bool:
         """Drop our slot (not while streaming from it)."""
         with _translated_errors(), psycopg.connect(self.dsn, autocommit=True) as conn:

@@ -13,6 +13,7 @@ EVENTS_TABLE = "customer_events"
 DEDUP_VIEW = "customer_events_dedup"
 TENANTS_TABLE = "tenants"
 CUSTOMERS_TABLE = "customers"
+READERS_TABLE = "reader_progress"
 
 # The columns the writer sends, in table order; `ingested_at` is left to its DEFAULT so the
 # time a row became visible is the server's, not the writer's.
@@ -22,6 +23,7 @@ EVENT_COLUMNS = (
 )
 TENANT_COLUMNS = ("id", "name", "version")
 CUSTOMER_COLUMNS = ("tenant_id", "id", "source_id", "deleted", "version")
+READER_COLUMNS = ("slot", "phase", "lsn", "version")
 
 DEDUPLICATION_WINDOW = "non_replicated_deduplication_window = 1000"
 # The API reads one customer's few rows per query: small granules and small compressed blocks
@@ -105,7 +107,22 @@ CUSTOMERS = TableSpec(
     settings=f"{DEDUPLICATION_WINDOW}, index_granularity = 256",
 )
 
-TABLES = (EVENTS, TENANTS, CUSTOMERS)
+# What a reader records beside the history it wrote: whether its slot's initial snapshot is under
+# way or done and streaming has begun. A restart without the local reference state reads it to
+# tell a snapshot to finish from a history to protect (SPEC §7).
+READERS = TableSpec(
+    name=READERS_TABLE,
+    columns="""
+    slot String,
+    phase LowCardinality(String),
+    lsn UInt64,
+    version UInt64""",
+    version="version",
+    order_by="slot",
+    shard_key="cityHash64(slot)",
+)
+
+TABLES = (EVENTS, TENANTS, CUSTOMERS, READERS)
 
 
 def check_identifier(name: str, what: str) -> str:

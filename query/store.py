@@ -7,6 +7,7 @@ by `schema.check_identifier` are ever formatted into SQL.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 import uuid
@@ -26,7 +27,10 @@ from cdc_reader.config import ConfigError
 from query import activity_sql, analytics_sql
 from query.activity import ActivityQuery, iso_utc
 from query.activity_sql import Position
-from query.schema import CUSTOMERS_TABLE, EVENTS_TABLE, TENANTS_TABLE, check_identifier, render_ddl
+from query.schema import (
+    CUSTOMERS_TABLE, EVENTS_TABLE, READER_COLUMNS, READERS_TABLE, TENANTS_TABLE, check_identifier,
+    render_ddl,
+)
 
 DEFAULT_DATABASE = "voucher_activity"
 # Concurrent API requests each take a reader; one client would serialize them on its lock
@@ -188,6 +192,19 @@ class TenantDirectory:
     loaded_at: float = float("-inf")
 
 
+class ReaderPhase(enum.Enum):
+    """Where a reader's slot stands, as recorded in the store next to the history it wrote."""
+
+    SNAPSHOT = "snapshot"  # the slot's initial snapshot is under way; nothing streamed yet
+    STREAMING = "streaming"  # the snapshot (if any) is stored and streaming has begun
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderProgress:
+    phase: ReaderPhase
+    lsn: int  # the LSN the phase began at
+
+
 @dataclass(frozen=True, slots=True)
 class TenantStatus:
     name: str
@@ -278,7 +295,23 @@ class Store:
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"insert into {table} failed: {error}") from error
 
+    def record_reader_progress(self, slot: str, progress: ReaderProgress) -> None:
+        """Record (durably, like events) that `slot`'s reader has entered `progress.phase`."""
+        version = time.time_ns()
+        self.insert_columns(
+            READERS_TABLE, READER_COLUMNS, ("String", "LowCardinality(String)", "UInt64", "UInt64"),
+            [(slot,), (progress.phase.value,), (progress.lsn,), (version,)],
+            f"{READERS_TABLE}-{slot}-{version}",
+        )
+
     # -- reads -----------------------------------------------------------------------------
+    def reader_progress(self, slot: str) -> ReaderProgress | None:
+        """What the reader of `slot` last recorded here, or None if it never wrote to this store."""
+        rows = self.rows(
+            f"SELECT phase, lsn FROM {READERS_TABLE} FINAL WHERE slot = {{slot:String}}", {"slot": slot}
+        )
+        return ReaderProgress(ReaderPhase(rows[0][0]), rows[0][1]) if rows else None
+
     def ping(self) -> None:
         """Raise StoreError unless the store answers a query on our tables."""
         self.rows(f"SELECT 1 FROM {EVENTS_TABLE} LIMIT 0", {})

@@ -56,6 +56,19 @@ SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256;
 CREATE TABLE IF NOT EXISTS voucher_activity.customers ON CLUSTER default AS voucher_activity.customers_local
 ENGINE = Distributed(default, voucher_activity, customers_local, cityHash64(id));
 
+CREATE TABLE IF NOT EXISTS voucher_activity.reader_progress_local ON CLUSTER default (
+    slot String,
+    phase LowCardinality(String),
+    lsn UInt64,
+    version UInt64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/voucher_activity/reader_progress_local', '{replica}', version)
+ORDER BY slot
+SETTINGS non_replicated_deduplication_window = 1000;
+
+CREATE TABLE IF NOT EXISTS voucher_activity.reader_progress ON CLUSTER default AS voucher_activity.reader_progress_local
+ENGINE = Distributed(default, voucher_activity, reader_progress_local, cityHash64(slot));
+
 CREATE VIEW IF NOT EXISTS voucher_activity.customer_events_dedup ON CLUSTER default AS
 SELECT * FROM voucher_activity.customer_events FINAL
 SETTINGS do_not_merge_across_partitions_select_final = 1;

@@ -47,6 +47,16 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, id)
 SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256;
 
+CREATE TABLE IF NOT EXISTS voucher_activity.reader_progress (
+    slot String,
+    phase LowCardinality(String),
+    lsn UInt64,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY slot
+SETTINGS non_replicated_deduplication_window = 1000;
+
 CREATE VIEW IF NOT EXISTS voucher_activity.customer_events_dedup AS
 SELECT * FROM voucher_activity.customer_events FINAL
 SETTINGS do_not_merge_across_partitions_select_final = 1;

@@ -62,7 +62,7 @@ def settings_from_environment(environment: dict[str, str]):
 
 def containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     for obj in kubernetes_objects():
-        if obj["kind"] == "Deployment":
+        if obj["kind"] in ("Deployment", "StatefulSet"):
             for container in obj["spec"]["template"]["spec"]["containers"]:
                 yield obj, container
 
@@ -74,7 +74,7 @@ def test_every_yaml_file_parses():
     paths = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
     assert {path.relative_to(DEPLOY).as_posix() for path in paths} >= {
         "compose.yaml", "kubernetes/kustomization.yaml", "kubernetes/configmap.yaml", "kubernetes/secret.yaml",
-        "kubernetes/reader-deployment.yaml", "kubernetes/api-deployment.yaml", "kubernetes/api-service.yaml"}
+        "kubernetes/reader-statefulset.yaml", "kubernetes/api-deployment.yaml", "kubernetes/api-service.yaml"}
     for path in paths:
         assert documents(path), path
         assert all(isinstance(document, dict) for document in documents(path)), path
@@ -146,12 +146,26 @@ def test_kustomization_lists_every_manifest():
         path.name for path in KUBERNETES.glob("*.yaml") if path.name != "kustomization.yaml")
 
 
-def test_reader_is_a_single_replica_recreated_never_rolled():
-    reader = one("Deployment", "voucher-activity-reader")
+def test_reader_is_a_single_replica_with_its_data_dir_on_a_persistent_volume():
+    reader = one("StatefulSet", "voucher-activity-reader")
     assert reader["spec"]["replicas"] == 1
-    assert reader["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = reader["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["reader"]
+    config = one("ConfigMap", "voucher-activity")["data"]
+    (data,) = [mount for mount in container["volumeMounts"] if mount["mountPath"] == config["VA_DATA_DIR"]]
+    (claim,) = reader["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == data["name"]
+    assert data["name"] not in {volume["name"] for volume in reader["spec"]["template"]["spec"]["volumes"]}
+    service = one("Service", reader["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= reader["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_compose_keeps_the_reader_data_dir_on_a_volume():
+    services = compose()["services"]
+    data_dir = with_defaults(services["reader"]["environment"]["VA_DATA_DIR"])
+    (volume,) = [volume for volume in services["reader"]["volumes"] if volume.split(":")[1] == data_dir]
+    assert volume.split(":")[0] in compose()["volumes"]
 
 
 def test_api_has_replicas_behind_a_service():
