@@ -24,11 +24,27 @@ from itertools import compress
 from operator import call
 
 from cdc_reader.changes import (
-    Change, Envelope, Op, Row, TransactionBegin, TransactionCommit, new_change,
+    Change,
+    Envelope,
+    Op,
+    Row,
+    TransactionBegin,
+    TransactionCommit,
+    new_change,
 )
 from cdc_reader.pgoutput import (
-    Begin, Commit, Delete, Insert, Message, Origin, PgoutputMessage, Relation, Truncate,
-    TupleData, Type, Update,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Origin,
+    PgoutputMessage,
+    Relation,
+    Truncate,
+    TupleData,
+    Type,
+    Update,
 )
 from cdc_reader.values import Converter, StreamConverters, text_value
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TypeVar
-from datetime import datetime, timedelta, timezone
 
 POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 

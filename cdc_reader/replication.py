@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import time
-from collections.abc import Iterator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -31,7 +30,12 @@ from cdc_reader.slot import (
     ensure_publication,
     slot_info,
 )
-from cdc_reader.walstream import XLOG_DATA, XLOG_DATA_HEADER_SIZE, Feedback, parse_copy_data
+from cdc_reader.walstream import (
+    XLOG_DATA,
+    XLOG_DATA_HEADER_SIZE,
+    Feedback,
+    parse_copy_data,
+)
 
 # What PostgreSQL's own subscriber sets on its replication connection, so that pgoutput's text
 # values parse the same everywhere (values.py expects ISO dates; timestamptz comes out in UTC).

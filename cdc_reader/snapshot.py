@@ -5,7 +5,6 @@ stream that starts at the slot's consistent point.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,10 +12,6 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-
-from cdc_reader.logs import fields
-
-log = logging.getLogger("voucher_activity.snapshot")
 
 CHUNK_ROWS = 5000
 PROGRESS_INTERVAL = 2.0
@@ -48,7 +43,7 @@ def read_snapshot(
     """Yield (table, row) for every row of `tables`, table by table in the given order (the
     mappers' dependency order: reference rows before the rows whose events need them), as of
     the exported snapshot."""
-    report = on_progress or log_progress
+    report = on_progress or (lambda _progress: None)
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
@@ -67,17 +62,6 @@ def read_snapshot(
             elapsed = max(time.monotonic() - started, 1e-9)
             report(Progress(table, done, done, done / elapsed))
         conn.rollback()
-
-
-def log_progress(progress: Progress) -> None:
-    eta = progress.eta_seconds
-    log.info(
-        "snapshot progress",
-        extra=fields(
-            table=progress.table, rows_done=progress.rows_done, rows_total=progress.rows_total,
-            rows_per_second=round(progress.rows_per_second), eta_seconds=None if eta is None else round(eta, 1),
-        ),
-    )
 
 
 def _estimate_rows(conn: psycopg.Connection, schema: str, table: str) -> int:

@@ -8,7 +8,12 @@ from pathlib import Path
 from mappers.catalog import Catalog, CatalogError, load_catalog
 from mappers.payload import SourceIdentity
 from mappers.state import ReferenceState
-from mappers.transaction import EventMapper, Record, SnapshotOrderError, load_default_catalog
+from mappers.transaction import (
+    EventMapper,
+    Record,
+    SnapshotOrderError,
+    load_default_catalog,
+)
 
 __all__ = [
     "Catalog", "CatalogError", "EventMapper", "Record", "ReferenceState", "SnapshotOrderError",

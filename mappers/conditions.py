@@ -26,7 +26,14 @@ from typing import Any, Protocol
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
-from mappers.sqltypes import JSON_NULL, TYPE_NAMES, SqlType, json_equal, jsonb_text, parse_literal
+from mappers.sqltypes import (
+    JSON_NULL,
+    TYPE_NAMES,
+    SqlType,
+    json_equal,
+    jsonb_text,
+    parse_literal,
+)
 
 Row = Mapping[str, Any]
 Evaluate = Callable[[Row, Row], Any]

@@ -12,7 +12,13 @@ from typing import Any
 
 from cdc_reader.changes import Op
 from mappers.catalog import (
-    CUSTOMER_TABLE, TENANT_TABLE, Catalog, Collect, Passthrough, Rule, StateSpec,
+    CUSTOMER_TABLE,
+    TENANT_TABLE,
+    Catalog,
+    Collect,
+    Passthrough,
+    Rule,
+    StateSpec,
 )
 from mappers.payload import Lookup, ObjectResolver, object_resolver
 from mappers.references import Reference, Resolve

@@ -17,7 +17,13 @@ from typing import Any
 
 from pglast import ast, parse_sql
 
-from mappers.sqltypes import CANONICAL, CANONICAL_TYPES, DECODED_CANONICAL, TYPE_NAMES, SqlType
+from mappers.sqltypes import (
+    CANONICAL,
+    CANONICAL_TYPES,
+    DECODED_CANONICAL,
+    TYPE_NAMES,
+    SqlType,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +110,13 @@ def parse_schema(sql: str) -> Schema:
     return Schema(tables)
 
 
+def voucher_schema_sql() -> str:
+    """The voucher engine's DDL as packaged (`mappers/voucher_schema.sql`)."""
+    return resources.files("mappers").joinpath("voucher_schema.sql").read_text()
+
+
 @cache
 def voucher_schema() -> Schema:
-    """The voucher engine's schema as packaged with the reader (parsed once, ~13 ms: the state
-    and the catalog both read it; callers treat it as read-only)."""
-    sql = resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
-    return parse_schema(sql)
+    """The voucher engine's schema, parsed once (~13 ms: the state and the catalog both read
+    it; callers treat it as read-only)."""
+    return parse_schema(voucher_schema_sql())

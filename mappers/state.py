@@ -66,7 +66,7 @@ _ENTITY_TABLE = """
 CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))
 """
 # SQLite's page cache for the state file, in KiB (default 2 MB). It counts against the process's
-# memory budget (tests/cdc_reader/test_big_transaction.py: 500 MB peak; a huge transaction
+# memory budget (tests/voucher_activity/test_big_transaction.py: 500 MB peak; a huge transaction
 # fills it before spilling to the file), so it stays modest: 16 to 64 MB measured the same on
 # the mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
 _PAGE_CACHE_KIB = 32 * 1024

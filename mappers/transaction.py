@@ -25,17 +25,39 @@ import orjson
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
+from mappers.codegen import (
+    Source,
+    change_function,
+    change_function_names,
+    compile_source,
+    passthrough_function,
+    rule_functions,
+)
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
-    JSON_OPTIONS, UUID5_CLEAR, UUID5_SET, Lookup, SourceIdentity, as_uuid, changed_columns,
-    event_source, event_time, serialize, snapshot_event_id, snapshot_group_id, transaction_group_id,
-    transaction_id_prefix, wal_id_prefix,
-)
-from mappers.codegen import (
-    Source, change_function, change_function_names, compile_source, passthrough_function, rule_functions,
+    JSON_OPTIONS,
+    UUID5_CLEAR,
+    UUID5_SET,
+    Lookup,
+    SourceIdentity,
+    as_uuid,
+    changed_columns,
+    event_source,
+    event_time,
+    serialize,
+    snapshot_event_id,
+    snapshot_group_id,
+    transaction_group_id,
+    transaction_id_prefix,
+    wal_id_prefix,
 )
 from mappers.plans import (
-    RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans,
+    RulePlan,
+    TablePlan,
+    object_resolvers,
+    passthrough_plan,
+    rule_plan,
+    table_plans,
 )
 from mappers.scratch import Scratch
 from mappers.sqltypes import json_default

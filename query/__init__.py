@@ -1,1 +1,2 @@
-"""The ClickHouse store (schema, writer, reads) and the Voucherify-compatible activity API."""
+"""The ClickHouse store: its schema, the event writer and the reads; the HTTP API beside it in
+`query.api`."""

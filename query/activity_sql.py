@@ -9,13 +9,45 @@ and cost 2-4x on customers with long histories.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from query.activity import ActivityQuery, Order
+from mappers.events import Category
 from query.schema import EVENTS_TABLE
+
+
+class Order(enum.Enum):
+    ASCENDING = "created_at"
+    DESCENDING = "-created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityQuery:
+    limit: int = 10
+    page: int = 1
+    order: Order = Order.DESCENDING
+    starting_after_id: uuid.UUID | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    campaign_id: uuid.UUID | None = None
+    campaign_type: str | None = None
+    category: Category | None = None
+    types: tuple[str, ...] = ()
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with `Z`, microseconds kept so a client can filter on exactly it."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
+
 
 PAGE_COLUMNS = "id, type, category, data, created_at, group_id"
 KEY_COLUMNS = "id, created_at"

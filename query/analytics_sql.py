@@ -13,10 +13,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from query.activity import ActivityQuery
-from query.activity_sql import filter_conditions
-from query.analytics import FUNNEL_STAGES, PUBLISHED, REDEEMED, ROLLED_BACK
+from query.activity_sql import ActivityQuery, filter_conditions
 from query.schema import CUSTOMERS_TABLE, DEDUP_VIEW, EVENTS_TABLE
+
+# The funnel's stages, in order.
+PUBLISHED = "customer.publication.succeeded"
+REDEEMED = "customer.redemption.succeeded"
+ROLLED_BACK = "customer.redemption.rollback.succeeded"
+FUNNEL_STAGES = (PUBLISHED, REDEEMED, ROLLED_BACK)
 
 _TENANT = "tenant_id = {tenant_id:UUID}"
 # Snapshot events carry the row's own time, not a commit time: no ingest lag to speak of.

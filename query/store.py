@@ -17,22 +17,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
-from cdc_reader.config import ConfigError
 from query import activity_sql, analytics_sql
-from query.activity import ActivityQuery, iso_utc
-from query.activity_sql import Position
+from query.activity_sql import ActivityQuery, Position, iso_utc
+from query.location import StoreLocation, parse_store_url
 from query.schema import (
-    CUSTOMERS_TABLE, EVENTS_TABLE, READER_COLUMNS, READERS_TABLE, TENANTS_TABLE, check_identifier,
+    CUSTOMERS_TABLE,
+    EVENTS_TABLE,
+    READER_COLUMNS,
+    READERS_TABLE,
+    TENANTS_TABLE,
     render_ddl,
 )
 
-DEFAULT_DATABASE = "voucher_activity"
 # Concurrent API requests each take a reader; one client would serialize them on its lock
 # (chDB) or its connection (a server). Measured in docs/store.md, "Readers".
 READERS = 4
@@ -49,57 +50,6 @@ ONE_QUERY_ROWS = 200
 
 class StoreError(Exception):
     """The store did not answer or refused a statement; retrying later may succeed."""
-
-
-class StoreUrlError(ConfigError):
-    """The store URL cannot be used; the message shows the accepted forms."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoreLocation:
-    """Where the store lives: `path` for embedded chDB, else an HTTP(S) server."""
-
-    database: str
-    path: str | None = None
-    host: str | None = None
-    port: int | None = None
-    secure: bool = False
-    username: str | None = None
-    password: str = ""
-
-    @property
-    def embedded(self) -> bool:
-        return self.path is not None
-
-
-def parse_store_url(url: str) -> StoreLocation:
-    """`chdb:///path[?database=name]` or `http(s)://user:pass@host:8123/database`."""
-    parsed = urlparse(url)
-    query = parse_qs(parsed.query)
-    try:
-        if parsed.scheme == "chdb":
-            path = unquote(parsed.netloc + parsed.path)
-            if not path:
-                raise StoreUrlError(f"store URL {url!r} has no path (e.g. chdb:///var/lib/va/clickhouse)")
-            database = query.get("database", [DEFAULT_DATABASE])[0]
-            return StoreLocation(database=check_identifier(database, "store database"), path=path)
-        if parsed.scheme in ("http", "https"):
-            if not parsed.hostname:
-                raise StoreUrlError(f"store URL {url!r} has no host (e.g. http://user:pass@host:8123/db)")
-            database = unquote(parsed.path.strip("/")) or DEFAULT_DATABASE
-            return StoreLocation(
-                database=check_identifier(database, "store database"),
-                host=parsed.hostname,
-                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-                secure=parsed.scheme == "https",
-                username=unquote(parsed.username) if parsed.username else None,
-                password=unquote(parsed.password) if parsed.password else "",
-            )
-    except ValueError as error:  # bad port, bad identifier
-        raise StoreUrlError(f"store URL {url!r}: {error}") from None
-    raise StoreUrlError(
-        f"store URL {url!r} must start with chdb:// (embedded) or http(s):// (a ClickHouse server)"
-    )
 
 
 def connect(location: StoreLocation, settings: dict[str, Any] | None = None) -> Client:

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from query.schema import (
-    CUSTOMER_COLUMNS, CUSTOMERS_TABLE, EVENT_COLUMNS, EVENTS_TABLE, TENANT_COLUMNS, TENANTS_TABLE,
+    CUSTOMER_COLUMNS,
+    CUSTOMERS_TABLE,
+    EVENT_COLUMNS,
+    EVENTS_TABLE,
+    TENANT_COLUMNS,
+    TENANTS_TABLE,
 )
 
 if TYPE_CHECKING:

@@ -22,11 +22,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc_reader.embedded_pg import LocalPostgres, PostgresInstallation, all_installations
+from demo.embedded_pg import LocalPostgres, PostgresInstallation, all_installations
+from query.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SCHEMA = REPO.parent / "shared" / "voucher_schema.sql"
-PACKAGED_SCHEMA = REPO / "cdc_reader" / "voucher_schema.sql"
+PACKAGED_SCHEMA = REPO / "mappers" / "voucher_schema.sql"
 TEMPLATE_DB = "voucher_template"
 
 INSTALLATIONS = all_installations()
@@ -170,3 +171,10 @@ def chdb_path() -> Iterator[Path]:
 def store_url(chdb_path: Path) -> str:
     """A store URL on the shared chDB path with a database of its own."""
     return f"chdb://{chdb_path}?database={unique_name('events')}"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An open store on `store_url`, its schema created."""
+    with Store.open(store_url) as opened:
+        yield opened

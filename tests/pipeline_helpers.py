@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 
 from cdc_reader.changes import parse_lsn
-from cdc_reader.config import Settings, build_settings
-from cdc_reader.pipeline import Pipeline
 from query.store import Store
+from voucher_activity.config import Settings, build_settings
+from voucher_activity.pipeline import Pipeline
 
 
 def prepare_source(dsn: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from cdc_reader.embedded_pg import wheel_installation
+from demo.embedded_pg import wheel_installation
 from tests.bench.report import Outcome, markdown_table, well_formed
 from tests.bench.scale import SCALES
 

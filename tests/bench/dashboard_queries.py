@@ -14,7 +14,8 @@ import time
 import uuid
 
 from query import analytics_sql
-from query.activity import ActivityQuery, parse_activity_query
+from query.activity_sql import ActivityQuery
+from query.api.activity import parse_activity_query
 from query.store import Store, connect
 
 TENANTS = ("big", "medium", "small")

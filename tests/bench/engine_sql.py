@@ -1,6 +1,6 @@
 """The voucher engine's transactions as SQL text, for load that Python cannot drive fast enough.
 
-`cdc_reader.traffic.VoucherTraffic` plans engine transactions in Python, one round trip per
+`demo.traffic.VoucherTraffic` plans engine transactions in Python, one round trip per
 statement batch: right for demos, too slow to write a million changes or hold 1,000
 transactions/s on two shared cores. Here the same shapes (the statements one engine API call
 commits, in Hibernate's flush order) are templates rendered two ways from one definition:

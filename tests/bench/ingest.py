@@ -25,15 +25,15 @@ from pathlib import Path
 import psycopg
 
 from cdc_reader.changes import format_lsn
-from cdc_reader.config import build_settings
-from cdc_reader.embedded_pg import LocalPostgres
-from cdc_reader.pipeline import Pipeline
 from cdc_reader.replication import protocol_version
+from demo.embedded_pg import LocalPostgres
 from query.store import Store
 from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
+from voucher_activity.config import build_settings
+from voucher_activity.pipeline import Pipeline
 
 TARGET_RATE = 50_000
 TARGET_RATIO = 0.4

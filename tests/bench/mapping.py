@@ -24,13 +24,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cdc_reader.pipeline import STATE_CACHE_ROWS, STATE_COMMIT_INTERVAL, STATE_PACKED_BYTES, tune_collector
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
-from mappers.state import normal_key
 from mappers.events import CustomerEvent
 from mappers.schema import voucher_schema
 from mappers.sqltypes import SqlType
+from mappers.state import normal_key
+from voucher_activity.pipeline import (
+    STATE_CACHE_ROWS,
+    STATE_COMMIT_INTERVAL,
+    STATE_PACKED_BYTES,
+    tune_collector,
+)
 
 # What a Relation message says of each column, as the reader passes it on (Change.column_types):
 # the type OID of a column of that type.

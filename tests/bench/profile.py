@@ -27,7 +27,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("query/writer.py", "write: batching"),
     ("clickhouse_connect/", "write: insert (clickhouse-connect + chDB)"),
     ("chdb/", "write: insert (clickhouse-connect + chDB)"),
-    ("cdc_reader/pipeline.py", "pipeline loop"),
+    ("voucher_activity/pipeline.py", "pipeline loop"),
 )
 OWN_CODE = ("cdc_reader/", "mappers/", "query/", "psycopg/", "clickhouse_connect/", "chdb/", "tenacity/")
 

@@ -12,7 +12,6 @@ Run: python -m tests.bench reader [--changes N] [--rounds R]
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import shutil
 import subprocess
 import tempfile
@@ -22,9 +21,10 @@ from pathlib import Path
 import psycopg
 
 from cdc_reader.changes import Change, TransactionCommit, format_lsn, parse_lsn
-from cdc_reader.embedded_pg import LocalPostgres, wheel_installation
 from cdc_reader.replication import ReplicationSession, protocol_version
 from cdc_reader.slot import create_slot, ensure_publication
+from demo.embedded_pg import LocalPostgres, wheel_installation
+from mappers.schema import voucher_schema_sql
 
 TABLES = ["customer", "redemption"]
 PUBLICATION = "bench"
@@ -65,7 +65,7 @@ def prepare_cluster(root: Path, transactions: int, rounds: int) -> tuple[LocalPo
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE bench")
     dsn = cluster.dsn("bench")
-    schema = importlib.resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
+    schema = voucher_schema_sql()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema)
         ensure_publication(conn, PUBLICATION, TABLES)

@@ -4,7 +4,6 @@ as operators run it (`voucher-activity run` in its own process)."""
 
 from __future__ import annotations
 
-import importlib.resources
 import re
 import subprocess
 import sys
@@ -17,9 +16,10 @@ import psutil
 import psycopg
 
 from cdc_reader.changes import parse_lsn
-from cdc_reader.embedded_pg import LocalPostgres, free_port, wheel_installation
 from cdc_reader.slot import create_slot, ensure_publication
+from demo.embedded_pg import LocalPostgres, free_port, wheel_installation
 from mappers import tracked_tables
+from mappers.schema import voucher_schema_sql
 from tests.bench import engine_sql
 
 PUBLICATION = "voucher_activity"
@@ -39,7 +39,7 @@ def create_voucher_database(cluster: LocalPostgres, name: str) -> str:
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     dsn = cluster.dsn(name)
-    schema = importlib.resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
+    schema = voucher_schema_sql()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema)
         conn.execute("ALTER TABLE segment_customer REPLICA IDENTITY FULL")
@@ -146,7 +146,7 @@ class Sidecar:
         data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         log_path = data_dir / "sidecar.log"
-        command = [sys.executable, "-m", "cdc_reader.cli", "run", "--source", dsn, "--store",
+        command = [sys.executable, "-m", "voucher_activity.cli", "run", "--source", dsn, "--store",
                    f"chdb://{data_dir / 'clickhouse'}", "--data-dir", str(data_dir), "--listen",
                    f"127.0.0.1:{port}", "--tokens", "*=admin", "--slot", slot, "--snapshot", "never",
                    "--log-format", "json"]

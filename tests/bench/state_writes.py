@@ -15,10 +15,10 @@ import time
 import uuid
 from pathlib import Path
 
-from cdc_reader.pipeline import STATE_CACHE_ROWS, STATE_PACKED_BYTES
 from mappers import load_default_catalog
 from mappers.state import STATE_FILE, ReferenceState
 from tests.bench.mapping import Traffic
+from voucher_activity.pipeline import STATE_CACHE_ROWS, STATE_PACKED_BYTES
 
 
 def rows(count: int, customers: bool) -> list[tuple[str, uuid.UUID, dict]]:

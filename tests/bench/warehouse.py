@@ -25,9 +25,9 @@ from urllib.parse import urlencode
 import psycopg
 import uvicorn
 
-from cdc_reader.embedded_pg import free_port
-from query.activity import parse_activity_query
-from query.app import create_app
+from demo.embedded_pg import free_port
+from query.api.activity import parse_activity_query
+from query.api.app import create_app
 from query.store import Store, connect
 from tests.bench import history, source
 from tests.bench.report import Figure, Outcome, entry_point, log

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from cdc_reader.embedded_pg import LocalPostgres, wheel_installation
+from demo.embedded_pg import LocalPostgres, wheel_installation
 
 OUTPUT = Path(__file__).with_name("captured.py")
 

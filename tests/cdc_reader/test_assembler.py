@@ -9,10 +9,22 @@ from decimal import Decimal
 import pytest
 from psycopg.types.json import Jsonb
 
-from cdc_reader.assembler import AssemblerError, ChangeAssembler, UnsupportedMessageError
+from cdc_reader.assembler import (
+    AssemblerError,
+    ChangeAssembler,
+    UnsupportedMessageError,
+)
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
 from cdc_reader.pgoutput import (
-    Begin, Decoder, Delete, Insert, Relation, RelationColumn, Truncate, TupleData, Update,
+    Begin,
+    Decoder,
+    Delete,
+    Insert,
+    Relation,
+    RelationColumn,
+    Truncate,
+    TupleData,
+    Update,
 )
 from tests.cdc_reader import captured
 from tests.cdc_reader.test_pgoutput import BODY

@@ -26,7 +26,7 @@ from cdc_reader.checks import (
     check_wal_level,
     run_startup_checks,
 )
-from cdc_reader.embedded_pg import LocalPostgres, wheel_installation
+from demo.embedded_pg import LocalPostgres, wheel_installation
 from tests.replication_helpers import temporary_role
 
 

@@ -9,9 +9,29 @@ from datetime import datetime, timezone
 import pytest
 
 from cdc_reader.pgoutput import (
-    Begin, BeginPrepare, Commit, CommitPrepared, Decoder, Delete, Insert, Message, Origin,
-    PgoutputDecodeError, Prepare, Relation, RelationColumn, RollbackPrepared, StreamAbort,
-    StreamCommit, StreamPrepare, StreamStart, StreamStop, Truncate, TupleData, Type, Update,
+    Begin,
+    BeginPrepare,
+    Commit,
+    CommitPrepared,
+    Decoder,
+    Delete,
+    Insert,
+    Message,
+    Origin,
+    PgoutputDecodeError,
+    Prepare,
+    Relation,
+    RelationColumn,
+    RollbackPrepared,
+    StreamAbort,
+    StreamCommit,
+    StreamPrepare,
+    StreamStart,
+    StreamStop,
+    Truncate,
+    TupleData,
+    Type,
+    Update,
 )
 from tests.cdc_reader import captured
 

@@ -9,7 +9,14 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit, format_lsn, parse_lsn
+from cdc_reader.changes import (
+    Change,
+    Op,
+    TransactionBegin,
+    TransactionCommit,
+    format_lsn,
+    parse_lsn,
+)
 from cdc_reader.replication import (
     ReplicationConnectionError,
     ReplicationSession,

@@ -20,9 +20,9 @@ import psycopg
 import yaml
 
 from cdc_reader.checks import run_startup_checks
-from cdc_reader.cli import COMMANDS
-from cdc_reader.config import OPTIONS, build_settings
-from cdc_reader.traffic import VoucherTraffic
+from demo.traffic import VoucherTraffic
+from voucher_activity.cli import COMMANDS
+from voucher_activity.config import OPTIONS, build_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -103,7 +103,7 @@ def test_compose_postgres_has_logical_wal_and_the_init_script():
         mounts[target] = source
     init = {target: source for target, source in mounts.items() if target.startswith("/docker-entrypoint-initdb.d/")}
     # the schema first, then the grants and the publication that need its tables
-    assert [init[target] for target in sorted(init)] == ["../cdc_reader/voucher_schema.sql", "./postgres-init.sql"]
+    assert [init[target] for target in sorted(init)] == ["../mappers/voucher_schema.sql", "./postgres-init.sql"]
     for source in init.values():
         assert (DEPLOY / source).resolve().is_file()
     assert "VOUCHER_ACTIVITY_PASSWORD" in postgres["environment"]

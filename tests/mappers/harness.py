@@ -20,7 +20,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from cdc_reader.changes import Change, Envelope, TransactionBegin, TransactionCommit
-from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog, tracked_tables
+from mappers import (
+    EventMapper,
+    ReferenceState,
+    SourceIdentity,
+    load_default_catalog,
+    tracked_tables,
+)
 from tests.conftest import VoucherDatabase
 from tests.replication_helpers import stream_transactions
 

@@ -11,7 +11,14 @@ import orjson
 import pytest
 
 from cdc_reader.changes import Change, Op, TransactionBegin
-from mappers import CatalogError, EventMapper, ReferenceState, SourceIdentity, load_default_catalog, tracked_tables
+from mappers import (
+    CatalogError,
+    EventMapper,
+    ReferenceState,
+    SourceIdentity,
+    load_default_catalog,
+    tracked_tables,
+)
 from mappers.catalog import build_catalog
 from mappers.payload import wal_event_id
 from mappers.schema import voucher_schema

@@ -17,9 +17,14 @@ import pytest
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers import EventMapper, ReferenceState, SourceIdentity, load_default_catalog
 from mappers.catalog import build_catalog
-from mappers.schema import parse_schema, voucher_schema
-from mappers.codegen import Source, change_function_names, compile_source, reference_code
+from mappers.codegen import (
+    Source,
+    change_function_names,
+    compile_source,
+    reference_code,
+)
 from mappers.references import parse_reference
+from mappers.schema import parse_schema, voucher_schema, voucher_schema_sql
 
 VOUCHER = uuid.UUID(int=11)
 REDEMPTION = uuid.UUID(int=12)
@@ -230,7 +235,7 @@ def test_change_functions_are_named_validly_whatever_the_table_is_called():
 
 def test_a_table_quoted_in_sql_gets_change_functions(tmp_path):
     # a table may be any quoted identifier: the state keeps rows of "order notes" all the same
-    sql = resources.files("cdc_reader").joinpath("voucher_schema.sql").read_text()
+    sql = voucher_schema_sql()
     schema = parse_schema(sql + '\nCREATE TABLE "order notes" (id uuid PRIMARY KEY, note text);\n')
     document = packaged()
     document["state"]["order notes"] = {"columns": "*"}

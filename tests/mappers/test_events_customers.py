@@ -5,10 +5,18 @@ from __future__ import annotations
 import uuid
 
 from mappers.events import CustomerRecord
-from tests.mappers.harness import at, delete, insert, update, uid
+from tests.mappers.harness import at, delete, insert, uid, update
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, TENANT, VOUCHER, assert_event, campaign_object, customer_object, voucher_object,
-    wal_source, write_world,
+    CAMPAIGN,
+    CUSTOMER,
+    TENANT,
+    VOUCHER,
+    assert_event,
+    campaign_object,
+    customer_object,
+    voucher_object,
+    wal_source,
+    write_world,
 )
 
 NEW_CUSTOMER = uid(12)

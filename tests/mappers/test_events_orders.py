@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.mappers.harness import at, delete, insert, update, uid
-from tests.mappers.world import CUSTOMER, TENANT, assert_event, customer_object, wal_source, write_world
+from tests.mappers.harness import at, delete, insert, uid, update
+from tests.mappers.world import (
+    CUSTOMER,
+    TENANT,
+    assert_event,
+    customer_object,
+    wal_source,
+    write_world,
+)
 
 ORDER = uid(500)
 PLACED = at("2024-03-02 11:00:00")

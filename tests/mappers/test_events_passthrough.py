@@ -9,7 +9,14 @@ import orjson
 
 from tests.mappers.harness import at, insert, uid
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, OTHER_CUSTOMER, TENANT, VOUCHER, campaign_object, customer_object, write_world,
+    CAMPAIGN,
+    CUSTOMER,
+    OTHER_CUSTOMER,
+    TENANT,
+    VOUCHER,
+    campaign_object,
+    customer_object,
+    write_world,
 )
 
 NOW = at("2024-03-02 17:00:00")

@@ -3,10 +3,18 @@ publication row in the same transaction, and failures."""
 
 from __future__ import annotations
 
-from tests.mappers.harness import at, insert, update, uid
+from tests.mappers.harness import at, insert, uid, update
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, TENANT, VOUCHER, assert_event, campaign_object, customer_object,
-    voucher_object, wal_source, write_world,
+    CAMPAIGN,
+    CUSTOMER,
+    TENANT,
+    VOUCHER,
+    assert_event,
+    campaign_object,
+    customer_object,
+    voucher_object,
+    wal_source,
+    write_world,
 )
 
 PUBLICATION = uid(400)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from tests.mappers.harness import at, delete, insert, update, uid
+from tests.mappers.harness import at, delete, insert, uid, update
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, GIFT_CAMPAIGN, GIFT_VOUCHER, LOYALTY_CAMPAIGN, LOYALTY_CARD, OTHER_CUSTOMER,
-    TENANT, assert_event, campaign_object, customer_object, voucher_object, wal_source,
+    CAMPAIGN,
+    CUSTOMER,
+    GIFT_CAMPAIGN,
+    GIFT_VOUCHER,
+    LOYALTY_CAMPAIGN,
+    LOYALTY_CARD,
+    OTHER_CUSTOMER,
+    TENANT,
+    assert_event,
+    campaign_object,
+    customer_object,
+    voucher_object,
+    wal_source,
     write_world,
 )
 

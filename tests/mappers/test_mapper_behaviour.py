@@ -10,10 +10,18 @@ from datetime import UTC, datetime
 import orjson
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
-from tests.mappers.harness import at, insert, map_transaction, new_mapper, update, uid
+from tests.mappers.harness import at, insert, map_transaction, new_mapper, uid, update
 from tests.mappers.test_events_redemptions import redeem, redemption_object
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, OTHER_CUSTOMER, TENANT, VOUCHER, assert_event, customer_object, wal_source, write_world,
+    CAMPAIGN,
+    CUSTOMER,
+    OTHER_CUSTOMER,
+    TENANT,
+    VOUCHER,
+    assert_event,
+    customer_object,
+    wal_source,
+    write_world,
 )
 
 NOW = at("2024-03-05 10:00:00")

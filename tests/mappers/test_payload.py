@@ -13,7 +13,12 @@ import orjson
 
 from mappers import load_default_catalog
 from mappers.payload import (
-    SourceIdentity, TransactionIds, build_object, object_resolver, serialize, wal_event_id,
+    SourceIdentity,
+    TransactionIds,
+    build_object,
+    object_resolver,
+    serialize,
+    wal_event_id,
     wal_id_prefix,
 )
 from mappers.state import ReferenceState

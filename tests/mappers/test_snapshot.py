@@ -15,10 +15,17 @@ from cdc_reader.snapshot import read_snapshot
 from mappers import SnapshotOrderError, tracked_tables
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from mappers.payload import snapshot_event_id
-from tests.mappers.harness import SOURCE, at, insert, new_mapper, update, uid
+from tests.mappers.harness import SOURCE, at, insert, new_mapper, uid, update
 from tests.mappers.world import (
-    CAMPAIGN, CUSTOMER, LOYALTY_CARD, TENANT, VOUCHER, campaign_object, customer_object,
-    voucher_object, write_world,
+    CAMPAIGN,
+    CUSTOMER,
+    LOYALTY_CARD,
+    TENANT,
+    VOUCHER,
+    campaign_object,
+    customer_object,
+    voucher_object,
+    write_world,
 )
 
 

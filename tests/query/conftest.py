@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
-from query.app import create_app
+from query.api.app import create_app
 from query.store import Store
 from query.writer import EventWriter
 from tests.conftest import unique_name
@@ -22,12 +22,6 @@ ACME_HEADERS = {"X-App-Id": "acme", "X-App-Token": "acme-token"}
 
 CAMPAIGN_A = f.stable_id("campaign", "a")
 CAMPAIGN_B = f.stable_id("campaign", "b")
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    with Store.open(store_url) as opened:
-        yield opened
 
 
 def write(store: Store, records: list, lsn: int = 1) -> None:

@@ -10,10 +10,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from mappers.events import CustomerEvent
-from tests.query import factories as f
 from query import store as store_module
-from query.app import create_app
-from tests.query.conftest import ACME_HEADERS, CAMPAIGN_A, CAMPAIGN_B, TOKENS, Dataset, write
+from query.api.app import create_app
+from tests.query import factories as f
+from tests.query.conftest import (
+    ACME_HEADERS,
+    CAMPAIGN_A,
+    CAMPAIGN_B,
+    TOKENS,
+    Dataset,
+    write,
+)
 
 Filter = Callable[[CustomerEvent], bool]
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from mappers.events import Category
-from query.activity import EARLIEST, LATEST, ActivityQuery, Order, iso_utc, parse_activity_query
-from query.errors import InvalidParam
+from query.activity_sql import ActivityQuery, Order, iso_utc
+from query.api.activity import EARLIEST, LATEST, parse_activity_query
+from query.api.errors import InvalidParam
 
 ID = "12345678-1234-1234-1234-123456789ABC"
 

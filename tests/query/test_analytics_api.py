@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from query.app import create_app
+from query.api.app import create_app
 from query.store import Store
 from tests.conftest import unique_name
-from tests.query.analytics_dataset import LOYALTY, SPRING, Seeded, funnel_counts, per_day_by_type, seed
+from tests.query.analytics_dataset import (
+    LOYALTY,
+    SPRING,
+    Seeded,
+    funnel_counts,
+    per_day_by_type,
+    seed,
+)
 from tests.query.conftest import TOKENS
 from tests.query.test_api_errors import assert_error
 

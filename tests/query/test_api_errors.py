@@ -7,7 +7,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from query.app import create_app
+from query.api.app import create_app
 from tests.query.conftest import ACME_HEADERS, Dataset
 
 REQUEST_ID = re.compile(r"v-[0-9a-f]{32}")

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from query.app import create_app
-from query.openapi import build_document
+from query.api.app import create_app
+from query.api.openapi import build_document
 from tests.query import factories as f
-from tests.query.served import served
 from tests.query.conftest import ACME_HEADERS, TOKENS, Dataset, write
+from tests.query.served import served
 
 NAMES = ["limit", "page", "order", "starting_after_id", "start_date", "end_date", "campaign_id",
          "campaign_type", "category", "type"]

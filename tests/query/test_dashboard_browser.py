@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from query.app import create_app
+from query.api.app import create_app
 from query.store import Store
 from tests.conftest import unique_name
 from tests.query.analytics_dataset import MONDAY, SPRING, Seeded, dave_event, seed
-from tests.query.served import served
 from tests.query.conftest import TOKENS, write
+from tests.query.served import served
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # The system's Chromium (./dev installs it as root); otherwise the one `playwright install` fetched.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from query.app import create_app
+from query.api.app import create_app
 from query.metrics import Metrics
 from query.store import Store
 from tests.conftest import unique_name

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from mappers.events import TenantRecord
-from query.store import ReaderPool, Store, StoreError, StoreLocation, StoreUrlError, parse_store_url
+from query.location import StoreLocation, StoreUrlError, parse_store_url
+from query.store import ReaderPool, Store, StoreError
 from tests.query import factories as f
 from tests.query.conftest import write
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from query.activity import ActivityQuery
+from query.activity_sql import ActivityQuery
 from query.metrics import Metrics
 from query.store import Store, StoreError, connect
 from query.writer import EventWriter

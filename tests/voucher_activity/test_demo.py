@@ -1,0 +1,124 @@
+"""`voucher-activity demo` as a newcomer runs it: it prints a ready curl that soon returns
+events, Ctrl-C leaves no process behind, and a second run continues with the same data."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from demo.embedded_pg import free_port
+
+CURL = re.compile(r"Try\s+(curl .+)$", re.MULTILINE)
+
+
+def start_demo(data_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voucher_activity.cli", "demo", "--data-dir", str(data_dir),
+         "--listen", f"127.0.0.1:{port}", "--rate", "30", "--log-format", "json", *extra],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"), stdin=subprocess.DEVNULL,
+    )
+
+
+def printed_curl(log: Path, timeout: float = 90) -> tuple[str, dict[str, str]]:
+    """The URL and headers of the curl line the demo printed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = CURL.search(log.read_text(errors="replace"))
+        if match:
+            words = shlex.split(match.group(1))
+            headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+            return words[-1], headers
+        time.sleep(0.2)
+    raise AssertionError(f"the demo printed no curl:\n{log.read_text()[-2000:]}")
+
+
+def events_via_curl(url: str, headers: dict[str, str], timeout: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, headers=headers, timeout=5)
+            if response.status_code == 200 and response.json()["data"]:
+                return response.json()["data"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} returned no events within {timeout}s")
+
+
+def all_event_ids(url: str, headers: dict[str, str]) -> set[str]:
+    ids: set[str] = set()
+    params: dict[str, str | int] = {"limit": 100}
+    while True:
+        page = httpx.get(url, params=params, headers=headers, timeout=5).json()
+        ids |= {event["id"] for event in page["data"]}
+        if not page["has_more"]:
+            return ids
+        params["starting_after_id"] = page["more_starting_after"]
+
+
+def processes_using(path: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(path) in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def stop_with_ctrl_c(demo: subprocess.Popen) -> int:
+    demo.send_signal(signal.SIGINT)
+    return demo.wait(timeout=60)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Not under tmp_path: a concurrent pytest may reset its root to 0700, locking PostgreSQL out.
+    path = Path(tempfile.mkdtemp(prefix="va-demo-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path, data_dir):
+    port = free_port()
+    first_log = tmp_path / "first.log"
+    demo = start_demo(data_dir, port, first_log)
+    try:
+        url, headers = printed_curl(first_log)
+        assert url.startswith(f"http://127.0.0.1:{port}/v1/customers/")
+        assert headers["X-App-Id"] == "acme"
+        events = events_via_curl(url, headers)
+        assert {"id", "type", "category", "data", "created_at", "group_id"} <= set(events[0])
+        dashboard = httpx.get(f"http://127.0.0.1:{port}/dashboard", timeout=5)
+        assert dashboard.status_code == 200
+    finally:
+        code = stop_with_ctrl_c(demo)
+    assert code == 0, first_log.read_text()[-3000:]
+    time.sleep(0.5)
+    assert processes_using(data_dir) == []  # neither the sidecar nor its PostgreSQL is left
+    first_events = {event["id"] for event in events}
+
+    second_log = tmp_path / "second.log"
+    demo = start_demo(data_dir, port, second_log)
+    try:
+        again_url, again_headers = printed_curl(second_log)
+        assert again_headers == headers  # the same tenant token as the first run
+        events = events_via_curl(url, headers)
+        customer = url.rsplit("/", 2)[-2]
+        stored = all_event_ids(f"http://127.0.0.1:{port}/v1/customers/{customer}/activity", headers)
+        assert first_events <= stored  # the first run's events are still there
+    finally:
+        code = stop_with_ctrl_c(demo)
+    assert code == 0, second_log.read_text()[-3000:]
+    time.sleep(0.5)
+    assert processes_using(data_dir) == []

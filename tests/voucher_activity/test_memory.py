@@ -1,0 +1,59 @@
+"""`voucher_activity.memory.release_library_pages` in a fresh process with chDB loaded: the library's
+read-only pages leave the process's RSS, the pages it wrote (relocations) stay, and chDB keeps
+answering correctly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+RELEASE = """
+import json, os, chdb
+from voucher_activity.memory import release_library_pages
+
+library = os.path.realpath(chdb._chdb.__file__)
+
+def resident():
+    # (clean read-only mappings' RSS, the library's other mappings' RSS), in bytes
+    total = {"clean": 0, "other": 0}
+    current = None
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = fields[1] if fields[-1] == library else None
+            rss = 0
+        elif current is not None and fields[0] == "Rss:":
+            rss = int(fields[1]) * 1024
+        elif current is not None and fields[0] == "Anonymous:":
+            clean = current in ("r-xp", "r--p") and int(fields[1]) == 0
+            total["clean" if clean else "other"] += rss
+    return total
+
+chdb.query("SELECT 1")
+before = resident()
+released = release_library_pages()
+after = resident()
+answer = chdb.query("SELECT count(), uniqExact(number % 1000), sum(number) FROM numbers(1000000)", "CSV")
+print(json.dumps({"before": before, "released": released, "after": after,
+                  "answer": answer.bytes().decode().strip()}))
+"""
+
+
+def test_the_stores_library_pages_leave_the_resident_set_and_come_back_when_used():
+    result = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    before, after = measured["before"], measured["after"]
+    assert before["clean"] > 50 * 2**20  # chDB's start-up maps well over 50 MB of its code
+    # everything resident was released (chDB's own threads may touch a few pages right back)
+    assert before["clean"] - 4 * 2**20 <= measured["released"] <= before["clean"] + 4 * 2**20
+    assert after["clean"] < 4 * 2**20
+    assert after["other"] == before["other"]  # the relocated pages the process wrote stay
+    assert measured["answer"] == "1000000,1000,499999500000"
+
+
+def test_without_the_store_loaded_nothing_is_released():
+    probe = "from voucher_activity.memory import release_library_pages; print(release_library_pages())"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["0"], result.stderr

@@ -1,0 +1,224 @@
+"""The commands of SPEC §2, each taking the parsed arguments and the one `Settings` value.
+
+`run` hosts the pipeline (in a thread) and the API (uvicorn, main thread) in one process, which
+is how the embedded chDB store is used; `reader` and `serve` split them for a ClickHouse server.
+SIGINT/SIGTERM: stop reading, flush, commit, confirm, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import uvicorn
+
+from cdc_reader.checks import SourceNotReadyError
+from cdc_reader.slot import drop_publication, drop_slot
+from query.api.app import create_app
+from query.metrics import Metrics
+from query.store import Store, StoreError
+from voucher_activity import logs
+from voucher_activity.config import ConfigError, Settings
+from voucher_activity.logs import fields
+from voucher_activity.memory import release_library_pages_periodically
+from voucher_activity.pipeline import (
+    Pipeline,
+    ReaderStateMissingError,
+    SlotLostError,
+    state_path,
+    tune_collector,
+)
+from voucher_activity.sql_command import run_sql
+from voucher_activity.status import collect_status, render_table
+
+log = logging.getLogger("voucher_activity")
+
+# Refusals an operator must fix: reported in one sentence, exit status 1, no retry loop.
+OPERATOR_ERRORS = (SourceNotReadyError, SlotLostError, ReaderStateMissingError, ConfigError)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ours stops the pipeline first."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event, server: uvicorn.Server | None = None) -> Iterator[None]:
+    def handle(signum, _frame) -> None:
+        log.info("stopping", extra=fields(signal=signal.Signals(signum).name))
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _server(app, settings: Settings) -> _Server:
+    config = uvicorn.Config(
+        app, host=settings.listen_host, port=settings.listen_port, log_config=None,
+        access_log=False, lifespan="off",
+    )
+    return _Server(config)
+
+
+def _pipeline_thread(pipeline: Pipeline, failure: list[BaseException]) -> threading.Thread:
+    def target() -> None:
+        try:
+            pipeline.run()
+        except BaseException as error:  # reported by the main thread
+            failure.append(error)
+            pipeline.stop.set()
+
+    return threading.Thread(target=target, name="pipeline", daemon=True)
+
+
+def _report(error: BaseException) -> int:
+    if isinstance(error, OPERATOR_ERRORS):
+        print(f"voucher-activity: {error}", file=sys.stderr)
+        return 1
+    raise error
+
+
+def run(args: argparse.Namespace, settings: Settings, *, serve_api: bool = True) -> int:
+    """Pipeline + API in one process (`run`); with serve_api=False the HTTP server still
+    answers /healthz, /readyz, /metrics and /v1/status for probes (`reader`)."""
+    logs.configure(settings.log_format)
+    settings.require_source()
+    stop = threading.Event()
+    metrics = Metrics()
+    with Store.open(settings.store_url) as store:
+        pipeline = Pipeline(settings, store, stop, metrics)
+        app = create_app(
+            store, tokens=settings.tokens, metrics=metrics, readiness=pipeline.readiness,
+            status=lambda: collect_status(settings, store, pipeline.progress.lag_seconds()),
+            activity=serve_api,
+        )
+        server = _server(app, settings)
+        failure: list[BaseException] = []
+        thread = _pipeline_thread(pipeline, failure)
+        tune_collector()
+        with _stop_on_signals(stop, server):
+            thread.start()
+            server_thread = threading.Thread(target=server.run, name="http", daemon=True)
+            server_thread.start()
+            log.info("listening", extra=fields(url=f"http://{settings.listen_host}:{settings.listen_port}"))
+            release_library_pages_periodically(stop)
+            while not stop.wait(0.2):
+                if not server_thread.is_alive():
+                    stop.set()
+            server.should_exit = True
+            thread.join()
+            server_thread.join(timeout=10)
+    if failure:
+        return _report(failure[0])
+    return 0
+
+
+def reader(args: argparse.Namespace, settings: Settings) -> int:
+    return run(args, settings, serve_api=False)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    logs.configure(settings.log_format)
+    with Store.open(settings.store_url) as store:
+        status = (lambda: collect_status(settings, store)) if settings.source_dsn else None
+        app = create_app(store, tokens=settings.tokens, metrics=Metrics(), status=status)
+        server = _server(app, settings)
+        stop = threading.Event()
+        with _stop_on_signals(stop, server):
+            release_library_pages_periodically(stop)
+            server.run()
+    return 0
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        # Creating the (idempotent) schema lets a store the reader never wrote report zero events.
+        store = Store.open(settings.store_url)
+    except StoreError as error:
+        store = None
+        store_error = str(error)
+    else:
+        store_error = None
+    try:
+        report = collect_status(settings, store)
+    finally:
+        if store is not None:
+            store.close()
+    if store_error:
+        report["store"] = {"error": store_error}
+    print(json.dumps(report, indent=2) if args.json else render_table(report))
+    return 0 if "error" not in report["source"] else 1
+
+
+def sql(args: argparse.Namespace, settings: Settings) -> int:
+    return run_sql(settings.store_url, args.query, args.format)
+
+
+def teardown(args: argparse.Namespace, settings: Settings) -> int:
+    """Drop the slot and (if we created it) the publication, then the local reference state,
+    which described a stream that no longer exists."""
+    with psycopg.connect(settings.require_source(), autocommit=True) as conn:
+        slot_dropped = drop_slot(conn, settings.slot)
+        publication_dropped = drop_publication(conn, settings.publication)
+    path = state_path(settings)
+    for leftover in (path, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal")):
+        leftover.unlink(missing_ok=True)
+    print(f"slot {settings.slot}: {'dropped' if slot_dropped else 'absent'}")
+    print(f"publication {settings.publication}: {'dropped' if publication_dropped else 'absent or not created by voucher-activity, kept'}")
+    return 0
+
+
+def demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The sidecar (`run`) against the demo's embedded PostgreSQL and its traffic."""
+    from demo.environment import (
+        DEMO_TENANTS,
+        banner,
+        demo_root,
+        demo_source,
+        demo_tokens,
+        sample_customer,
+    )
+
+    logs.configure(settings.log_format)
+    root = demo_root(settings.data_dir)
+    if args.fresh and root.exists():
+        shutil.rmtree(root)
+    with demo_source(root, args.rate) as dsn:
+        tokens = demo_tokens(root)
+        settings = dataclasses.replace(
+            settings,
+            source_dsn=dsn,
+            store_url=f"chdb://{root / 'clickhouse'}" if settings.store_url.startswith("chdb://") else settings.store_url,
+            data_dir=root,
+            tokens=settings.tokens or {token: tenant for tenant, token in tokens.items()},
+        )
+        customers = {tenant: sample_customer(dsn, tenant) for tenant in DEMO_TENANTS}
+        base = f"http://{settings.listen_host}:{settings.listen_port}"
+        print(banner(base, settings.data_dir, settings.store_url, tokens, customers), file=sys.stderr, flush=True)
+        code = run(args, settings)
+    log.info("demo stopped", extra=fields(data_dir=str(root)))
+    return code
+
+
+HANDLERS = {
+    "demo": demo, "run": run, "reader": reader, "serve": serve, "status": status, "sql": sql,
+    "teardown": teardown,
+}

@@ -1,0 +1,139 @@
+"""Keeping the process's resident memory to what it uses (docs/store.md, "Memory").
+
+Two things make an idle embedded-store sidecar look bigger than it is, and a large transaction
+grow it further: the allocators keeping freed memory (`tune_allocators`), and the pages of
+chDB's 550 MB shared library mapped at start-up (`release_library_pages`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from voucher_activity.logs import fields
+
+log = logging.getLogger(__name__)
+
+# mallopt parameter numbers, from glibc's malloc.h
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+MADV_DONTNEED = 4  # from the kernel's mman-common.h
+# Read by chDB's own jemalloc when the library loads; an operator's own setting wins.
+JEMALLOC_CONF_VARIABLE = "JE_MALLOC_CONF"
+JEMALLOC_CONF = "dirty_decay_ms:200"
+# When the long-running commands release the library's pages: as they start serving, again
+# once the pipeline's first queries ran, then now and then (code that a rare query touched need
+# not stay mapped).
+RELEASE_AFTER = (0.0, 5.0)
+RELEASE_EVERY = 600.0
+
+_MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s*(.*)$")
+
+
+def tune_allocators() -> None:
+    """Memory the process frees goes back to the kernel instead of staying in its RSS (measured
+    on the 1M-row transaction of tests/voucher_activity/test_big_transaction.py; docs/store.md,
+    "Memory"). Must run before threads start and before chDB is loaded.
+
+    - glibc gives each thread its own malloc arena; with the reader, the HTTP server and the
+      embedded store's threads that fragments into hundreds of MB. Two arenas keep memory flat.
+    - glibc raises its mmap and trim thresholds (up to 32 and 64 MB) each time a large block is
+      freed, after which each insert's megabyte-sized buffers stay in the heap; fixed thresholds
+      hand them back.
+    - chDB's jemalloc keeps freed pages for 5 s; 0.2 s returns them between inserts and merges at
+      no measurable CPU cost (0 did: +40% CPU per insert and per API read).
+    """
+    os.environ.setdefault(JEMALLOC_CONF_VARIABLE, JEMALLOC_CONF)
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, 2)
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
+
+
+def release_library_pages() -> int:
+    """Unmaps the read-only pages of chDB's library (when loaded) from this process; returns
+    how many bytes were resident. They stay in the kernel's page cache, so the next use of one
+    maps it again without reading the disk.
+
+    Why: the library is 550 MB, and which of its pages a process has mapped depends less on what
+    it runs than on what the page cache holds: the kernel maps the cached neighbours of each
+    page touched (fault-around), so the same start-up maps 170 MB or 270 MB of it, and ClickHouse's
+    start-up touches code all over the library (every function and format registers itself).
+    Released, the mapped part is what the sidecar uses: ~130 MB.
+
+    Only mappings the process never wrote are released (no private copies: `Anonymous: 0` in
+    smaps), so what comes back is byte for byte what was there: the code and read-only data
+    of the file, which nothing can write."""
+    libc = _libc()
+    if libc is None:
+        return 0
+    library = getattr(sys.modules.get("chdb._chdb"), "__file__", None)
+    if library is None:
+        return 0
+    released = 0
+    for start, end, resident in _clean_mappings(os.path.realpath(library)):
+        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
+            released += resident
+        else:
+            log.debug("madvise failed", extra=fields(errno=ctypes.get_errno()))
+    return released
+
+
+def release_library_pages_periodically(stop: threading.Event) -> threading.Thread:
+    """A daemon thread that calls `release_library_pages` now, 5 s later and then every 10
+    minutes until `stop` is set."""
+
+    def loop() -> None:
+        waits = iter(RELEASE_AFTER)
+        while not stop.wait(next(waits, RELEASE_EVERY)):
+            released = release_library_pages()
+            log.debug("library pages released", extra=fields(bytes=released))
+
+    thread = threading.Thread(target=loop, name="release-library-pages", daemon=True)
+    thread.start()
+    return thread
+
+
+def _clean_mappings(path: str) -> Iterator[tuple[int, int, int]]:
+    """(start, end, resident bytes) of the read-only mappings of `path` without private pages."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return
+    current: list[int] | None = None  # start, end, resident
+    for line in lines:
+        mapping = _MAPPING.match(line)
+        if mapping is not None:
+            start, end, permissions, name = mapping.groups()
+            current = ([int(start, 16), int(end, 16), 0]
+                       if name == path and permissions in ("r-xp", "r--p") else None)
+        elif current is not None:
+            field, _, value = line.partition(":")
+            if field == "Rss":
+                current[2] = int(value.split()[0]) * 1024
+            elif field == "Anonymous":
+                if int(value.split()[0]) == 0:
+                    yield current[0], current[1], current[2]
+                current = None
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.mallopt, libc.madvise  # noqa: B018 (not glibc, e.g. musl: nothing to tune)
+    except (OSError, AttributeError):
+        return None
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc

@@ -1,0 +1,413 @@
+"""The one place that wires the reader to the mappers and the store writer.
+
+Read it top to bottom: `Pipeline.run` retries `_run_once` with backoff; `_run_once` opens the
+reference state and the replication session, takes the initial snapshot when the slot is new,
+then streams. Durability protocol (SPEC §7), at transaction boundaries only:
+
+    writer.flush()  -> events up to LSN L are in the store
+    state.commit(L) -> reference state as of L is on disk, and L is where a restart resumes
+    session.confirm(L) -> PostgreSQL may recycle WAL up to L
+
+A crash between any two steps replays transactions whose events are already stored; their ids
+are deterministic, so the replay rewrites identical rows that the store collapses. A large
+transaction's events are flushed in several batches, but nothing is committed or confirmed
+before its commit.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, format_lsn
+from cdc_reader.replication import ReplicationSession
+from cdc_reader.slot import slot_info
+from cdc_reader.snapshot import Progress, read_snapshot
+from mappers import open_state, tracked_tables
+from mappers.state import STATE_FILE, ReferenceState
+from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
+from query.store import ReaderPhase, ReaderProgress, Store, StoreError
+from query.writer import EventWriter
+from voucher_activity.config import Settings, SnapshotMode
+from voucher_activity.logs import fields
+
+log = logging.getLogger("voucher_activity.pipeline")
+
+IDLE_READ_TIMEOUT = 0.5
+MAX_BATCH_AGE = 0.25  # seconds: the longest an unflushed event waits under steady load (SPEC §7: p99 < 1 s)
+# Catching up (the transaction being read committed over CATCH_UP_LAG seconds ago: a backlog after
+# a restart or a burst), batches grow to CATCH_UP_BATCH_AGE or the writer's max_rows instead: an
+# insert has a fixed cost of ~15 ms, and no one is waiting for a particular event yet.
+CATCH_UP_LAG = 1.0
+CATCH_UP_BATCH_AGE = 2.0
+# Seconds between reference-state commits (each followed by the LSN confirm). Flushing the batch
+# makes events visible; committing the state is what lets the server drop WAL. A commit writes
+# every state row changed since the last one into SQLite's B-tree (random keys: ~one page per
+# row), so it runs at most this often instead of at every flush: a crash replays at most this
+# much, which rewrites identical events (deterministic ids; SPEC §7).
+STATE_COMMIT_INTERVAL = 1.0
+RATE_LOG_INTERVAL = 60.0
+RETAINED_WAL_INTERVAL = 15.0
+# Reference rows kept in memory in front of the SQLite state: the most recent as dicts (~2 kB
+# each), then up to STATE_PACKED_BYTES of rows encoded (~0.39 kB a customer with its bookkeeping:
+# ~64,000 customers); a miss of both is a SQLite read. Bounded at any scale. 24 MB keeps the
+# 1,000,000-row transaction of tests/voucher_activity/test_big_transaction.py at 438-450 MiB from a
+# just-installed chDB (32 MB, counted right: 445-470 MiB, too close to its 500 MB).
+STATE_CACHE_ROWS = 5_000
+STATE_PACKED_BYTES = 24 * 2**20
+# Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
+# transaction of any size; measured: 1M-row transaction, see tests/voucher_activity/test_big_transaction.py).
+SCRATCH_ROWS = 5_000
+
+
+# The cyclic garbage collector: CPython collects its youngest generation every 700 new container
+# objects and, every 100 of those, all objects. The pipeline makes a dozen dicts per change, most
+# freed by reference counting, so that default rescans the whole heap (the state caches, the
+# store client, the import graph) every few hundred transactions: ~10% of mapping CPU
+# (tests/bench/mapping.py). Only cyclic garbage waits for a collection, and the pipeline makes
+# little; 100,000 young objects between collections costs nothing it keeps.
+COLLECTOR_YOUNG_OBJECTS = 100_000
+
+
+def tune_collector() -> None:
+    """Set the collector for a long-running pipeline process, once everything startup made is
+    in place: freeze that (imports, clients, caches built so far are never rescanned) and raise
+    the young generation's threshold (see COLLECTOR_YOUNG_OBJECTS)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(COLLECTOR_YOUNG_OBJECTS, middle, old)
+
+
+def log_progress(progress: Progress) -> None:
+    eta = progress.eta_seconds
+    log.info(
+        "snapshot progress",
+        extra=fields(
+            table=progress.table, rows_done=progress.rows_done, rows_total=progress.rows_total,
+            rows_per_second=round(progress.rows_per_second), eta_seconds=None if eta is None else round(eta, 1),
+        ),
+    )
+
+
+class SlotLostError(RuntimeError):
+    """The slot had to be created although we had already streamed from one: WAL is missing."""
+
+
+class ReaderStateMissingError(RuntimeError):
+    """The reader has no local state to continue from, and neither resuming nor a new snapshot
+    would be correct: the slot is left untouched and the operator decides."""
+
+
+class StartAction(enum.Enum):
+    RESUME = "resume"  # the local state knows where it stands: stream from there
+    FRESH = "fresh"  # nothing exists yet: create the slot (and take the snapshot, if asked)
+    REDO_SNAPSHOT = "redo_snapshot"  # a recorded snapshot never finished: drop its slot, start fresh
+    ADOPT = "adopt"  # --snapshot never: stream from an existing slot that nobody recorded
+
+
+def start_action(
+    applied_lsn: int | None, recorded: ReaderProgress | None, slot_exists: bool,
+    snapshot: SnapshotMode, *, slot: str, data_dir: object, database: str,
+) -> StartAction:
+    """How a reader starts, from the local state's LSN, what the store records for the slot,
+    and whether the slot exists. A slot is dropped only when the store records that its
+    snapshot never finished (nothing was streamed from it); a history in the store is never
+    overlaid with a new snapshot. Raises ReaderStateMissingError when no start is safe."""
+    if applied_lsn is not None:
+        return StartAction.RESUME  # a missing slot is then SlotLostError, found when preparing it
+    if recorded is not None and recorded.phase is ReaderPhase.SNAPSHOT:
+        return StartAction.REDO_SNAPSHOT
+    if recorded is not None:
+        raise ReaderStateMissingError(
+            f"the reference state in {data_dir} is missing, but the store already holds the "
+            f"history streamed from replication slot {slot!r}; resuming without it would get "
+            "previous values wrong and a new snapshot would duplicate that history, so the slot is "
+            "left untouched: restore the data directory (keep it on a persistent volume), or "
+            "rebuild the history from scratch: run `voucher-activity teardown`, drop the store's "
+            f"database {database}, remove {data_dir} and start again"
+        )
+    if not slot_exists:
+        return StartAction.FRESH
+    if snapshot is SnapshotMode.NEVER:
+        return StartAction.ADOPT
+    raise ReaderStateMissingError(
+        f"replication slot {slot!r} already exists, but neither the data directory ({data_dir}) "
+        "nor the store records that this reader created it, so it is left untouched: if another "
+        "reader uses it, give this one its own --slot; if its history is gone, run "
+        "`voucher-activity teardown` and start again (or start with --snapshot never to stream "
+        "from the slot as it is, without a snapshot)"
+    )
+
+
+def state_path(settings: Settings):
+    return settings.data_dir / STATE_FILE
+
+
+@dataclass
+class PipelineProgress:
+    """What the pipeline reports to /v1/status, /readyz and the metrics (updated in place by
+    the pipeline thread only; readers take a consistent-enough copy of scalars)."""
+
+    streaming: bool = False
+    snapshot_running: bool = False
+    last_error: str | None = None
+    confirmed_lsn: int | None = None
+    last_commit_time: float | None = None  # unix time of the last stored transaction's commit
+    pending_since: float | None = None  # when the oldest change not yet in the store was received
+    events_written: int = 0
+    transactions: int = 0
+    started: float = field(default_factory=time.time)
+
+    def lag_seconds(self) -> float:
+        return 0.0 if self.pending_since is None else max(time.time() - self.pending_since, 0.0)
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, StoreError, OSError))
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: Store, stop: threading.Event, metrics=None) -> None:
+        self.settings = settings
+        self.store = store
+        self.stop = stop
+        self.metrics = metrics
+        self.progress = PipelineProgress()
+        self._committed_at = 0.0  # monotonic time of the last state commit
+
+    # -- supervision --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until `stop` is set; transient failures of PostgreSQL or the store are retried
+        with exponential backoff, each attempt logged. Configuration errors propagate."""
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            wait=wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
+            stop=stop_when_event_set(self.stop),
+            sleep=self.stop.wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self._run_once()
+
+    def _log_retry(self, retry_state) -> None:
+        error = retry_state.outcome.exception()
+        self.progress.streaming = False
+        self.progress.last_error = f"{type(error).__name__}: {error}"
+        log.warning(
+            "pipeline interrupted; retrying",
+            extra=fields(attempt=retry_state.attempt_number, error=self.progress.last_error,
+                         retry_in_seconds=round(retry_state.next_action.sleep, 2)),
+        )
+
+    def readiness(self) -> str | None:
+        """None when streaming, else why not (for /readyz)."""
+        if self.progress.streaming:
+            return None
+        if self.progress.snapshot_running:
+            return "initial snapshot in progress"
+        return self.progress.last_error or "reader is starting"
+
+    # -- one attempt ----------------------------------------------------------------------------
+    def _run_once(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        state = open_state(settings.data_dir, cache_size=STATE_CACHE_ROWS, packed_bytes=STATE_PACKED_BYTES)
+        try:
+            with ReplicationSession(
+                settings.require_source(), settings.slot, settings.publication, tracked_tables()
+            ) as session:
+                self._stream(session, state)
+        finally:
+            state.close()  # rolls back anything not committed at a checkpoint
+            self.progress.streaming = False
+
+    def _stream(self, session: ReplicationSession, state: ReferenceState) -> None:
+        settings = self.settings
+        recorded = self.store.reader_progress(settings.slot)
+        action = start_action(
+            state.applied_lsn, recorded, session.slot_exists(), settings.snapshot,
+            slot=settings.slot, data_dir=settings.data_dir, database=self.store.location.database,
+        )
+        if action is StartAction.REDO_SNAPSHOT:
+            # Its exported snapshot is gone with the connection that made it: start over with a
+            # new slot (the snapshot rows already written are rewritten identically).
+            log.warning("previous initial snapshot did not complete; recreating the slot",
+                        extra=fields(slot=settings.slot))
+            session.drop_slot()
+        want_snapshot = action is not StartAction.RESUME and settings.snapshot is SnapshotMode.INITIAL
+        slot = session.prepare(export_snapshot=want_snapshot)
+        if slot.created and state.applied_lsn is not None:
+            raise SlotLostError(
+                f"replication slot {settings.slot!r} was missing and had to be recreated, so the "
+                "changes since the last confirmed LSN are lost; run `voucher-activity teardown`, "
+                "remove the data directory and the store's tables, and start again to rebuild"
+            )
+        mapper = EventMapper(
+            load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
+            slot=settings.slot, scratch_memory_limit=SCRATCH_ROWS,
+        )
+        writer = EventWriter(self.store, metrics=self.metrics)
+        if slot.created:
+            if want_snapshot:
+                self.store.record_reader_progress(
+                    settings.slot, ReaderProgress(ReaderPhase.SNAPSHOT, slot.consistent_point))
+                self._snapshot(slot, mapper, writer)
+            writer.mark(slot.consistent_point)
+            self._checkpoint(writer, state, session, commit=True)
+        elif action is StartAction.ADOPT:
+            state.commit(slot.confirmed_flush)  # an empty state, as of where the slot stands
+        # The state is committed before the store records streaming: a crash in between leaves
+        # a state to resume from, never a recorded history without one.
+        if recorded is None or recorded.phase is not ReaderPhase.STREAMING:
+            self.store.record_reader_progress(
+                settings.slot, ReaderProgress(ReaderPhase.STREAMING, state.applied_lsn))
+        session.start(state.applied_lsn)
+        self.progress.streaming = True
+        self.progress.last_error = None
+        log.info("streaming", extra=fields(slot=settings.slot, from_lsn=format_lsn(state.applied_lsn or 0)))
+        self._consume(session, state, mapper, writer)
+
+    def _snapshot(self, slot, mapper: EventMapper, writer: EventWriter) -> None:
+        self.progress.snapshot_running = True
+        started = time.monotonic()
+        rows = 0
+        for table, row in read_snapshot(
+            self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
+        ):
+            writer.add(mapper.snapshot_row(table, row))
+            rows += 1
+            if writer.due():
+                writer.flush()
+        writer.add(mapper.snapshot_finish())
+        self.progress.snapshot_running = False
+        log.info("initial snapshot done",
+                 extra=fields(rows=rows, seconds=round(time.monotonic() - started, 1)))
+
+    def _consume(self, session, state, mapper, writer) -> None:
+        applied = state.applied_lsn
+        in_transaction = skipping = False
+        rate_started, rate_transactions = time.monotonic(), 0
+        retained_checked = 0.0
+        while not self.stop.is_set():
+            # Batching: once the batch is due (max_age), keep taking whatever the stream already
+            # holds (a zero-timeout read) and checkpoint when a read comes back empty, so a
+            # backlog is written in large inserts; MAX_BATCH_AGE caps the wait under steady load.
+            # Mid-transaction there is nothing to checkpoint, so wait for the stream itself.
+            if in_transaction or (not writer.pending and writer.marked_lsn is None):
+                wait = IDLE_READ_TIMEOUT
+            else:
+                wait = writer.seconds_until_due()
+            if not in_transaction and self._commit_waiting(writer, state):
+                wait = min(wait, self._seconds_until_commit())
+            envelopes = session.read(wait)
+            for envelope in envelopes:
+                if isinstance(envelope, Change):
+                    if not skipping:
+                        writer.add(mapper.change(envelope))
+                        if writer.full:
+                            writer.flush()  # bounded memory; not a checkpoint (mid-transaction)
+                elif isinstance(envelope, TransactionBegin):
+                    in_transaction = True
+                    # Already applied before a restart (the server re-sends from its own,
+                    # possibly older, confirmed position).
+                    skipping = applied is not None and envelope.commit_lsn < applied
+                    if self.progress.pending_since is None:
+                        self.progress.pending_since = time.time()
+                    if not skipping:
+                        mapper.begin(envelope)
+                elif isinstance(envelope, TransactionCommit):
+                    in_transaction = False
+                    if not skipping:
+                        writer.add(mapper.commit(envelope))
+                        rate_transactions += 1
+                    writer.mark(envelope.end_lsn)
+                    committed = self.progress.last_commit_time = envelope.commit_time.timestamp()
+                    behind = time.time() - committed > CATCH_UP_LAG
+                    if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
+                        self._checkpoint(writer, state, session)
+            if not in_transaction:
+                if not envelopes and writer.marked_lsn is not None:
+                    self._checkpoint(writer, state, session)
+                elif self._commit_waiting(writer, state) and self._seconds_until_commit() == 0:
+                    self._checkpoint(writer, state, session)  # the commit is due
+            if self.metrics is not None:
+                lag_bytes = max(session.server_wal_end - session.confirmed_lsn, 0)
+                self.metrics.set_reader_lag(lag_bytes, self.progress.lag_seconds())
+                if time.monotonic() - retained_checked >= RETAINED_WAL_INTERVAL:
+                    retained_checked = time.monotonic()
+                    self._refresh_retained_wal()
+            if time.monotonic() - rate_started >= RATE_LOG_INTERVAL:
+                self._log_rates(rate_transactions, time.monotonic() - rate_started, session)
+                rate_started, rate_transactions = time.monotonic(), 0
+        if not in_transaction:
+            self._checkpoint(writer, state, session, commit=True)  # graceful stop: flush, commit, confirm
+        session.send_feedback()
+
+    def _checkpoint(self, writer: EventWriter, state: ReferenceState, session, commit: bool = False) -> None:
+        """Flush the batch (its events become visible); then, if `commit` or STATE_COMMIT_INTERVAL
+        has passed since the last commit, commit the state as of the durable LSN and confirm it.
+        Only between transactions, and the commit only right after a flush: the state must hold
+        exactly the transactions up to the LSN it is committed at, no more, no less."""
+        written = writer.pending
+        durable = writer.flush()
+        self.progress.events_written += written
+        if writer.marked_lsn is None:  # everything received so far is in the store
+            self.progress.pending_since = None
+        if written:
+            log.debug("flushed", extra=fields(lsn=format_lsn(durable or 0), rows=written))
+        if not self._commit_waiting(writer, state):
+            return
+        if not commit and self._seconds_until_commit() > 0:
+            return
+        state.commit(durable)
+        session.confirm(durable)
+        self._committed_at = time.monotonic()
+        self.progress.confirmed_lsn = durable
+        log.debug("checkpoint", extra=fields(lsn=format_lsn(durable)))
+
+    def _seconds_until_commit(self) -> float:
+        """How long until STATE_COMMIT_INTERVAL has passed since the last state commit."""
+        return max(self._committed_at + STATE_COMMIT_INTERVAL - time.monotonic(), 0.0)
+
+    @staticmethod
+    def _commit_waiting(writer: EventWriter, state: ReferenceState) -> bool:
+        """Events are durable past the LSN the state was last committed at."""
+        durable = writer.durable_lsn
+        return durable is not None and (state.applied_lsn is None or durable > state.applied_lsn)
+
+    def _refresh_retained_wal(self) -> None:
+        """WAL the server keeps for our slot (a gauge operators alert on)."""
+        try:
+            with psycopg.connect(self.settings.require_source(), connect_timeout=5, autocommit=True) as conn:
+                info = slot_info(conn, self.settings.slot)
+        except psycopg.Error as error:
+            log.debug("retained WAL not measured", extra=fields(error=str(error)))
+            return
+        if info is not None and info.retained_wal_bytes is not None:
+            self.metrics.set_retained_wal(info.retained_wal_bytes)
+
+    def _log_rates(self, transactions: int, seconds: float, session) -> None:
+        log.info(
+            "pipeline rates",
+            extra=fields(
+                transactions_per_second=round(transactions / seconds, 1),
+                events_written=self.progress.events_written,
+                confirmed_lsn=format_lsn(self.progress.confirmed_lsn or 0),
+                lag_seconds=round(self.progress.lag_seconds(), 3),
+            ),
+        )
