@@ -274,6 +274,11 @@ class ReplicationSession:
         reported to the server with the next status update (within 0.1 s of the next read)."""
         self._feedback.confirm(lsn)
 
+    def report_confirmed(self) -> None:
+        """Report a newly confirmed position now, not with the next read."""
+        if self._feedback.flushed > self._feedback.last_sent_flush:
+            self.send_feedback()
+
     def send_feedback(self) -> None:
         """Report the confirmed position now (e.g. before closing)."""
         if self._decoder is not None and self._conn is not None and not self._conn.closed:

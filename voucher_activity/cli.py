@@ -37,6 +37,7 @@ HELP = {
     "snapshot": "initial: read existing rows when the slot is first created; never: stream only",
     "tokens": "API tokens: tenant=token[,tenant=token...]; tenant * is an admin token",
     "log-format": "text (default on a terminal) or json",
+    "state-cache": "memory for the reference state's working set (e.g. 512MiB); bounds the RSS with the store's",
 }
 
 

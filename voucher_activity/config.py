@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Settings:
     snapshot: SnapshotMode
     tokens: Mapping[str, str] = field(default_factory=dict)  # token -> tenant name (or "*")
     log_format: LogFormat = LogFormat.TEXT
+    state_cache: int = 0  # bytes for the reference state's working set (parse_size of --state-cache)
 
     def require_source(self) -> str:
         if not self.source_dsn:
@@ -58,7 +60,21 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "snapshot": ("VA_SNAPSHOT", "initial"),
     "tokens": ("VA_API_TOKENS", None),
     "log-format": ("VA_LOG_FORMAT", None),
+    "state-cache": ("VA_STATE_CACHE", "256MiB"),
 }
+
+# Smaller than this, the state's working set stops fitting even a small engine's hot rows.
+MIN_STATE_CACHE = 16 * 2**20
+_SIZE = re.compile(r"\s*(\d+)\s*(|B|KB|KiB|MB|MiB|GB|GiB)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 2**10, "mb": 1000**2, "mib": 2**20, "gb": 1000**3, "gib": 2**30}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """`512MiB`, `1GiB`, `300MB`, `268435456` -> bytes."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{flag}: {text!r} is not a size (e.g. 512MiB, 1GiB, 300MB)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 def default_for(flag: str, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -103,6 +119,9 @@ def build_settings(values: Mapping[str, str | None]) -> Settings:
         raise ConfigError("--log-format/VA_LOG_FORMAT must be 'text' or 'json'") from None
     host, port = parse_listen(values.get("listen") or "127.0.0.1:8000")
     tokens = parse_tokens(values.get("tokens"))
+    state_cache = parse_size(values.get("state-cache") or OPTIONS["state-cache"][1], "--state-cache/VA_STATE_CACHE")
+    if state_cache < MIN_STATE_CACHE:
+        raise ConfigError(f"--state-cache/VA_STATE_CACHE must be at least {MIN_STATE_CACHE // 2**20}MiB")
     if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(
             f"--listen {host}:{port} is not loopback but no API tokens are configured: "
@@ -119,4 +138,5 @@ def build_settings(values: Mapping[str, str | None]) -> Settings:
         snapshot=snapshot,
         tokens=tokens,
         log_format=log_format,
+        state_cache=state_cache,
     )

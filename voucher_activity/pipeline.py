@@ -52,21 +52,30 @@ MAX_BATCH_AGE = 0.25  # seconds: the longest an unflushed event waits under stea
 # insert has a fixed cost of ~15 ms, and no one is waiting for a particular event yet.
 CATCH_UP_LAG = 1.0
 CATCH_UP_BATCH_AGE = 2.0
-# Seconds between reference-state commits (each followed by the LSN confirm). Flushing the batch
-# makes events visible; committing the state is what lets the server drop WAL. A commit writes
-# every state row changed since the last one into SQLite's B-tree (random keys: ~one page per
-# row), so it runs at most this often instead of at every flush: a crash replays at most this
-# much, which rewrites identical events (deterministic ids; SPEC §7).
+# Seconds between reference-state commits (each followed by the LSN confirm) while the stream is
+# busy. Flushing the batch makes events visible; committing the state is what lets the server
+# drop WAL. A commit writes every state row changed since the last one into SQLite's B-tree
+# (random keys: ~one page per row), so a busy stream commits at most this often instead of at
+# every flush: a crash replays at most this much, which rewrites identical events (deterministic
+# ids; SPEC §7). Once the stream has nothing more to give, the pipeline commits and confirms at
+# once.
 STATE_COMMIT_INTERVAL = 1.0
 RATE_LOG_INTERVAL = 60.0
 RETAINED_WAL_INTERVAL = 15.0
-# Reference rows kept in memory in front of the SQLite state: the most recent as dicts (~2 kB
-# each), then up to STATE_PACKED_BYTES of rows encoded (~0.39 kB a customer with its bookkeeping:
-# ~64,000 customers); a miss of both is a SQLite read. Bounded at any scale. 24 MB keeps the
-# 1,000,000-row transaction of tests/voucher_activity/test_big_transaction.py at 438-450 MiB from a
-# just-installed chDB (32 MB, counted right: 445-470 MiB, too close to its 500 MB).
-STATE_CACHE_ROWS = 5_000
-STATE_PACKED_BYTES = 24 * 2**20
+# The reference state's working set lives within --state-cache (Settings.state_cache): a quarter
+# of it holds the most recently used rows as dicts (~2 kB each), the rest rows in their encoded
+# form (~0.39 kB a customer with its bookkeeping, decoded in ~1 us); a miss of both is a SQLite
+# read. See `state_levels` and README "Memory".
+DICT_ROW_BYTES = 2048
+DICT_SHARE = 4
+
+
+def state_levels(budget: int) -> tuple[int, int]:
+    """(rows kept as dicts, bytes kept encoded) for a state cache of `budget` bytes."""
+    rows = budget // DICT_SHARE // DICT_ROW_BYTES
+    return rows, budget - rows * DICT_ROW_BYTES
+
+
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
 # transaction of any size; measured: 1M-row transaction, see tests/voucher_activity/test_big_transaction.py).
 SCRATCH_ROWS = 5_000
@@ -226,8 +235,14 @@ class Pipeline:
     def _run_once(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        state = open_state(settings.data_dir, cache_size=STATE_CACHE_ROWS, packed_bytes=STATE_PACKED_BYTES)
+        rows, packed_bytes = state_levels(settings.state_cache)
+        state = open_state(settings.data_dir, cache_size=rows, packed_bytes=packed_bytes)
         try:
+            started = time.monotonic()
+            warmed = state.warm()
+            if warmed:
+                log.info("reference state loaded", extra=fields(
+                    rows=warmed, seconds=round(time.monotonic() - started, 2)))
             with ReplicationSession(
                 settings.require_source(), settings.slot, settings.publication, tracked_tables()
             ) as session:
@@ -341,8 +356,11 @@ class Pipeline:
                     if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
-                if not envelopes and writer.marked_lsn is not None:
-                    self._checkpoint(writer, state, session)
+                if not envelopes and (writer.marked_lsn is not None or self._commit_waiting(writer, state)):
+                    # Caught up: nothing is waiting to be read, so store, commit and confirm now
+                    # (and tell the server at once) rather than after STATE_COMMIT_INTERVAL.
+                    self._checkpoint(writer, state, session, commit=True)
+                    session.report_confirmed()
                 elif self._commit_waiting(writer, state) and self._seconds_until_commit() == 0:
                     self._checkpoint(writer, state, session)  # the commit is due
             if self.metrics is not None:

@@ -30,12 +30,15 @@ from mappers.events import CustomerEvent
 from mappers.schema import voucher_schema
 from mappers.sqltypes import SqlType
 from mappers.state import normal_key
+from voucher_activity.config import build_settings
 from voucher_activity.pipeline import (
-    STATE_CACHE_ROWS,
     STATE_COMMIT_INTERVAL,
-    STATE_PACKED_BYTES,
+    state_levels,
     tune_collector,
 )
+
+# The reference state's levels as the pipeline sizes them by default (--state-cache).
+STATE_CACHE_ROWS, STATE_PACKED_BYTES = state_levels(build_settings({}).state_cache)
 
 # What a Relation message says of each column, as the reader passes it on (Change.column_types):
 # the type OID of a column of that type.

@@ -383,3 +383,30 @@ def test_the_packed_budget_counts_what_the_entries_cost(tmp_path):
         tracemalloc.stop()
     assert state._packed_size == counted
     assert 0.8 < taken / counted <= 1.0, (taken, counted)
+
+
+def test_warm_loads_the_newest_rows_up_to_the_encoded_budget(tmp_path):
+    import uuid
+
+    state = ReferenceState.open(tmp_path)
+    ids = [uuid.UUID(int=number + 1) for number in range(50)]
+    for number, customer_id in enumerate(ids):
+        state.put("customer", customer_id, {"id": customer_id, "name": f"C{number}"})
+    state.put("customer", "text-key", {"id": "text-key"})  # not a UUID: read on demand
+    state.commit(7)
+    state.close()
+    blob = len(sqlite3.connect(tmp_path / state_module.STATE_FILE).execute(
+        "SELECT row FROM entity WHERE kind = 'customer' AND key = ?", (ids[-1].bytes,)).fetchone()[0])
+    room_for_ten = 10 * (blob + _PACKED_ENTRY_OVERHEAD) + 5
+    cold = ReferenceState.open(tmp_path, cache_size=1, packed_bytes=room_for_ten)
+    assert cold.warm() == 10
+    assert ReferenceState.open(tmp_path / "empty", packed_bytes=room_for_ten).warm() == 0
+    assert ReferenceState.open(tmp_path, cache_size=1, packed_bytes=0).warm() == 0
+    for number, customer_id in enumerate(ids):  # warm or not, each row reads back as written
+        assert cold.get("customer", customer_id) == {"id": customer_id, "name": f"C{number}"}
+    assert cold.get("customer", "text-key") == {"id": "text-key"}
+    cold.put("customer", ids[-1], {"id": ids[-1], "name": "Changed"})
+    assert cold.get("customer", ids[-1]) == {"id": ids[-1], "name": "Changed"}
+    cold.rollback()
+    assert cold.get("customer", ids[-1]) == {"id": ids[-1], "name": "C49"}
+    cold.close()

@@ -1,0 +1,38 @@
+"""Settings parsed once at the edge (SPEC §2): the reference state's cache size."""
+
+from __future__ import annotations
+
+import pytest
+
+from voucher_activity.config import ConfigError, build_settings, parse_size
+from voucher_activity.pipeline import state_levels
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512MiB", 512 * 2**20), ("1GiB", 2**30), ("300MB", 300_000_000), ("64 mib", 64 * 2**20),
+     ("268435456", 268_435_456), ("2048KiB", 2 * 2**20), ("5GB", 5_000_000_000)],
+)
+def test_sizes(text, size):
+    assert parse_size(text, "--state-cache/VA_STATE_CACHE") == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "1.5GiB", "-1MiB", "12 parsecs", "1TiB"])
+def test_what_is_not_a_size_is_refused_naming_the_flag(text):
+    with pytest.raises(ConfigError) as refused:
+        build_settings({"state-cache": text or " "})
+    assert str(refused.value) == (
+        f"--state-cache/VA_STATE_CACHE: {text or ' '!r} is not a size (e.g. 512MiB, 1GiB, 300MB)")
+
+
+def test_the_default_and_the_floor():
+    assert build_settings({}).state_cache == 256 * 2**20
+    assert build_settings({"state-cache": "16MiB"}).state_cache == 16 * 2**20
+    with pytest.raises(ConfigError, match=r"^--state-cache/VA_STATE_CACHE must be at least 16MiB$"):
+        build_settings({"state-cache": "15MiB"})
+
+
+def test_the_budget_is_split_between_rows_and_their_encodings():
+    rows, packed = state_levels(256 * 2**20)
+    assert (rows, packed) == (32_768, 192 * 2**20)
+    assert rows * 2048 + packed == 256 * 2**20
