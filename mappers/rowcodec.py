@@ -5,11 +5,13 @@ timestamps go through Python-level reductions) and ~4 us to unpickle it.
 
 A row is `[tag, value, ...]`, `tag` naming its layout in the state file's `row_layout` table;
 the types are kept there with the columns, so a row reads back as it was written whatever the
-schema says later. Rows no layout fits are pickled, as every row was before this codec: a column
-the schema does not know, a value not of its column's canonical type (a timestamp PostgreSQL
-printed as 'infinity', JSON null, a bool in an integer column), an integer past 64 bits. A
-pickle starts with its PROTO opcode (0x80) and a MessagePack array never does, so both kinds
-read back from the same column, and files written before the codec need no conversion.
+schema says later. A row no layout fits is pickled: a column the schema does not know (added by
+an ALTER TABLE while streaming), a value not of its column's canonical type (a timestamp
+PostgreSQL printed as 'infinity', JSON null, a bool in an integer column), an integer past 64
+bits, a string with a lone surrogate. Such rows are rare, and pickle is the standard library's
+exact round trip for any of those values, which a typed MessagePack layout cannot describe. A
+pickle starts with its PROTO opcode (0x80) and a MessagePack array never does, so both kinds read
+back from the same column.
 
 jsonb values are written as JSON types (dict, list, str, int, float, bool, None) and read back
 as such: canonical jsonb values are parsed JSON (`mappers.sqltypes`), which holds nothing else.

@@ -11,7 +11,8 @@ them rows in their encoded form (`packed_bytes` in total; ~0.39 kB a customer wi
 bookkeeping), so a working set of 100,000 customers costs ~39 MB instead of ~200 MB and a miss of
 the first level is a decode (~1 us) instead of a SQLite read and a decode. The encoded form costs
 nothing extra: it is what a commit or an eviction writes to SQLite, or what a SQLite read
-returned. Rows are encoded by `mappers/rowcodec.py`: typed MessagePack, or a pickle.
+returned. Rows are encoded by `mappers/rowcodec.py`: typed MessagePack, or a pickle for the rare
+row no layout fits.
 
 Crash consistency: writes go into one open SQLite transaction that only `commit(lsn)` commits;
 the pipeline calls it once the events up to `lsn` are durable in the store, and resumes after
@@ -42,8 +43,7 @@ _MISSING = object()  # not in the cache at all
 _PACKED_ABSENT = b""  # the packed form of _ABSENT
 # Bytes a packed entry costs besides its encoding: its key tuple and the key's 128-bit int, the
 # bytes object's header, the OrderedDict's slot and list node: 196-242 measured with tracemalloc,
-# as the dict's table fills (tests/mappers/test_state.py checks the budget bounds it). It was 120
-# until session 8, so the level took up to ~45% more than its budget.
+# as the dict's table fills (tests/mappers/test_state.py checks the budget bounds it).
 _PACKED_ENTRY_OVERHEAD = 240
 
 _SCHEMA = """
@@ -53,21 +53,17 @@ CREATE TABLE IF NOT EXISTS snapshot_match (
     PRIMARY KEY (customer_id, type)
 ) WITHOUT ROWID;
 """
-# The source's keys are random version-4 UUIDs. Format 1 (files without a 'format' row in meta)
-# kept rows in a WITHOUT ROWID table keyed by (kind, key), so every upsert rewrote a random page
-# of the whole table (~12 rows a page). Format 2 appends new rows to a rowid table and only the
-# unique index (~60 bytes an entry, 5 times denser) takes the random writes: about a third less
-# CPU per written row (tests/bench/mapping.py, docs/benchmarks.md). Format 3 keys a UUID by its
-# 16 bytes instead of its 36 characters of text (`_disk_key`): no Python-level str() per row, and
-# a denser index, so fewer pages for each commit to rewrite. The statements that read and write
-# `entity` are the same for every layout.
+# Rows live in a rowid table: new rows are appended and only the unique index on (kind, key)
+# takes the random writes of the source's random version-4 UUID keys (~60 bytes an entry, so few
+# pages for each commit to rewrite). A UUID key is stored as its 16 bytes (`_disk_key`). The
+# file's layout is recorded as `format` in `meta`; a file of another format is refused.
 _FORMAT = 3
 _ENTITY_TABLE = """
-CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))
+CREATE TABLE IF NOT EXISTS entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))
 """
 # SQLite's page cache for the state file, in KiB (default 2 MB). It counts against the process's
-# memory budget (tests/voucher_activity/test_big_transaction.py: 500 MB peak; a huge transaction
-# fills it before spilling to the file), so it stays modest: 16 to 64 MB measured the same on
+# memory bound (README, "Memory"; a huge transaction fills it before spilling to the file), so
+# it stays modest: 16 to 64 MB measured the same on
 # the mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
 _PAGE_CACHE_KIB = 32 * 1024
 # WAL pages written before SQLite copies them into the file (default 1,000: 4 MB). The keys are
@@ -107,7 +103,7 @@ def normal_key(key: Any) -> Any:
 
 def _reduce_uuid(value: UUID) -> tuple:
     # UUID's own pickling goes through a Python __getstate__ building a dict, and unpickling
-    # through UUID.__init__; this is one call each way. Rows pickled the old ways still load.
+    # through UUID.__init__; this is one call each way.
     return uuid_from_int, (value.int,)
 
 
@@ -131,42 +127,30 @@ class _RowPickler:
 
 
 def _disk_key(key: Any) -> Any:
-    """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes, since
-    format 3; anything else as text. (The column's TEXT affinity leaves blobs as they are.)"""
+    """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes,
+    anything else as text. (The column's TEXT affinity leaves blobs as they are.)"""
     return key.int.to_bytes(16) if type(key) is UUID else str(key)
 
 
-# What formats 1 and 2 stored a UUID key as: str(UUID), lower-case hex.
-_UUID_TEXT_GLOB = "-".join("[0-9a-f]" * width for width in (8, 4, 4, 4, 12))
+class StateFormatError(RuntimeError):
+    """The state file was written in a layout this version does not read."""
 
 
-def _prepare_entity_table(connection: sqlite3.Connection) -> None:
-    """Creates the `entity` table of a new file, or converts an older file's to format 3, in one
-    SQLite transaction (a crash leaves the file as it was, or converted whole). Rows and
-    `applied_lsn` stay as they were: nothing is made durable that a `commit(lsn)` had not."""
+def _prepare_entity_table(connection: sqlite3.Connection, path: Path) -> None:
+    """Create the `entity` table of a new file and record its format; refuse another format."""
     with connection:  # commits, or rolls back on an error
         connection.execute("BEGIN IMMEDIATE")
         found = connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
-        if found is not None and int(found[0]) >= _FORMAT:
-            return
-        if found is None:
-            first_format = connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'").fetchone()
-            if first_format:
-                connection.execute("ALTER TABLE entity RENAME TO entity_format_1")
+        has_rows = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'").fetchone()
+        if found is None and has_rows is None:
             connection.execute(_ENTITY_TABLE)
-            if first_format:
-                connection.execute("INSERT INTO entity (kind, key, row) SELECT kind, key, row FROM entity_format_1")
-                connection.execute("DROP TABLE entity_format_1")
-        # formats 1 and 2: UUID keys from text to bytes (other text keys stay)
-        connection.create_function("uuid_bytes", 1, lambda text: UUID(text).bytes, deterministic=True)
-        converted = connection.execute(
-            "UPDATE entity SET key = uuid_bytes(key) WHERE typeof(key) = 'text' AND key GLOB ?",
-            (_UUID_TEXT_GLOB,)).rowcount
-        if converted:
-            log.info("reference state: %d row keys converted to format %d", converted, _FORMAT)
-        connection.execute("INSERT INTO meta (name, value) VALUES ('format', ?) "
-                           "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (_FORMAT,))
+            connection.execute("INSERT INTO meta (name, value) VALUES ('format', ?)", (_FORMAT,))
+        elif found is None or int(found[0]) != _FORMAT:
+            raise StateFormatError(
+                f"the reference state {path} has format {found[0] if found else 1}, not {_FORMAT}; "
+                "rebuild it (README, \"Rebuilding\")"
+            )
 
 
 class ReferenceState:
@@ -185,7 +169,7 @@ class ReferenceState:
         self.connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
         self.connection.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
         self.connection.executescript(_SCHEMA)
-        _prepare_entity_table(self.connection)
+        _prepare_entity_table(self.connection, self.path)
         # `schema`: the column types rows are written by (mappers/rowcodec.py); the voucher
         # engine's unless told otherwise
         self._codec = RowCodec(self.connection, _RowPickler().dumps,

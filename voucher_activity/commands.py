@@ -23,6 +23,7 @@ import uvicorn
 
 from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.slot import drop_publication, drop_slot
+from mappers.state import StateFormatError
 from query.api.app import create_app
 from query.metrics import Metrics
 from query.store import Store, StoreError
@@ -43,7 +44,7 @@ from voucher_activity.status import collect_status, render_table
 log = logging.getLogger("voucher_activity")
 
 # Refusals an operator must fix: reported in one sentence, exit status 1, no retry loop.
-OPERATOR_ERRORS = (SourceNotReadyError, SlotLostError, ReaderStateMissingError, ConfigError)
+OPERATOR_ERRORS = (SourceNotReadyError, SlotLostError, ReaderStateMissingError, StateFormatError, ConfigError)
 
 
 class _Server(uvicorn.Server):

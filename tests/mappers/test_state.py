@@ -161,9 +161,7 @@ def test_packed_level_never_serves_a_replaced_or_deleted_row(tmp_path):
     assert state.get("customer", "c2") == {"name": "Bob"}
 
 
-def test_rows_round_trip_with_uuids_and_rows_pickled_the_old_ways_still_load(tmp_path):
-    import io
-    import pickle
+def test_rows_round_trip_with_uuids(tmp_path):
     import uuid
     from datetime import datetime
 
@@ -171,24 +169,12 @@ def test_rows_round_trip_with_uuids_and_rows_pickled_the_old_ways_still_load(tmp
     row = {"id": identifier, "at": datetime(2024, 3, 1, 9, 30), "metadata": {"n": 1}}
     state = ReferenceState.open(tmp_path, cache_size=1)
     state.put("customer", identifier, row)
-    state.connection.execute("BEGIN")
-    earlier = io.BytesIO()  # the reduction of the first format: UUID(int=...)
-    pickler = pickle.Pickler(earlier, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {uuid.UUID: lambda value: (uuid.UUID, (None, None, None, None, value.int))}
-    pickler.dump({"id": identifier})
-    state.connection.executemany("INSERT INTO entity VALUES ('customer', ?, ?)", [
-        ("old-plain", pickle.dumps({"id": identifier})),  # uuid.UUID's own reduction
-        ("old-int", earlier.getvalue()),
-    ])
-    state.connection.execute("COMMIT")
     state.commit(1)
     state.close()
     reopened = ReferenceState.open(tmp_path, cache_size=1)
     loaded = reopened.get("customer", identifier)
     assert loaded == row and type(loaded["id"]) is uuid.UUID and hash(loaded["id"]) == hash(identifier)
     assert str(loaded["id"]) == "0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"
-    assert reopened.get("customer", "old-plain") == {"id": identifier}
-    assert reopened.get("customer", "old-int") == {"id": identifier}
 
 
 _FORMAT_1_ENTITY = """CREATE TABLE entity (
@@ -210,66 +196,23 @@ def _schema(path):
             "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'entity' ORDER BY type DESC").fetchall()
 
 
-def test_a_format_1_file_is_converted_once_and_keeps_its_rows_and_lsn(tmp_path):
-    import pickle
-    import uuid
-
-    identifier = uuid.UUID("0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b")
-    path = tmp_path / "mapper_state.sqlite3"
-    old = sqlite3.connect(path, isolation_level=None)  # as the first format's code left a file
-    old.execute("PRAGMA journal_mode=WAL")
-    old.executescript(_FORMAT_1_SCHEMA)
-    old.executemany("INSERT INTO entity VALUES (?, ?, ?)", [
-        ("customer", str(identifier), pickle.dumps({"id": identifier, "name": "Ann"})),
-        ("voucher", "v1", pickle.dumps({"id": "v1", "holder_id": str(identifier)})),
-    ])
-    old.execute("INSERT INTO meta VALUES ('applied_lsn', 4096)")
-    old.execute("INSERT INTO snapshot_match VALUES (?, 'customer.created', 1)", (str(identifier),))
-    old.close()
-
-    state = ReferenceState.open(tmp_path, cache_size=1)
-    assert state.applied_lsn == 4096
-    assert _schema(path) == [
-        ("table", "entity", "CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, "
-                            "UNIQUE (kind, key))"),
-        ("index", "sqlite_autoindex_entity_1", None),
-    ]
-    assert state.connection.execute("SELECT name, value FROM meta ORDER BY name").fetchall() == [
-        ("applied_lsn", 4096), ("format", 3)]
-    assert state.get("customer", identifier) == {"id": identifier, "name": "Ann"}
-    assert state.get("voucher", "v1") == {"id": "v1", "holder_id": str(identifier)}
-    assert state.take_snapshot_match(str(identifier), "customer.created") is True
-    state.put("customer", identifier, {"id": identifier, "name": "Bob"})  # an upsert of a converted row
-    state.delete("voucher", "v1")
-    state.put("voucher", "v2", {"id": "v2"})
-    state.commit(8192)
-    state.close()
-
-    reopened = ReferenceState.open(tmp_path, cache_size=1)
-    assert reopened.applied_lsn == 8192
-    assert reopened.connection.execute("SELECT kind, key FROM entity ORDER BY kind, key").fetchall() == [
-        ("customer", identifier.bytes), ("voucher", "v2")]
-    assert reopened.get("customer", identifier) == {"id": identifier, "name": "Bob"}
-    assert reopened.get("voucher", "v1") is None
-    assert reopened.connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchall() == [(3,)]
-
-
-def test_a_failed_conversion_leaves_the_format_1_file_as_it_was(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("entity", "format_row", "named"), [
+    (_FORMAT_1_ENTITY, None, 1),  # files without a format row
+    ("CREATE TABLE entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))", 2, 2),
+])
+def test_a_file_of_another_format_is_refused_and_left_as_it_was(tmp_path, entity, format_row, named):
     path = tmp_path / "mapper_state.sqlite3"
     with sqlite3.connect(path) as old:
-        old.executescript(_FORMAT_1_SCHEMA)
+        old.executescript(_FORMAT_1_SCHEMA.replace(_FORMAT_1_ENTITY, entity))
         old.execute("INSERT INTO entity VALUES ('customer', 'c1', x'80')")
-    monkeypatch.setattr(state_module, "_ENTITY_TABLE", "CREATE TABLE entity (not valid sql")
-    with pytest.raises(sqlite3.OperationalError):
+        if format_row is not None:
+            old.execute("INSERT INTO meta VALUES ('format', ?)", (format_row,))
+    with pytest.raises(state_module.StateFormatError) as refused:
         ReferenceState.open(tmp_path)
+    assert str(refused.value) == (
+        f"the reference state {path} has format {named}, not 3; rebuild it (README, \"Rebuilding\")")
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT * FROM entity").fetchall() == [("customer", "c1", b"\x80")]
-        assert connection.execute("SELECT count(*) FROM meta").fetchone() == (0,)
-    assert _schema(path) == [("table", "entity", _FORMAT_1_ENTITY)]
-    monkeypatch.undo()  # the failed attempt left no lock behind: the next one converts the file
-    state = ReferenceState.open(tmp_path)
-    assert state.connection.execute("SELECT * FROM entity").fetchall() == [("customer", "c1", b"\x80")]
-    assert state.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 3)]
 
 
 def test_a_new_file_has_the_rowid_layout_and_a_bounded_page_cache(tmp_path):
@@ -281,40 +224,6 @@ def test_a_new_file_has_the_rowid_layout_and_a_bounded_page_cache(tmp_path):
     state.close()
     reopened = ReferenceState.open(tmp_path)  # already format 3: nothing to do
     assert reopened.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 3)]
-
-
-def test_a_format_2_file_gets_its_uuid_keys_as_bytes_and_keeps_its_rows_and_lsn(tmp_path):
-    import pickle
-    import uuid
-
-    identifier, other = uuid.UUID("0b6c2d4e-8f10-4a12-b314-5c6d7e8f9a0b"), uuid.UUID(int=7)
-    path = tmp_path / "mapper_state.sqlite3"
-    with sqlite3.connect(path) as old:  # as the second format's code left a file
-        old.executescript(_FORMAT_1_SCHEMA.replace(_FORMAT_1_ENTITY, state_module._ENTITY_TABLE))
-        old.executemany("INSERT INTO entity VALUES (?, ?, ?)", [
-            ("customer", str(identifier), pickle.dumps({"id": identifier, "name": "Ann"})),
-            ("voucher", str(other), pickle.dumps({"id": other})),
-            ("voucher", "v1", pickle.dumps({"id": "v1"})),  # not a UUID: stays text
-            ("voucher", "0B6C2D4E-8F10-4A12-B314-5C6D7E8F9A0B", b"\x80"),  # never written so: left
-        ])
-        old.executemany("INSERT INTO meta VALUES (?, ?)", [("applied_lsn", 4096), ("format", 2)])
-    state = ReferenceState.open(tmp_path, cache_size=1)
-    assert state.connection.execute("SELECT kind, key FROM entity ORDER BY rowid").fetchall() == [
-        ("customer", identifier.bytes), ("voucher", other.bytes), ("voucher", "v1"),
-        ("voucher", "0B6C2D4E-8F10-4A12-B314-5C6D7E8F9A0B")]
-    assert state.connection.execute("SELECT name, value FROM meta ORDER BY name").fetchall() == [
-        ("applied_lsn", 4096), ("format", 3)]
-    assert state.applied_lsn == 4096
-    assert state.get("customer", identifier) == {"id": identifier, "name": "Ann"}
-    assert state.get("customer", str(identifier)) == {"id": identifier, "name": "Ann"}
-    assert state.get("voucher", other) == {"id": other}
-    assert state.get("voucher", "v1") == {"id": "v1"}
-    state.put("voucher", other, {"id": other, "code": "V"})  # an upsert of a converted row
-    state.commit(8192)
-    state.close()
-    reopened = ReferenceState.open(tmp_path, cache_size=1)
-    assert reopened.get("voucher", other) == {"id": other, "code": "V"}
-    assert reopened.connection.execute("SELECT count(*) FROM entity").fetchone() == (4,)
 
 
 def test_commits_checkpoint_the_wal_only_every_10000_pages(tmp_path):
