@@ -117,12 +117,19 @@ def check_slot_usable(info: SlotInfo, database: str) -> None:
         )
 
 
+# From PostgreSQL 17 a slot can be synchronized to standbys (`sync_replication_slots = on` there),
+# so the slot survives a failover of the primary instead of being lost with it.
+FAILOVER_SLOTS_FROM = 170000
+
+
 def create_slot(conn: psycopg.Connection, slot: str) -> int:
-    """Create a pgoutput slot through SQL; returns its consistent point."""
-    lsn = conn.execute(
-        "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s)", (slot, OUTPUT_PLUGIN)
-    ).fetchone()[0]
-    return parse_lsn(lsn)
+    """Create a pgoutput slot through SQL (with failover on PostgreSQL 17+); returns its
+    consistent point."""
+    if conn.info.server_version >= FAILOVER_SLOTS_FROM:
+        query = "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s, false, false, true)"
+    else:
+        query = "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s)"
+    return parse_lsn(conn.execute(query, (slot, OUTPUT_PLUGIN)).fetchone()[0])
 
 
 def create_slot_exporting_snapshot(replication_conn: psycopg.Connection, slot: str) -> CreatedSlot:
@@ -132,7 +139,9 @@ def create_slot_exporting_snapshot(replication_conn: psycopg.Connection, slot: s
     the stream from that point cover every change once; it stays valid until this connection
     runs another command (START_REPLICATION, say) or closes.
     """
-    if replication_conn.info.server_version >= 150000:
+    if replication_conn.info.server_version >= FAILOVER_SLOTS_FROM:
+        options = sql.SQL("(SNAPSHOT 'export', FAILOVER true)")
+    elif replication_conn.info.server_version >= 150000:
         options = sql.SQL("(SNAPSHOT 'export')")
     else:
         options = sql.SQL("EXPORT_SNAPSHOT")

@@ -73,7 +73,8 @@ def connect(location: StoreLocation, settings: dict[str, Any] | None = None) -> 
             autogenerate_session_id=False,
         )
     except (ClickHouseError, OSError) as error:
-        raise StoreError(f"cannot open the store: {error}") from error
+        message = str(error).replace(location.password, "***") if location.password else str(error)
+        raise StoreError(f"cannot open the store: {message}") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,24 @@ class TenantDirectory:
     loaded_at: float = float("-inf")
 
 
+# On a cluster an insert counts as durable (and its LSN may be confirmed) only once every shard
+# holds it on a majority of its replicas: the Distributed table forwards it synchronously instead
+# of queueing it on the node that received it, and each shard's Replicated table waits for its
+# quorum. The dedup token lives in the replicated log, so a retry through another node is
+# dropped as a copy.
+CLUSTER_INSERT_SETTINGS = {
+    "distributed_foreground_insert": 1, "insert_quorum": "auto", "insert_quorum_timeout": 60_000,
+}
+
+
+def insert_settings(dedup_token: str, cluster: str | None) -> dict[str, Any]:
+    """What an insert sends: its dedup token, and on a cluster the durability settings."""
+    settings: dict[str, Any] = {"insert_deduplication_token": dedup_token}
+    if cluster is not None:
+        settings |= CLUSTER_INSERT_SETTINGS
+    return settings
+
+
 class ReaderPhase(enum.Enum):
     """Where a reader's slot stands, as recorded in the store next to the history it wrote."""
 
@@ -197,18 +216,28 @@ class Store:
         self._clock = clock
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
+        self.cluster: str | None = None
+        self.has_schema = True  # False: opened without creating it, and no reader has yet
 
     @classmethod
     def open(
         cls, url: str, *, create_schema: bool = True, cluster: str | None = None, readers: int = READERS,
     ) -> Store:
+        """The store at `url`. Only a reader creates the schema (`create_schema`, idempotent);
+        `serve`, `status` and `sql` open it as it is, so a user that may only read will do.
+        With `cluster`, the tables are created ON CLUSTER and inserts wait for durability."""
         location = parse_store_url(url)
         # Reads cannot write even if a bug let them try (2: settings may still change per query).
         store = cls(location, [connect(location, settings={"readonly": 2}) for _ in range(readers)],
                     connect(location))
+        store.cluster = cluster
         try:
             if create_schema:
                 store.ensure_schema(cluster)
+            else:
+                store.has_schema = bool(store._readers.clients[0].query(
+                    "SELECT 1 FROM system.tables WHERE database = {database:String} AND name = {table:String}",
+                    parameters={"database": location.database, "table": EVENTS_TABLE}).result_rows)
             for client in (*store._readers.clients, store._writer):
                 client.database = location.database
         except BaseException:
@@ -240,7 +269,7 @@ class Store:
         try:
             self._writer.insert(
                 table, data, column_names=list(columns), column_type_names=list(types),
-                column_oriented=True, settings={"insert_deduplication_token": dedup_token},
+                column_oriented=True, settings=insert_settings(dedup_token, self.cluster),
             )
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"insert into {table} failed: {error}") from error
@@ -394,6 +423,8 @@ class Store:
         return self.rows(*analytics_sql.ingest_lag_sql(tenant_id, query))[0]
 
     def status(self) -> StoreStatus:
+        if not self.has_schema:  # nothing written yet (and nothing created by this reader)
+            return StoreStatus(events_stored=0, last_event_at=None, tenants=())
         rows = self.rows(
             f"SELECT tenant, count(), max(created_at) FROM {EVENTS_TABLE} GROUP BY tenant ORDER BY tenant",
             {},

@@ -4,6 +4,7 @@ hands a `Settings` value to the command."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -37,6 +38,7 @@ HELP = {
     "snapshot": "initial: read existing rows when the slot is first created; never: stream only",
     "tokens": "API tokens: tenant=token[,tenant=token...]; tenant * is an admin token",
     "log-format": "text (default on a terminal) or json",
+    "cluster": "ClickHouse cluster name: reader/run create Replicated and Distributed tables ON CLUSTER",
     "state-cache": "memory for the reference state's working set (e.g. 512MiB); bounds the RSS with the store's",
 }
 
@@ -78,7 +80,13 @@ def handlers() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
     return HANDLERS
 
 
+# Files the process writes (reference state, the embedded store, the demo's tokens and
+# database) hold customer data and credentials: readable by its own user only (SPEC §7).
+PRIVATE_FILES = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(PRIVATE_FILES)
     tune_allocators()
     args = build_parser().parse_args(argv)
     try:

@@ -20,11 +20,13 @@ from contextlib import contextmanager
 
 import psycopg
 import uvicorn
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.slot import drop_publication, drop_slot
 from mappers.state import StateFormatError
 from query.api.app import create_app
+from query.location import redacted
 from query.metrics import Metrics
 from query.store import Store, StoreError
 from voucher_activity import logs
@@ -71,7 +73,15 @@ def _stop_on_signals(stop: threading.Event, server: uvicorn.Server | None = None
             signal.signal(sig, handler)
 
 
+# Without tokens the API trusts the caller's tenant header and listens on loopback only; it also
+# answers only requests addressed to a loopback name, so a web page the browser on this machine
+# opens (DNS rebinding: its own host name resolving to 127.0.0.1) cannot read it.
+LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
+
+
 def _server(app, settings: Settings) -> _Server:
+    if not settings.tokens:
+        app = TrustedHostMiddleware(app, allowed_hosts=LOOPBACK_NAMES)
     config = uvicorn.Config(
         app, host=settings.listen_host, port=settings.listen_port, log_config=None,
         access_log=False, lifespan="off",
@@ -104,7 +114,7 @@ def run(args: argparse.Namespace, settings: Settings, *, serve_api: bool = True)
     settings.require_source()
     stop = threading.Event()
     metrics = Metrics()
-    with Store.open(settings.store_url) as store:
+    with Store.open(settings.store_url, cluster=settings.cluster) as store:
         pipeline = Pipeline(settings, store, stop, metrics)
         app = create_app(
             store, tokens=settings.tokens, metrics=metrics, readiness=pipeline.readiness,
@@ -138,7 +148,7 @@ def reader(args: argparse.Namespace, settings: Settings) -> int:
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     logs.configure(settings.log_format)
-    with Store.open(settings.store_url) as store:
+    with Store.open(settings.store_url, create_schema=False, cluster=settings.cluster) as store:
         status = (lambda: collect_status(settings, store)) if settings.source_dsn else None
         app = create_app(store, tokens=settings.tokens, metrics=Metrics(), status=status)
         server = _server(app, settings)
@@ -151,8 +161,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        # Creating the (idempotent) schema lets a store the reader never wrote report zero events.
-        store = Store.open(settings.store_url)
+        store = Store.open(settings.store_url, create_schema=False, cluster=settings.cluster)
     except StoreError as error:
         store = None
         store_error = str(error)
@@ -213,7 +222,8 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
         )
         customers = {tenant: sample_customer(dsn, tenant) for tenant in DEMO_TENANTS}
         base = f"http://{settings.listen_host}:{settings.listen_port}"
-        print(banner(base, settings.data_dir, settings.store_url, tokens, customers), file=sys.stderr, flush=True)
+        print(banner(base, settings.data_dir, redacted(settings.store_url), tokens, customers), file=sys.stderr,
+              flush=True)
         code = run(args, settings)
     log.info("demo stopped", extra=fields(data_dir=str(root)))
     return code

@@ -41,6 +41,7 @@ class Settings:
     tokens: Mapping[str, str] = field(default_factory=dict)  # token -> tenant name (or "*")
     log_format: LogFormat = LogFormat.TEXT
     state_cache: int = 0  # bytes for the reference state's working set (parse_size of --state-cache)
+    cluster: str | None = None  # the ClickHouse cluster the store's tables live on (--cluster)
 
     def require_source(self) -> str:
         if not self.source_dsn:
@@ -61,11 +62,13 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "tokens": ("VA_API_TOKENS", None),
     "log-format": ("VA_LOG_FORMAT", None),
     "state-cache": ("VA_STATE_CACHE", "256MiB"),
+    "cluster": ("VA_STORE_CLUSTER", None),
 }
 
 # Smaller than this, the state's working set stops fitting even a small engine's hot rows.
 MIN_STATE_CACHE = 16 * 2**20
 _SIZE = re.compile(r"\s*(\d+)\s*(|B|KB|KiB|MB|MiB|GB|GiB)\s*", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 2**10, "mb": 1000**2, "mib": 2**20, "gb": 1000**3, "gib": 2**30}
 
 
@@ -127,6 +130,9 @@ def build_settings(values: Mapping[str, str | None]) -> Settings:
             f"--listen {host}:{port} is not loopback but no API tokens are configured: "
             "set --tokens/VA_API_TOKENS (tenant=token,...) or listen on 127.0.0.1"
         )
+    cluster = values.get("cluster") or None
+    if cluster is not None and not _IDENTIFIER.fullmatch(cluster):
+        raise ConfigError(f"--cluster/VA_STORE_CLUSTER: {cluster!r} is not a plain identifier (letters, digits, underscore)")
     return Settings(
         source_dsn=values.get("source"),
         store_url=values.get("store") or f"chdb://{(data_dir / 'clickhouse').resolve()}",
@@ -139,4 +145,5 @@ def build_settings(values: Mapping[str, str | None]) -> Settings:
         tokens=tokens,
         log_format=log_format,
         state_cache=state_cache,
+        cluster=cluster,
     )

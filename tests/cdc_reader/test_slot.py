@@ -145,3 +145,22 @@ def test_exported_snapshot_shows_exactly_the_rows_before_the_consistent_point(vo
     assert names == [("before",)]
     assert created.name == "va_export"
     assert info.confirmed_flush_lsn == created.consistent_point
+
+
+def test_slots_fail_over_to_a_standby_from_postgresql_17(voucher_db_any):
+    """Both ways of creating the slot set `failover` where the server has it (SPEC §3)."""
+    db = voucher_db_any
+    with db.connect(autocommit=True) as conn:
+        version = conn.info.server_version
+        create_slot(conn, "va_sql")
+    with db.connect(replication="database", autocommit=True) as replication:
+        create_slot_exporting_snapshot(replication, "va_exported")
+    with db.connect(autocommit=True) as conn:
+        if version >= 170000:
+            failover = conn.execute(
+                "SELECT slot_name, failover FROM pg_replication_slots WHERE slot_name LIKE 'va_%' "
+                "ORDER BY slot_name").fetchall()
+            assert failover == [("va_exported", True), ("va_sql", True)]
+        else:  # no such column before 17: the slots are plain logical slots
+            assert [info.plugin for info in (slot_info(conn, "va_sql"), slot_info(conn, "va_exported"))] == [
+                "pgoutput", "pgoutput"]

@@ -30,6 +30,9 @@ KUBERNETES = DEPLOY / "kubernetes"
 SETTINGS = {variable for variable, _default in OPTIONS.values()}
 FLAG_OF = {variable: flag for flag, (variable, _default) in OPTIONS.items()}
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+REQUIRED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}")
+# What an operator sets where compose requires it (no default: the stack refuses to start).
+OPERATOR_SET = {"VA_API_TOKENS": "acme=acme-token,globex=globex-token,*=admin-token"}
 
 
 def documents(path: Path) -> list[Any]:
@@ -51,7 +54,9 @@ def one(kind: str, name: str) -> dict[str, Any]:
 
 
 def with_defaults(value: str) -> str:
-    """Compose interpolation with nothing set in the environment: ${NAME:-default} -> default."""
+    """Compose interpolation with only the required variables set: ${NAME:-default} -> default,
+    ${NAME:?message} -> what the operator set (OPERATOR_SET)."""
+    value = REQUIRED.sub(lambda match: OPERATOR_SET[match.group(1)], value)
     return INTERPOLATION.sub(lambda match: match.group(2) or "", value)
 
 
@@ -159,6 +164,14 @@ def test_reader_is_a_single_replica_with_its_data_dir_on_a_persistent_volume():
     service = one("Service", reader["spec"]["serviceName"])
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"].items() <= reader["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_compose_publishes_on_loopback_and_has_no_default_token():
+    services = compose()["services"]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(port.startswith("127.0.0.1:") for port in published)
+    for name in ("reader", "api"):
+        assert REQUIRED.fullmatch(services[name]["environment"]["VA_API_TOKENS"])
 
 
 def test_compose_keeps_the_reader_data_dir_on_a_volume():

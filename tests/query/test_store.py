@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from mappers.events import TenantRecord
-from query.location import StoreLocation, StoreUrlError, parse_store_url
+from query.location import StoreLocation, StoreUrlError, parse_store_url, redacted
 from query.store import ReaderPool, Store, StoreError
 from tests.query import factories as f
 from tests.query.conftest import write
@@ -141,3 +141,20 @@ def test_status_counts_events_and_last_time_per_tenant(store: Store) -> None:
         ],
     }
     assert store.status().last_event_at == f.START + timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://va:s3cret@ch:8123/db", "http://va:***@ch:8123/db"),
+    ("https://va:p%40ss@ch/db?x=1", "https://va:***@ch/db?x=1"),
+    ("http://va@ch:8123/db", "http://va@ch:8123/db"),
+    ("chdb:///var/lib/va/clickhouse", "chdb:///var/lib/va/clickhouse"),
+])
+def test_passwords_are_redacted_wherever_a_store_url_is_shown(url, shown):
+    assert redacted(url) == shown
+
+
+def test_a_bad_store_url_is_reported_without_its_password():
+    with pytest.raises(StoreUrlError) as refused:
+        parse_store_url("http://va:s3cret@ch:99999/db")
+    assert "s3cret" not in str(refused.value)
+    assert str(refused.value).startswith("store URL 'http://va:***@ch:99999/db': ")

@@ -7,7 +7,7 @@ import pytest
 
 from query.activity_sql import ActivityQuery
 from query.metrics import Metrics
-from query.store import Store, StoreError, connect
+from query.store import Store, StoreError, connect, insert_settings
 from query.writer import EventWriter
 from tests.query import factories as f
 
@@ -124,3 +124,22 @@ def test_copies_in_other_batches_are_stored_but_collapsed_by_the_view(store: Sto
     assert store.rows("SELECT count(), uniqExact(id) FROM customer_events_dedup", {}) == [(4, 4)]
     assert [event.id for event in store.activity(ACME.id, DAVE.id, ActivityQuery(limit=10))] == [
         e.id for e in sorted(events, key=f.history_key, reverse=True)]
+
+
+def test_on_a_cluster_inserts_wait_for_every_shard_and_its_quorum() -> None:
+    assert insert_settings("customer_events-2-ab", None) == {"insert_deduplication_token": "customer_events-2-ab"}
+    assert insert_settings("customer_events-2-ab", "events") == {
+        "insert_deduplication_token": "customer_events-2-ab", "distributed_foreground_insert": 1,
+        "insert_quorum": "auto", "insert_quorum_timeout": 60_000}
+
+
+def test_the_engine_takes_the_cluster_insert_settings(store: Store, store_url: str) -> None:
+    """The writer of a cluster store sends them with every insert; the embedded engine (the same
+    ClickHouse) accepts them, so a misspelt or retired setting fails here, not in production."""
+    with Store.open(store_url, create_schema=False, cluster="events") as clustered:
+        writer = EventWriter(clustered)
+        events = [f.event(ACME, DAVE.id, n, n) for n in range(3)]
+        writer.add([ACME, DAVE, *events])
+        writer.mark(9)
+        assert writer.flush() == 9
+    assert stored(store) == sorted((e.id, 1) for e in events)

@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
+from demo.embedded_pg import free_port
 from tests.cdc_reader.test_checks import started_cluster
 from tests.replication_helpers import temporary_role
 
@@ -190,3 +193,55 @@ def test_the_embedded_engine_returns_freed_memory_within_a_fifth_of_a_second(ope
     result = subprocess.run([sys.executable, "-c", JEMALLOC_DECAY], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.stdout.split() == [decay], result.stderr
+
+
+SHOW_DATABASES = """
+import sys
+from chdb import session
+print(session.Session(sys.argv[1]).query(
+    "SELECT name FROM system.databases WHERE name NOT IN ('system', 'information_schema', "
+    "'INFORMATION_SCHEMA', 'default', '_temporary_and_external_tables') ORDER BY name", "CSV"), end="")
+"""
+
+
+def test_serve_and_status_create_nothing_in_the_store(prepared_db, tmp_path):
+    """Only a reader creates the schema (SPEC §5): `status` reports an empty store as such and
+    `serve` answers /readyz 503 until a reader has written, both leaving the store as it was."""
+    store = tmp_path / "clickhouse"
+    result = cli("status", "--json", "--source", prepared_db.dsn, "--store", f"chdb://{store}",
+                 "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["store"] == {"events_stored": 0, "last_event_at": None, "tenants": []}
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "voucher_activity.cli", "serve", "--store", f"chdb://{store}",
+         "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    try:
+        ready = None
+        for _ in range(300):
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert ready is not None and ready.status_code == 503
+        # no tokens: only requests addressed to a loopback name are answered (DNS rebinding)
+        for host, code in (("attacker.example", 400), (f"localhost:{port}", 200), (f"127.0.0.1:{port}", 200)):
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": host}).status_code == code
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) == 0
+    databases = subprocess.run([sys.executable, "-c", SHOW_DATABASES, str(store)], capture_output=True,
+                               text=True, timeout=120)
+    assert databases.returncode == 0, databases.stderr
+    assert databases.stdout == ""
+
+
+def test_cluster_names_are_checked_at_start_up(tmp_path):
+    result = cli("status", "--cluster", "events; DROP", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "voucher-activity: --cluster/VA_STORE_CLUSTER: 'events; DROP' is not a plain identifier "
+        "(letters, digits, underscore)")

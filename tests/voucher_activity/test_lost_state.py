@@ -4,7 +4,9 @@ start, says what happened and what to run, and leaves the slot as it was."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -158,3 +160,28 @@ def test_a_lost_store_and_state_with_an_existing_slot_is_refused(voucher_db, sto
                 "SELECT JSONExtractString(data, 'customer', 'source_id'), source FROM customer_events_dedup "
                 "WHERE type = 'customer.created' ORDER BY 1", {})
     assert sources == [("after", "wal")]
+
+
+def test_everything_run_writes_is_private_to_its_user(voucher_db, tmp_path):
+    """SPEC §7: files 0600, directories 0700, whatever the caller's umask."""
+    prepare_source(voucher_db.dsn)
+    port = free_port()
+    data_dir = tmp_path / "data"
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn,
+         "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0o022),
+    )
+    try:
+        wait_streaming(port)
+        _customer(voucher_db.dsn, "private")
+        wait_caught_up(voucher_db.dsn, "voucher_activity")
+    finally:
+        sidecar.terminate()
+        assert sidecar.wait(timeout=60) == 0
+    modes = {path.relative_to(data_dir).as_posix(): stat.S_IMODE(path.lstat().st_mode)
+             for path in data_dir.rglob("*") if not path.is_symlink()}
+    assert "mapper_state.sqlite3" in modes and any(name.startswith("clickhouse/") for name in modes)
+    exposed = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    assert exposed == {}
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
