@@ -49,7 +49,7 @@ def test_schema_database_is_the_one_the_deploy_files_use():
     render = load_render()
     compose = yaml.safe_load((CLICKHOUSE.parent / "compose.yaml").read_text())
     assert compose["services"]["clickhouse"]["environment"]["CLICKHOUSE_DB"] == render.DATABASE
-    secret = yaml.safe_load((CLICKHOUSE.parent / "kubernetes" / "secret.yaml").read_text())
+    secret = next(yaml.safe_load_all((CLICKHOUSE.parent / "kubernetes" / "secret.yaml").read_text()))
     assert urlsplit(secret["stringData"]["VA_STORE_URL"]).path == "/" + render.DATABASE
 
 

@@ -128,6 +128,9 @@ def test_compose_runs_one_reader_and_two_api_replicas_configured_by_spec_setting
         assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
         environment = {key: with_defaults(str(value)) for key, value in service["environment"].items()}
         settings = settings_from_environment(environment)
+        if name == "api":  # the API replicas never get the replication DSN
+            assert settings.source_dsn is None
+            continue
         assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", 8000)
         assert set(settings.tokens.values()) == {"acme", "globex", "*"}
         source = urlsplit(settings.source_dsn)
@@ -213,8 +216,10 @@ def test_deployments_probe_healthz_and_readyz_and_request_resources():
         assert set(requests) == {"cpu", "memory"}
         assert container["args"][0] in COMMANDS
         assert "env" not in container  # configured only through the ConfigMap and the Secret
-        assert [ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]] == [
-            "voucher-activity", "voucher-activity"]
+        sources = [ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]]
+        # only the reader gets the replication DSN
+        assert sources == ["voucher-activity", "voucher-activity"] + (
+            ["voucher-activity-source"] if container["args"] == ["reader"] else [])
         pod_security = spec["template"]["spec"]["securityContext"]
         assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] == 10001
     assert deployments == {"voucher-activity-reader", "voucher-activity-api"}
@@ -222,10 +227,11 @@ def test_deployments_probe_healthz_and_readyz_and_request_resources():
 
 def test_configmap_and_secret_hold_spec_settings_that_the_sidecar_accepts():
     config = one("ConfigMap", "voucher-activity")["data"]
-    secret = one("Secret", "voucher-activity")["stringData"]
+    secret = {**one("Secret", "voucher-activity")["stringData"], **one("Secret", "voucher-activity-source")["stringData"]}
     assert set(config) | set(secret) == SETTINGS
     assert not set(config) & set(secret)
     assert set(secret) == {"VA_SOURCE_DSN", "VA_STORE_URL", "VA_API_TOKENS"}  # the ones with credentials
+    assert set(one("Secret", "voucher-activity-source")["stringData"]) == {"VA_SOURCE_DSN"}
     settings = settings_from_environment({**config, **secret})
     assert settings.store_url.startswith("http://") and settings.tokens
     assert str(settings.data_dir) == "/var/lib/voucher-activity"
