@@ -77,6 +77,22 @@ def connect(location: StoreLocation, settings: dict[str, Any] | None = None) -> 
         raise StoreError(f"cannot open the store: {message}") from error
 
 
+def read_only_level(client: Client) -> int:
+    """The `readonly` level the server holds this client's user at (0: none)."""
+    setting = client.server_settings.get("readonly")
+    return int(setting.value) if setting is not None and setting.value.isdigit() else 0
+
+
+def read_only(client: Client) -> Client:
+    """Reads cannot write even if a bug let them try: readonly=2, under which a query may still
+    carry settings. A user the server already holds at readonly=1 (a read-only account, or the
+    embedded store's SQL endpoint) keeps that stricter mode, and its queries carry no settings
+    (Store.rows), which it would refuse."""
+    if read_only_level(client) == 0:
+        client.set_client_setting("readonly", 2)
+    return client
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """One activity row as the API returns it (`data` still JSON text)."""
@@ -217,6 +233,7 @@ class Store:
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
         self.cluster: str | None = None
+        self._tunable = all(read_only_level(reader) != 1 for reader in readers)  # see read_only
         self.has_schema = True  # False: opened without creating it, and no reader has yet
 
     @classmethod
@@ -227,9 +244,7 @@ class Store:
         `serve`, `status` and `sql` open it as it is, so a user that may only read will do.
         With `cluster`, the tables are created ON CLUSTER and inserts wait for durability."""
         location = parse_store_url(url)
-        # Reads cannot write even if a bug let them try (2: settings may still change per query).
-        store = cls(location, [connect(location, settings={"readonly": 2}) for _ in range(readers)],
-                    connect(location))
+        store = cls(location, [read_only(connect(location)) for _ in range(readers)], connect(location))
         store.cluster = cluster
         try:
             if create_schema:
@@ -444,7 +459,8 @@ class Store:
         as server-side `{name:Type}` parameters."""
         try:
             with self._readers.reader() as reader:
-                return reader.query(sql, parameters=parameters, settings=settings).result_rows
+                return reader.query(
+                    sql, parameters=parameters, settings=settings if self._tunable else None).result_rows
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"store query failed: {error}") from error
 

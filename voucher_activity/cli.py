@@ -39,6 +39,7 @@ HELP = {
     "tokens": "API tokens: tenant=token[,tenant=token...]; tenant * is an admin token",
     "log-format": "text (default on a terminal) or json",
     "cluster": "ClickHouse cluster name: reader/run create Replicated and Distributed tables ON CLUSTER",
+    "sql-listen": "HOST:PORT where run/demo serve the embedded store's ClickHouse HTTP interface (read-only), or off",
     "state-cache": "memory for the reference state's working set (e.g. 512MiB); bounds the RSS with the store's",
 }
 

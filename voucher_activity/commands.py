@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from mappers.state import StateFormatError
 from query.api.app import create_app
 from query.location import redacted
 from query.metrics import Metrics
+from query.sql_endpoint import SqlEngine, create_sql_app
 from query.store import Store, StoreError
 from voucher_activity import logs
 from voucher_activity.config import ConfigError, Settings
@@ -89,6 +91,29 @@ def _server(app, settings: Settings) -> _Server:
     return _Server(config)
 
 
+def _sql_endpoint(store: Store, settings: Settings) -> tuple[_Server, socket.socket] | None:
+    """ClickHouse's HTTP interface over the embedded store this process holds (SPEC §5), bound
+    now so that a port already taken stops the start-up; None when off or the store is a server."""
+    if settings.sql_listen is None or not store.location.embedded:
+        return None
+    host, port = settings.sql_listen
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        raise ConfigError(
+            f"--sql-listen/VA_SQL_LISTEN {host}:{port}: cannot listen there ({error.strerror}); "
+            "choose another HOST:PORT, or pass --sql-listen off"
+        ) from None
+    app = create_sql_app(SqlEngine(store.location), settings.tokens)
+    if not settings.tokens:
+        app = TrustedHostMiddleware(app, allowed_hosts=LOOPBACK_NAMES)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    return _Server(config), listening
+
+
 def _pipeline_thread(pipeline: Pipeline, failure: list[BaseException]) -> threading.Thread:
     def target() -> None:
         try:
@@ -122,21 +147,32 @@ def run(args: argparse.Namespace, settings: Settings, *, serve_api: bool = True)
             activity=serve_api,
         )
         server = _server(app, settings)
+        servers = [(server, threading.Thread(target=server.run, name="http", daemon=True))]
+        sql_endpoint = _sql_endpoint(store, settings)
+        if sql_endpoint is not None:
+            sql_server, listening = sql_endpoint
+            servers.append((sql_server, threading.Thread(
+                target=sql_server.run, kwargs={"sockets": [listening]}, name="sql-http", daemon=True)))
         failure: list[BaseException] = []
         thread = _pipeline_thread(pipeline, failure)
         tune_collector()
         with _stop_on_signals(stop, server):
             thread.start()
-            server_thread = threading.Thread(target=server.run, name="http", daemon=True)
-            server_thread.start()
+            for _server_of, server_thread in servers:
+                server_thread.start()
             log.info("listening", extra=fields(url=f"http://{settings.listen_host}:{settings.listen_port}"))
+            if sql_endpoint is not None:
+                host, port = listening.getsockname()[:2]
+                log.info("sql endpoint listening", extra=fields(url=f"http://{host}:{port}"))
             release_library_pages_periodically(stop)
             while not stop.wait(0.2):
-                if not server_thread.is_alive():
+                if not all(server_thread.is_alive() for _server_of, server_thread in servers):
                     stop.set()
-            server.should_exit = True
+            for stopping, _thread in servers:
+                stopping.should_exit = True
             thread.join()
-            server_thread.join(timeout=10)
+            for _server_of, server_thread in servers:
+                server_thread.join(timeout=10)
     if failure:
         return _report(failure[0])
     return 0

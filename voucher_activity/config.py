@@ -42,6 +42,8 @@ class Settings:
     log_format: LogFormat = LogFormat.TEXT
     state_cache: int = 0  # bytes for the reference state's working set (parse_size of --state-cache)
     cluster: str | None = None  # the ClickHouse cluster the store's tables live on (--cluster)
+    # Where `run`/`demo` serve the embedded store's ClickHouse HTTP endpoint; None: off (--sql-listen)
+    sql_listen: tuple[str, int] | None = None
 
     def require_source(self) -> str:
         if not self.source_dsn:
@@ -63,6 +65,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "log-format": ("VA_LOG_FORMAT", None),
     "state-cache": ("VA_STATE_CACHE", "256MiB"),
     "cluster": ("VA_STORE_CLUSTER", None),
+    "sql-listen": ("VA_SQL_LISTEN", "127.0.0.1:8123"),
 }
 
 # Smaller than this, the state's working set stops fitting even a small engine's hot rows.
@@ -101,11 +104,30 @@ def parse_tokens(spec: str | None) -> dict[str, str]:
     return tokens
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_listen(text: str, flag: str = "listen") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
-        raise ConfigError(f"--listen/VA_LISTEN: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+        raise ConfigError(
+            f"--{flag}/{OPTIONS[flag][0]}: {text!r} is not HOST:PORT (e.g. {OPTIONS[flag][1]})"
+        )
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_sql_listen(text: str, tokens: Mapping[str, str]) -> tuple[str, int] | None:
+    """`HOST:PORT` or `off`. Without tokens anyone who reaches it reads every tenant, so it
+    listens on loopback only, like the API."""
+    if text.strip().lower() == "off":
+        return None
+    host, port = parse_listen(text, "sql-listen")
+    if not tokens and host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"--sql-listen {host}:{port} is not loopback but no tokens are configured: "
+            "set --tokens/VA_API_TOKENS (tenant=token,...), listen on 127.0.0.1 or pass --sql-listen off"
+        )
+    return host, port
 
 
 def build_settings(values: Mapping[str, str | None]) -> Settings:
@@ -125,7 +147,7 @@ def build_settings(values: Mapping[str, str | None]) -> Settings:
     state_cache = parse_size(values.get("state-cache") or OPTIONS["state-cache"][1], "--state-cache/VA_STATE_CACHE")
     if state_cache < MIN_STATE_CACHE:
         raise ConfigError(f"--state-cache/VA_STATE_CACHE must be at least {MIN_STATE_CACHE // 2**20}MiB")
-    if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
+    if not tokens and host not in LOOPBACK_HOSTS:
         raise ConfigError(
             f"--listen {host}:{port} is not loopback but no API tokens are configured: "
             "set --tokens/VA_API_TOKENS (tenant=token,...) or listen on 127.0.0.1"
@@ -146,4 +168,5 @@ def build_settings(values: Mapping[str, str | None]) -> Settings:
         log_format=log_format,
         state_cache=state_cache,
         cluster=cluster,
+        sql_listen=parse_sql_listen(values.get("sql-listen") or OPTIONS["sql-listen"][1], tokens),
     )

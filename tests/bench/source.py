@@ -149,7 +149,7 @@ class Sidecar:
         command = [sys.executable, "-m", "voucher_activity.cli", "run", "--source", dsn, "--store",
                    f"chdb://{data_dir / 'clickhouse'}", "--data-dir", str(data_dir), "--listen",
                    f"127.0.0.1:{port}", "--tokens", "*=admin", "--slot", slot, "--snapshot", "never",
-                   "--log-format", "json"]
+                   "--log-format", "json", "--sql-listen", "off"]
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         sidecar = cls(process, port, log_path)

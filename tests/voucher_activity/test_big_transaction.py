@@ -46,7 +46,7 @@ def start_run(voucher_db, tmp_path, snapshot: str, port: int = 0) -> subprocess.
         [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn,
          "--store", f"chdb://{tmp_path / 'clickhouse'}", "--data-dir", str(tmp_path / "data"),
          "--listen", f"127.0.0.1:{port or free_port()}", "--snapshot", snapshot, "--log-format", "json",
-         "--state-cache", f"{STATE_CACHE // 2**20}MiB"],
+         "--state-cache", f"{STATE_CACHE // 2**20}MiB", "--sql-listen", "off"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "sidecar.log").open("wb"), stdin=subprocess.DEVNULL,
     )
 

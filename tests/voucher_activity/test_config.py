@@ -1,4 +1,4 @@
-"""Settings parsed once at the edge (SPEC §2): the reference state's cache size."""
+"""Settings parsed once at the edge (SPEC §2): the reference state's cache size, the SQL endpoint's address."""
 
 from __future__ import annotations
 
@@ -36,3 +36,23 @@ def test_the_budget_is_split_between_rows_and_their_encodings():
     rows, packed = state_levels(256 * 2**20)
     assert (rows, packed) == (32_768, 192 * 2**20)
     assert rows * 2048 + packed == 256 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens", "expected"),
+    [(None, None, ("127.0.0.1", 8123)), ("off", None, None), ("OFF", "*=admin", None),
+     ("localhost:9000", None, ("localhost", 9000)), ("[::1]:8123", None, ("::1", 8123)),
+     ("0.0.0.0:8123", "*=admin", ("0.0.0.0", 8123))],
+)
+def test_the_sql_endpoint_address(text, tokens, expected):
+    assert build_settings({"sql-listen": text, "tokens": tokens}).sql_listen == expected
+
+
+def test_the_sql_endpoint_needs_tokens_off_loopback():
+    with pytest.raises(ConfigError, match=r"^--sql-listen 0\.0\.0\.0:8123 is not loopback but no tokens are configured"):
+        build_settings({"sql-listen": "0.0.0.0:8123"})
+
+
+def test_a_malformed_sql_endpoint_address_names_the_flag():
+    with pytest.raises(ConfigError, match=r"^--sql-listen/VA_SQL_LISTEN: '8123' is not HOST:PORT \(e\.g\. 127\.0\.0\.1:8123\)$"):
+        build_settings({"sql-listen": "8123"})

@@ -41,7 +41,8 @@ def start_sidecar(dsn: str, root: Path, slot: str, publication: str, port: int) 
         [sys.executable, "-m", "voucher_activity.cli", "run", "--source", dsn,
          "--store", f"chdb://{root / 'clickhouse'}", "--data-dir", str(root / "data"),
          "--slot", slot, "--publication", publication, "--snapshot", "never",
-         "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin", "--log-format", "json"],
+         "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin", "--log-format", "json",
+         "--sql-listen", "off"],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
     )
 
@@ -151,7 +152,7 @@ def test_a_snapshot_killed_halfway_restarts_cleanly(voucher_db, tmp_path):
     store = f"chdb://{tmp_path / 'clickhouse'}"
     command = [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn, "--store", store,
                "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin",
-               "--log-format", "json"]
+               "--log-format", "json", "--sql-listen", "off"]
     log = (tmp_path / "sidecar.log").open("ab")
     sidecar = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

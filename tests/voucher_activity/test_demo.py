@@ -26,7 +26,8 @@ CURL = re.compile(r"Try\s+(curl .+)$", re.MULTILINE)
 def start_demo(data_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "voucher_activity.cli", "demo", "--data-dir", str(data_dir),
-         "--listen", f"127.0.0.1:{port}", "--rate", "30", "--log-format", "json", *extra],
+         "--listen", f"127.0.0.1:{port}", "--rate", "30", "--log-format", "json",
+         "--sql-listen", f"127.0.0.1:{free_port()}", *extra],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"), stdin=subprocess.DEVNULL,
     )
 

@@ -94,7 +94,8 @@ def test_run_without_its_data_dir_exits_with_the_sentence_and_leaves_the_slot(vo
     data_dir = tmp_path / "data"
     command = [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn,
                "--store", f"chdb://{tmp_path / 'clickhouse'}", "--data-dir", str(data_dir),
-               "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin", "--log-format", "json"]
+               "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin", "--log-format", "json",
+               "--sql-listen", "off"]
     sidecar = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_streaming(port)
@@ -169,7 +170,8 @@ def test_everything_run_writes_is_private_to_its_user(voucher_db, tmp_path):
     data_dir = tmp_path / "data"
     sidecar = subprocess.Popen(
         [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn,
-         "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
+         "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--log-format", "json",
+         "--sql-listen", "off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0o022),
     )
     try:
