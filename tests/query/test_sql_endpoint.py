@@ -215,7 +215,9 @@ def test_settings_in_the_url_cannot_lift_the_limits(endpoint, setting):
 
 
 def test_a_setting_a_client_sends_unchanged_is_accepted(endpoint):
-    assert post(endpoint, "SELECT 1", {"readonly": "1", "max_threads": "1"}).text == "1\n"
+    # Grafana's data source sends its query timeout as max_execution_time with every query.
+    unchanged = {"readonly": "1", "max_threads": "1", "max_execution_time": str(QueryLimits().max_execution_time)}
+    assert post(endpoint, "SELECT 1", unchanged).text == "1\n"
 
 
 def test_into_outfile_is_refused_and_writes_nothing(endpoint, tmp_path):
@@ -340,3 +342,13 @@ def test_the_api_served_through_the_endpoint_answers_like_the_embedded_store(end
             assert through_endpoint.get(path, params=params, headers=headers).json() == embedded.get(
                 path, params=params, headers=headers).json()
     assert Path(dataset.store.location.path).exists()
+
+
+def test_the_readmes_analyst_queries_answer_as_through_the_store(clickhouse, dataset):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## For analysts", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    statements = [statement.strip() for statement in block.split(";") if statement.strip()]
+    assert len(statements) == 2
+    answers = [clickhouse.query(statement).result_rows for statement in statements]
+    assert answers == [direct(dataset, statement) for statement in statements]
+    assert answers[1]  # the funnel (the data set's events are older than the first query's 30 days)
