@@ -321,7 +321,9 @@ def create_sql_app(engine: SqlEngine, tokens: Mapping[str, str]) -> Starlette:
 
     async def query(request: Request) -> Response:
         params = dict(request.query_params)
-        query_id = params.get("query_id") or str(uuid.uuid4())
+        query_id = params.get("query_id", "")
+        if not (query_id.isascii() and query_id.isprintable()) or not query_id:  # it goes back in a header
+            query_id = str(uuid.uuid4())
         try:
             body = decoded_body(await request.body(), request.headers.get("content-encoding", ""))
             if request.method == "GET" and "query" not in params and not body:

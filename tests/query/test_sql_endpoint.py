@@ -143,6 +143,9 @@ def test_headers_clients_read(endpoint):
     summary = json.loads(response.headers["x-clickhouse-summary"])
     assert summary["read_rows"] == "1" and summary["written_rows"] == "0" and int(summary["elapsed_ns"]) > 0
     assert post(endpoint, "SELECT 2").headers["x-clickhouse-query-id"] != "analyst-query-1"
+    injected = post(endpoint, "SELECT 3", {"query_id": "q\r\nSet-Cookie: x=y"})
+    assert injected.status_code == 200 and "set-cookie" not in injected.headers
+    assert injected.headers["x-clickhouse-query-id"] != "q"
 
 
 def test_gzip_when_the_client_asks_both_ways(endpoint):
