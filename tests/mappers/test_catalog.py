@@ -121,8 +121,13 @@ def test_an_event_gets_the_uuid5_of_its_documented_name(tmp_path, event_type, po
     ({"when": "new.result ~ 'SUCC'"}, r"rule customer.redemption.succeeded on redemption: condition .*unsupported SQL: operator '~'"),
     ({"when": "new.amount = 'lots'"}, r"rule customer.redemption.succeeded on redemption: .*invalid integer literal 'lots'"),
     ({"when": "new.result = 'SUCCESS' AND now() IS NULL"}, r"unsupported SQL: function now\(\)"),
-    ({"category": "SIDE_EFFECT"}, "category must be ACTION or EFFECT"),
-    ({"on": ["upsert"]}, r"unknown change kind 'upsert'"),
+    ({"category": "SIDE_EFFECT"}, r"rule customer.redemption.succeeded on redemption: Invalid enum value "
+     r"'SIDE_EFFECT' - at `\$.category` \(one of: ACTION or EFFECT\)"),
+    ({"on": ["upsert"]}, r"Invalid enum value 'upsert' - at `\$.on\[0\]` \(one of: insert, update or delete\)"),
+    ({"customer": 5}, r"rule customer.redemption.succeeded on redemption: Expected `str`, got `int` - at `\$.customer`"),
+    ({"wen": "new.result = 'SUCCESS'"}, r"rule customer.redemption.succeeded on redemption: Object contains "
+     r"unknown field `wen`"),
+    ({"collect": {"object": "voucher"}}, r"Object missing required field `field` - at `\$.collect`"),
     ({"campaign": "new.voucher_id > coupon.campaign_id"}, r"looks up 'coupon', which \[state\] does not keep"),
     ({"customer": "neu.customer_id"}, "must start with new, old or row"),
     ({"objects": {"receipt": "new"}}, r"no \[objects.receipt\]"),
@@ -131,5 +136,25 @@ def test_a_bad_rule_is_refused_naming_it(change, message):
     document = packaged()
     rule = next(rule for rule in document["rule"] if rule["type"] == "customer.redemption.succeeded")
     rule.update(change)
+    with pytest.raises(CatalogError, match=message):
+        build_catalog(document, voucher_schema())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda document: document["rule"][0].pop("customer"),
+     r"^rule customer.created on customer: Object missing required field `customer`$"),
+    (lambda document: document["objects"]["customer"].pop("table"),
+     r"^\[objects.customer\]: Object missing required field `table`$"),
+    (lambda document: document["objects"].pop("campaign"),
+     r"^\[objects.campaign\] is missing: every event carries it$"),
+    (lambda document: document["state"]["voucher"].update(columns="all"),
+     r"^\[state.voucher\]: Invalid enum value 'all' - at `\$.columns` \(one of: a list of columns, or \"\*\"\)$"),
+    (lambda document: document["passthrough"].pop("data"),
+     r"^passthrough on customer_event: Object missing required field `data`$"),
+    (lambda document: document.update(rules=[]), r"^catalog: Object contains unknown field `rules`$"),
+])
+def test_a_malformed_catalog_is_refused_naming_the_entry_and_field(edit, message):
+    document = packaged()
+    edit(document)
     with pytest.raises(CatalogError, match=message):
         build_catalog(document, voucher_schema())
