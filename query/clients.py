@@ -59,6 +59,11 @@ class ReaderPool:
         self._waiting: deque[_Waiter] = deque()
         self._lock = threading.Lock()
 
+    @property
+    def waiting(self) -> int:
+        """How many threads wait for a reader now."""
+        return len(self._waiting)
+
     @contextmanager
     def reader(self) -> Iterator[Client]:
         with self._lock:

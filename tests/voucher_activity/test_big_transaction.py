@@ -3,11 +3,10 @@ row changes (a bulk customer import) streams through `voucher-activity run`, eve
 events is stored, and the process's peak RSS stays under the issue's 500 MB.
 
 The embedded chDB engine accounts for most of an idle process (300-440 MB: its shared library's
-pages count in RSS). Measured peaks (docs/store.md, "Memory"): 422-425 MiB alone and beside
-another such run plus two CPU burners; from a just-installed library (a clean clone's CI),
-552-556 MiB until the sidecar released the library's pages after start-up, 407 MiB since; 463-487
-MiB once the state's packed level held more, smaller rows than it counted, 438-450 MiB since it
-counts them right and holds 24 MB (session 8)."""
+pages count in RSS). Measured peaks are in docs/store.md, "Memory": 422-425 MiB alone and beside
+another such run plus two CPU burners; 438-450 MiB from a just-installed library (a clean
+clone's CI), with the library's pages released after start-up and the state's encoded level at
+24 MB."""
 
 from __future__ import annotations
 
