@@ -15,7 +15,6 @@ from voucher_activity.config import (
     build_settings,
     default_for,
 )
-from voucher_activity.memory import tune_allocators
 
 COMMANDS: dict[str, str] = {
     "demo": "embedded PostgreSQL + live voucher traffic + reader + API + dashboard, in one command",
@@ -78,7 +77,6 @@ def handlers() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    tune_allocators()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
