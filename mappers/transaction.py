@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
-from uuid import UUID, SafeUUID
+from uuid import UUID
 
 import msgspec
 import orjson
@@ -26,11 +26,10 @@ import orjson
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.codegen import (
-    Source,
     change_function,
     change_function_names,
-    compile_source,
     passthrough_function,
+    reference_function,
     rule_functions,
 )
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
@@ -60,8 +59,9 @@ from mappers.plans import (
     table_plans,
 )
 from mappers.scratch import Scratch
+from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
-from mappers.state import ReferenceState
+from mappers.state import ReferenceState, uuid_from_int
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,10 @@ class EventMapper:
         objects = object_resolvers(catalog, lookup, state.row_memo)
         self._rules = tuple(rule_plan(index, rule, catalog, objects)
                             for index, rule in enumerate(catalog.rules))
-        self._plans = table_plans(catalog, self._rules, lookup)
-        self._passthrough_plan = passthrough_plan(catalog.passthrough, lookup) if catalog.passthrough else None
+        self._plans = table_plans(catalog, self._rules)
+        self._passthrough_plan = (passthrough_plan(
+            catalog.passthrough, lambda reference: reference_function(reference, lookup))
+            if catalog.passthrough else None)
         self._customer_object = objects.shared["customer"]  # by id: customer references are ids
         self._campaign_object = objects.shared["campaign"]  # campaign references are ids
         self._campaign_type = _campaign_type_resolver(catalog, lookup, state.row_memo)
@@ -181,8 +183,7 @@ class EventMapper:
             "event_time": event_time, "CustomerEvent": CustomerEvent, "dumps": orjson.dumps,
             "json_default": json_default, "JSON_OPTIONS": JSON_OPTIONS,
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
-            "source": self.source, "new_object": object.__new__, "set_slot": object.__setattr__,
-            "SAFE_UNKNOWN": SafeUUID.unknown, "UUID5_CLEAR": UUID5_CLEAR,
+            "source": self.source, "uuid_from_int": uuid_from_int, "UUID5_CLEAR": UUID5_CLEAR,
             "UUID5_SET": UUID5_SET, "EMPTY_ROW": _EMPTY, "unhexlify": binascii.unhexlify,
             "int_from_bytes": int.from_bytes}
         names = compile_source(out, runtime, "<voucher-activity catalog>")

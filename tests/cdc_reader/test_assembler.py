@@ -45,11 +45,10 @@ def test_insert_converts_values_by_column_type():
         {"id": 1, "name": "Zoë 🎉", "price": Decimal("12.50"), "mood": "happy", "body": BODY,
          "data": {"a": [1, True, None]}},
         753, 0x16FE3F8, commit.commit_time, 0,
+        # what the Relation message said of the columns: name and type OID (16385: the enum)
+        column_types=(("id", 23), ("name", 25), ("price", 1700), ("mood", 16385), ("body", 25), ("data", 3802)),
     )
     assert commit == TransactionCommit(753, 0x16FE3F8, 0x16FE428, begin.commit_time, 1)
-    # what the Relation message said of the columns: name and type OID (16385: the enum)
-    assert change.column_types == (("id", 23), ("name", 25), ("price", 1700), ("mood", 16385),
-                                   ("body", 25), ("data", 3802))
 
 
 def test_changes_of_a_relation_share_its_column_types():

@@ -4,7 +4,6 @@ script queried independently (row LSN column, track_commit_timestamp, regclass).
 
 import hashlib
 import struct
-from datetime import datetime, timezone
 
 import pytest
 
@@ -34,14 +33,11 @@ from cdc_reader.pgoutput import (
     Update,
 )
 from tests.cdc_reader import captured
+from tests.conftest import utc
 
 ITEM, ITEM_FULL, BIG, MOOD = 16389, 16397, 16403, 16385
 BODY = "".join(hashlib.md5(str(i).encode()).hexdigest() for i in range(1, 81))
 PAYLOAD = "x" * 1000
-
-
-def at(*fields: int) -> datetime:
-    return datetime(*fields, tzinfo=timezone.utc)
 
 
 def decode_all(hexes: list[str], protocol_version: int = 4) -> list:
@@ -67,13 +63,13 @@ BIG_COLUMNS = (column("id", 23, is_key=True), column("payload", 25))
 
 def test_insert_with_a_user_defined_type():
     assert decode_all(captured.INSERT) == [
-        Begin(0x16FE3F8, at(2026, 11, 24, 5, 50, 17, 331101), 753),
+        Begin(0x16FE3F8, utc("2026-11-24T05:50:17.331101"), 753),
         MOOD_TYPE,
         ITEM_RELATION,
         Insert(None, ITEM, TupleData(
             b"tttttt", ("1", "Zoë 🎉", "12.50", "happy", BODY, '{"a": [1, true, null]}')
         )),
-        Commit(0, 0x16FE3F8, 0x16FE428, at(2026, 11, 24, 5, 50, 17, 331101)),
+        Commit(0, 0x16FE3F8, 0x16FE428, utc("2026-11-24T05:50:17.331101")),
     ]
 
 
@@ -83,18 +79,18 @@ def test_binary_columns_stay_bytes():
         b"\x00\x00\x00\x07", b"b", b"\x00\x02\x00\x00\x40\x00\x00\x02\x00\x03\x09\xc4", b"sad",
         None, b"\x01{}",
     )))
-    assert messages[0] == Begin(0x16FE4B8, at(2026, 11, 24, 5, 50, 17, 333625), 754)
-    assert messages[4] == Commit(0, 0x16FE4B8, 0x16FE4E8, at(2026, 11, 24, 5, 50, 17, 333625))
+    assert messages[0] == Begin(0x16FE4B8, utc("2026-11-24T05:50:17.333625"), 754)
+    assert messages[4] == Commit(0, 0x16FE4B8, 0x16FE4E8, utc("2026-11-24T05:50:17.333625"))
 
 
 def test_update_leaving_a_toasted_value_unchanged():
     messages = decode_all(captured.UPDATE_TOAST_UNCHANGED)
-    assert messages[0] == Begin(0x16FE5B8, at(2026, 11, 24, 5, 50, 17, 335603), 755)
+    assert messages[0] == Begin(0x16FE5B8, utc("2026-11-24T05:50:17.335603"), 755)
     assert messages[1:3] == [MOOD_TYPE, ITEM_RELATION]
     assert messages[3] == Update(None, ITEM, None, None, TupleData(
         b"ttttut", ("1", "renamed", "12.50", "happy", None, '{"a": [1, true, null]}')
     ))
-    assert messages[4] == Commit(0, 0x16FE5B8, 0x16FE5E8, at(2026, 11, 24, 5, 50, 17, 335603))
+    assert messages[4] == Commit(0, 0x16FE5B8, 0x16FE5E8, utc("2026-11-24T05:50:17.335603"))
 
 
 def test_update_of_the_key_sends_the_old_key():
@@ -103,58 +99,58 @@ def test_update_of_the_key_sends_the_old_key():
         None, ITEM, "K", TupleData(b"tnnnnn", ("1", None, None, None, None, None)),
         TupleData(b"ttttut", ("2", "renamed", "12.50", "happy", None, '{"a": [1, true, null]}')),
     )
-    assert messages[4] == Commit(0, 0x16FE700, 0x16FE730, at(2026, 11, 24, 5, 50, 17, 336900))
+    assert messages[4] == Commit(0, 0x16FE700, 0x16FE730, utc("2026-11-24T05:50:17.336900"))
 
 
 def test_full_replica_identity_sends_old_rows():
     item_full = Relation(None, ITEM_FULL, "public", "item_full", "f", ITEM_FULL_COLUMNS)
     assert decode_all(captured.FULL_IDENTITY) == [
-        Begin(0x16FE818, at(2026, 11, 24, 5, 50, 17, 338059), 757),
+        Begin(0x16FE818, utc("2026-11-24T05:50:17.338059"), 757),
         item_full,
         Insert(None, ITEM_FULL, TupleData(b"tt", ("1", "first"))),
-        Commit(0, 0x16FE818, 0x16FE848, at(2026, 11, 24, 5, 50, 17, 338059)),
-        Begin(0x16FE8A8, at(2026, 11, 24, 5, 50, 17, 338361), 758),
+        Commit(0, 0x16FE818, 0x16FE848, utc("2026-11-24T05:50:17.338059")),
+        Begin(0x16FE8A8, utc("2026-11-24T05:50:17.338361"), 758),
         Update(None, ITEM_FULL, "O", TupleData(b"tt", ("1", "first")),
                TupleData(b"tt", ("1", "second"))),
-        Commit(0, 0x16FE8A8, 0x16FE8D8, at(2026, 11, 24, 5, 50, 17, 338361)),
-        Begin(0x16FE920, at(2026, 11, 24, 5, 50, 17, 338492), 759),
+        Commit(0, 0x16FE8A8, 0x16FE8D8, utc("2026-11-24T05:50:17.338361")),
+        Begin(0x16FE920, utc("2026-11-24T05:50:17.338492"), 759),
         Delete(None, ITEM_FULL, "O", TupleData(b"tt", ("1", "second"))),
-        Commit(0, 0x16FE920, 0x16FE950, at(2026, 11, 24, 5, 50, 17, 338492)),
-        Begin(0x16FEA00, at(2026, 11, 24, 5, 50, 17, 338684), 760),
+        Commit(0, 0x16FE920, 0x16FE950, utc("2026-11-24T05:50:17.338492")),
+        Begin(0x16FEA00, utc("2026-11-24T05:50:17.338684"), 760),
         MOOD_TYPE,
         ITEM_RELATION,
         Delete(None, ITEM, "K", TupleData(b"tnnnnn", ("2", None, None, None, None, None))),
-        Commit(0, 0x16FEA00, 0x16FEA30, at(2026, 11, 24, 5, 50, 17, 338684)),
+        Commit(0, 0x16FEA00, 0x16FEA30, utc("2026-11-24T05:50:17.338684")),
     ]
 
 
 def test_logical_messages():
     messages = decode_all(captured.MESSAGES)
     assert messages[0] == Message(None, False, 0x16FEA70, "voucher", b"\x00\xff")
-    assert messages[1] == Begin(0x16FEB48, at(2026, 11, 24, 5, 50, 17, 340509), 761)
+    assert messages[1] == Begin(0x16FEB48, utc("2026-11-24T05:50:17.340509"), 761)
     assert messages[2] == Message(None, True, 0x16FEAC0, "voucher", b"in a transaction")
     assert messages[4] == Insert(None, ITEM_FULL, TupleData(b"tt", ("2", "with message")))
-    assert messages[5] == Commit(0, 0x16FEB48, 0x16FEB78, at(2026, 11, 24, 5, 50, 17, 340509))
+    assert messages[5] == Commit(0, 0x16FEB48, 0x16FEB78, utc("2026-11-24T05:50:17.340509"))
 
 
 def test_relation_after_alter_table_has_the_new_column():
     assert decode_all(captured.ALTER_TABLE) == [
-        Begin(0x16FEF70, at(2026, 11, 24, 5, 50, 17, 341868), 763),
+        Begin(0x16FEF70, utc("2026-11-24T05:50:17.341868"), 763),
         ITEM_FULL_ALTERED,
         Insert(None, ITEM_FULL, TupleData(b"ttt", ("3", "altered", "-9223372036854775808"))),
-        Commit(0, 0x16FEF70, 0x16FEFA0, at(2026, 11, 24, 5, 50, 17, 341868)),
+        Commit(0, 0x16FEF70, 0x16FEFA0, utc("2026-11-24T05:50:17.341868")),
     ]
 
 
 def test_truncate_with_options():
     messages = decode_all(captured.TRUNCATE)
     assert messages == [
-        Begin(0x17000E8, at(2026, 11, 24, 5, 50, 17, 348523), 764),
+        Begin(0x17000E8, utc("2026-11-24T05:50:17.348523"), 764),
         MOOD_TYPE,
         ITEM_RELATION,
         ITEM_FULL_ALTERED,
         Truncate(None, 3, (ITEM, ITEM_FULL)),
-        Commit(0, 0x17000E8, 0x17002F0, at(2026, 11, 24, 5, 50, 17, 348523)),
+        Commit(0, 0x17000E8, 0x17002F0, utc("2026-11-24T05:50:17.348523")),
     ]
     assert (messages[4].cascade, messages[4].restart_identity) == (True, True)
 
@@ -162,13 +158,13 @@ def test_truncate_with_options():
 def test_origin_of_a_replayed_transaction():
     messages = decode_all(captured.ORIGIN)
     # pg_replication_origin_xact_setup('0/ABCDEF0', '2024-01-02 03:04:05+00') sets both
-    assert messages[:2] == [Begin(0x1700650, at(2024, 1, 2, 3, 4, 5), 766),
+    assert messages[:2] == [Begin(0x1700650, utc("2024-01-02T03:04:05"), 766),
                             Origin(0xABCDEF0, "upstream")]
-    assert messages[4] == Commit(0, 0x1700650, 0x1700698, at(2024, 1, 2, 3, 4, 5))
+    assert messages[4] == Commit(0, 0x1700650, 0x1700698, utc("2024-01-02T03:04:05"))
 
 
 def test_streamed_transaction_messages_carry_the_xid():
-    commit = StreamCommit(767, 0, 0x1729DF8, 0x1729E28, at(2026, 11, 24, 5, 50, 17, 355571))
+    commit = StreamCommit(767, 0, 0x1729DF8, 0x1729E28, utc("2026-11-24T05:50:17.355571"))
     assert decode_all(captured.STREAM_COMMIT) == [
         StreamStart(767, True),
         Relation(767, BIG, "public", "big", "d", BIG_COLUMNS),
@@ -189,37 +185,37 @@ def test_stream_abort_of_a_subtransaction():
     assert messages[11] == Insert(769, BIG, TupleData(b"tt", ("2025", PAYLOAD)))
     assert messages[-2:] == [
         StreamAbort(768, 769),
-        StreamCommit(768, 0, 0x177CF58, 0x177CF88, at(2026, 11, 24, 5, 50, 17, 360438)),
+        StreamCommit(768, 0, 0x177CF58, 0x177CF88, utc("2026-11-24T05:50:17.360438")),
     ]
 
 
 def test_parallel_stream_abort_carries_lsn_and_time():
     messages = decode_all(captured.STREAM_ABORT_PARALLEL)
     assert messages[-2:] == [
-        StreamAbort(770, 771, 0x17CFD70, at(2026, 11, 24, 5, 50, 17, 370131)),
-        StreamCommit(770, 0, 0x17CFD70, 0x17CFDA0, at(2026, 11, 24, 5, 50, 17, 370181)),
+        StreamAbort(770, 771, 0x17CFD70, utc("2026-11-24T05:50:17.370131")),
+        StreamCommit(770, 0, 0x17CFD70, 0x17CFDA0, utc("2026-11-24T05:50:17.370181")),
     ]
 
 
 def test_two_phase_commit():
-    prepared_at = at(2026, 11, 24, 5, 50, 17, 382146)
+    prepared_at = utc("2026-11-24T05:50:17.382146")
     assert decode_all(captured.PREPARE_COMMIT) == [
         BeginPrepare(0x17CFE68, 0x17CFF68, prepared_at, 772, "gid-commit"),
         ITEM_FULL_ALTERED,
         Insert(None, ITEM_FULL, TupleData(b"ttt", ("10", "prepared", "10"))),
         Prepare(0, 0x17CFE68, 0x17CFF68, prepared_at, 772, "gid-commit"),
-        CommitPrepared(0, 0x17CFF68, 0x17CFFA8, at(2026, 11, 24, 5, 50, 17, 382249), 772,
+        CommitPrepared(0, 0x17CFF68, 0x17CFFA8, utc("2026-11-24T05:50:17.382249"), 772,
                        "gid-commit"),
     ]
 
 
 def test_two_phase_rollback():
-    prepared_at = at(2026, 11, 24, 5, 50, 17, 384242)
+    prepared_at = utc("2026-11-24T05:50:17.384242")
     assert decode_all(captured.PREPARE_ROLLBACK) == [
         BeginPrepare(0x17D0050, 0x17D0150, prepared_at, 773, "gid-rollback"),
         Prepare(0, 0x17D0050, 0x17D0150, prepared_at, 773, "gid-rollback"),
         RollbackPrepared(0, 0x17D0150, 0x17D0190, prepared_at,
-                         at(2026, 11, 24, 5, 50, 17, 384324), 773, "gid-rollback"),
+                         utc("2026-11-24T05:50:17.384324"), 773, "gid-rollback"),
     ]
 
 
@@ -231,9 +227,9 @@ def test_stream_prepare():
         Insert(774, BIG, TupleData(b"tt", ("4001", PAYLOAD))),
     ]
     assert messages[-2:] == [
-        StreamPrepare(0, 0x17F9B58, 0x17F9C58, at(2026, 11, 24, 5, 50, 17, 386660), 774,
+        StreamPrepare(0, 0x17F9B58, 0x17F9C58, utc("2026-11-24T05:50:17.386660"), 774,
                       "gid-stream"),
-        CommitPrepared(0, 0x17F9C58, 0x17F9C98, at(2026, 11, 24, 5, 50, 17, 386749), 774,
+        CommitPrepared(0, 0x17F9C58, 0x17F9C98, utc("2026-11-24T05:50:17.386749"), 774,
                        "gid-stream"),
     ]
 
@@ -301,7 +297,7 @@ def test_protocol_version_limits_the_message_set():
     abort_with_tail = b"A" + struct.pack(">IIQq", 5, 6, 7, 0)
     with pytest.raises(PgoutputDecodeError, match="16 unexpected trailing bytes"):
         Decoder(3).decode(abort_with_tail)
-    assert Decoder(4).decode(abort_with_tail) == StreamAbort(5, 6, 7, at(2000, 1, 1, 0, 0, 0))
+    assert Decoder(4).decode(abort_with_tail) == StreamAbort(5, 6, 7, utc("2000-01-01T00:00:00"))
     with pytest.raises(ValueError, match="must be 1 to 4, not 5"):
         Decoder(5)
 

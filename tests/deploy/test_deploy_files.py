@@ -249,6 +249,26 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
+# What the allocators are tuned by (docs/store.md, "Memory"): set where the process starts.
+ALLOCATOR_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "JE_MALLOC_CONF")
+
+
+def allocator_environment() -> dict[str, str]:
+    """The allocator variables as the image sets them."""
+    image = {}
+    for instruction, argument in dockerfile_instructions():
+        if instruction == "ENV":
+            image.update(item.split("=", 1) for item in shlex.split(argument))
+    return {name: image[name] for name in ALLOCATOR_VARIABLES}
+
+
+def test_the_image_and_dev_tune_the_allocators_alike():
+    dev = dict(re.findall(r"^export (\w+)=\$\{\1:-([^}]*)\}$", (REPO / "dev").read_text(), re.MULTILINE))
+    assert {name: dev[name] for name in ALLOCATOR_VARIABLES} == allocator_environment() == {
+        "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "1048576",
+        "JE_MALLOC_CONF": "dirty_decay_ms:200"}
+
+
 def test_dockerfile_builds_the_package_and_runs_as_non_root():
     instructions = dockerfile_instructions()
     assert instructions[0] == ("FROM", "python:3.11-slim")
