@@ -244,7 +244,12 @@ def _program() -> str:
     """How the user started this command (`.venv/bin/voucher-activity` under ./dev), for the
     command lines the demo prints."""
     launched = Path(sys.argv[0])
-    return str(launched) if launched.name == "voucher-activity" else "voucher-activity"
+    if launched.name != "voucher-activity":
+        return "voucher-activity"
+    try:
+        return str(launched.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(launched)
 
 
 HANDLERS = {
