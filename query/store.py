@@ -317,7 +317,7 @@ class Store:
         return self.rows(*analytics_sql.heatmap_sql(tenant_id, query))
 
     def funnel(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:
-        """(campaign_id, campaign_type, published, redeemed, rolled_back), ranked."""
+        """Per campaign, distinct customers per stage (analytics_sql.funnel_sql), ranked."""
         return self.rows(*analytics_sql.funnel_sql(tenant_id, query))
 
     def campaign_names(self, tenant_id: uuid.UUID, campaign_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
