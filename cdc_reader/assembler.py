@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress
 
+from psycopg import DataError
+
 from cdc_reader.changes import (
     Change,
     Envelope,
@@ -68,13 +70,15 @@ class _RowLayout:
     loader: RowLoader
     names: tuple[str, ...]  # the columns in the row, in order
     selected: tuple[bool, ...] | None  # which values belong to them; None: all
-    binary: tuple[bool, ...] | None  # the values sent in binary, kept as bytes; None: none
+    binary: tuple[bool, ...]  # the values sent in binary, kept as bytes; () when none
     unchanged_toast: frozenset[str]
 
     def row(self, values: tuple[bytes | None, ...]) -> Row:
-        if self.binary is None:
-            loaded = self.loader.load(values)
-        else:
+        try:
+            if self.binary:
+                raise DataError  # psycopg's text loaders must not see binary values
+            loaded = self.loader.load_sequence(values)
+        except DataError:
             loaded = self.loader.load_each(values, self.binary)
         if self.selected is None:
             return dict(zip(self.names, loaded))
@@ -120,7 +124,7 @@ class _RelationShape:
             self.loader,
             tuple(compress(self.names, in_row)),
             None if all(in_row) else in_row,
-            binary if any(binary) else None,
+            binary if any(binary) else (),
             unchanged or _NO_COLUMNS,
         )
 
@@ -199,18 +203,19 @@ class ChangeAssembler:
         return shape
 
     # -- row changes --------------------------------------------------------------------------
+    # Inserts and updates look their relation and row layout up inline: this runs per change.
     def _insert(self, message: Insert) -> tuple[Envelope, ...]:
-        shape = self._shape(message.relation_oid)
-        kinds, values = message.new.kinds, message.new.values
-        layout = shape.layout(kinds, False)
-        return (self._change(_INSERT, shape, None, layout.row(values), layout.unchanged_toast),)
+        oid, new = message.relation_oid, message.new
+        shape = self._relations.get(oid) or self._shape(oid)
+        layout = shape.layouts.get(new.kinds) or shape.layout(new.kinds, False)
+        return (self._change(_INSERT, shape, None, layout.row(new.values), layout.unchanged_toast),)
 
     def _update(self, message: Update) -> tuple[Envelope, ...]:
-        shape = self._shape(message.relation_oid)
+        oid, new = message.relation_oid, message.new
+        shape = self._relations.get(oid) or self._shape(oid)
         before = None if message.old is None else _old_row(shape, message.old_kind, message.old)
-        kinds, values = message.new.kinds, message.new.values
-        layout = shape.layout(kinds, False)
-        return (self._change(_UPDATE, shape, before, layout.row(values), layout.unchanged_toast),)
+        layout = shape.layouts.get(new.kinds) or shape.layout(new.kinds, False)
+        return (self._change(_UPDATE, shape, before, layout.row(new.values), layout.unchanged_toast),)
 
     def _delete(self, message: Delete) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)

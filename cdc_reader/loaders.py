@@ -72,19 +72,21 @@ class RowLoader:
     """Loads the column values of one relation's rows (psycopg's Transformer, its loaders chosen
     once from the relation's type OIDs)."""
 
-    __slots__ = ("type_oids", "_transformer", "_loaders")
+    __slots__ = ("type_oids", "load_sequence", "_loaders")
 
     def __init__(self, type_oids: Sequence[int]) -> None:
         self.type_oids = tuple(type_oids)
-        self._transformer = Transformer(ADAPTERS)
-        self._transformer.set_loader_types(self.type_oids, _TEXT)
-        self._loaders = tuple(self._transformer.get_loader(oid, _TEXT).load
-                              for oid in self.type_oids)
+        transformer = Transformer(ADAPTERS)
+        transformer.set_loader_types(self.type_oids, _TEXT)
+        # One C call per row; raises psycopg.DataError on a value Python cannot represent,
+        # which `load_each` then handles (`load` does both).
+        self.load_sequence = transformer.load_sequence
+        self._loaders = tuple(transformer.get_loader(oid, _TEXT).load for oid in self.type_oids)
 
     def load(self, values: Sequence[bytes | None]) -> Sequence[Any]:
         """Text-format values (None for NULL), one per column, as Python values."""
         try:
-            return self._transformer.load_sequence(values)
+            return self.load_sequence(values)
         except psycopg.DataError:
             return self.load_each(values)
 
