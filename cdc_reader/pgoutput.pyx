@@ -1,15 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Sans-I/O decoder for PostgreSQL's pgoutput logical replication messages (protocol 1-4).
+"""Sans-I/O decoder for PostgreSQL's pgoutput logical replication messages (protocol 1-4),
+compiled with Cython by the package's build (setup.py; `./dev` rebuilds it when this changes).
 
 `Decoder(protocol_version).decode(payload)` turns one message (the bytes after the XLogData
-header, or one row of `pg_logical_slot_peek_binary_changes`) into a frozen message value.
-Column values stay the bytes the server sent (text format: the value's text in the client
-encoding, which must be UTF8); the assembler loads them with psycopg's loaders. Streamed and
-two-phase transactions are not decoded: the session never asks for them (no `streaming`, no
-`two_phase` option), so their messages raise `UnsupportedMessageError`. Format reference:
-PostgreSQL's "Logical Replication Message Formats" and src/backend/replication/logical/proto.c.
-
-Compiled with Cython by the package's build (setup.py); `./dev` rebuilds it when this file changes.
+header, or one row of `pg_logical_slot_peek_binary_changes`) into a frozen message value whose
+column values are the bytes the server sent (the assembler loads them with psycopg's loaders).
+The session never enables `streaming` or `two_phase`, so their messages raise
+`UnsupportedMessageError`. Format: PostgreSQL's "Logical Replication Message Formats".
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -168,9 +165,8 @@ cdef class _Reader:
 
     cdef int need(self, Py_ssize_t count) except -1:
         if self.size - self.pos < count:
-            raise PgoutputDecodeError(
-                f"truncated or invalid field (needs {count} bytes, {self.size - self.pos} left)",
-                self.pos)
+            left = self.size - self.pos
+            raise PgoutputDecodeError(f"truncated or invalid field ({left} bytes left)", self.pos)
         return 0
 
     cdef uint8_t byte(self) except? 255:
@@ -198,8 +194,7 @@ cdef class _Reader:
         cdef const uint8_t* start = self.data + self.pos
         cdef const uint8_t* end = <const uint8_t*>memchr(start, 0, self.size - self.pos)
         if end == NULL:
-            raise PgoutputDecodeError("truncated or invalid field (no string terminator)",
-                                      self.pos)
+            raise PgoutputDecodeError("truncated or invalid field (no string terminator)", self.pos)
         try:
             text = (<const char*>start)[:end - start].decode("utf-8")
         except UnicodeDecodeError as error:
@@ -252,16 +247,13 @@ cdef class _Reader:
     cdef int expect(self, uint8_t marker) except -1:
         cdef uint8_t found = self.byte()
         if found != marker:
-            raise PgoutputDecodeError(
-                f"expected {chr(marker)!r}, got {chr(found)!r}", self.pos - 1)
+            raise PgoutputDecodeError(f"expected {chr(marker)!r}, got {chr(found)!r}", self.pos - 1)
         return 0
 
 
 cdef class Decoder:
-    """Decodes the messages of one replication stream. Messages other than those of whole
-    transactions (Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate,
-    Message) are rejected: `UnsupportedMessageError` for streamed and two-phase ones,
-    `PgoutputDecodeError` for the rest."""
+    """Decodes the messages of whole transactions (Begin, Commit, Origin, Relation, Type,
+    Insert, Update, Delete, Truncate, Message); any other kind raises PgoutputDecodeError."""
 
     cdef readonly int protocol_version
     cdef _Reader reader
@@ -306,9 +298,12 @@ cdef class Decoder:
             elif kind == ord('T'):
                 message = self._truncate(reader)
             elif kind == ord('Y'):
-                message = self._type(reader)
+                oid = reader.u32()
+                namespace = reader.string()
+                message = Type(oid, namespace, reader.string())
             elif kind == ord('O'):
-                message = self._origin(reader)
+                lsn = reader.u64()
+                message = Origin(lsn, reader.string())
             elif kind == ord('M'):
                 message = self._message(reader)
             elif kind in _UNSUPPORTED:
@@ -325,28 +320,15 @@ cdef class Decoder:
             reader.data = NULL  # never read a released buffer
 
     cdef Begin _begin(self, _Reader reader):
-        cdef Begin begin = Begin.__new__(Begin)
-        begin.final_lsn = reader.u64()
-        begin.commit_time = reader.timestamp()
-        begin.xid = reader.u32()
-        return begin
+        final_lsn = reader.u64()
+        commit_time = reader.timestamp()
+        return Begin(final_lsn, commit_time, reader.u32())
 
     cdef Commit _commit(self, _Reader reader):
-        cdef Commit commit = Commit.__new__(Commit)
-        commit.flags = reader.byte()
-        commit.commit_lsn = reader.u64()
-        commit.end_lsn = reader.u64()
-        commit.commit_time = reader.timestamp()
-        return commit
-
-    cdef Origin _origin(self, _Reader reader):
+        flags = reader.byte()
         commit_lsn = reader.u64()
-        return Origin(commit_lsn, reader.string())
-
-    cdef Type _type(self, _Reader reader):
-        oid = reader.u32()
-        namespace = reader.string()
-        return Type(oid, namespace, reader.string())
+        end_lsn = reader.u64()
+        return Commit(flags, commit_lsn, end_lsn, reader.timestamp())
 
     cdef Relation _relation(self, _Reader reader):
         oid = reader.u32()
