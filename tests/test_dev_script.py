@@ -1,5 +1,5 @@
 """`./dev`: the first command a newcomer runs says in one line that it installs (and for how
-long), then stays quiet; a changed pyproject.toml says it updates. Python stands in as a small
+long), then stays quiet; changed build inputs say it updates. Python stands in as a small
 script recording what `dev` asks of it, so the test needs neither a minute nor the network."""
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def calls(checkout: Path) -> list[str]:
 def test_first_install_says_what_it_does_then_stays_quiet(tmp_path: Path) -> None:
     shutil.copy(REPO / "dev", tmp_path / "dev")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copy(REPO / "setup.py", tmp_path / "setup.py")
+    (tmp_path / "cdc_reader").mkdir()
+    for source in (REPO / "cdc_reader").glob("*.pyx"):
+        shutil.copy(source, tmp_path / "cdc_reader" / source.name)
     (tmp_path / "python-stand-in").write_text(STAND_IN)
     (tmp_path / "python-stand-in").chmod(0o755)
 
@@ -49,5 +53,5 @@ def test_first_install_says_what_it_does_then_stays_quiet(tmp_path: Path) -> Non
     with (tmp_path / "pyproject.toml").open("a") as pyproject:
         pyproject.write("\n# a new dependency\n")
     changed = run_setup(tmp_path)
-    assert (changed.returncode, changed.stderr) == (0, "pyproject.toml changed: updating .venv (about a minute)\n")
+    assert (changed.returncode, changed.stderr) == (0, "the build inputs changed (pyproject.toml, setup.py, cdc_reader/*.pyx): updating .venv (about a minute)\n")
     assert len(calls(tmp_path)) == made + 2

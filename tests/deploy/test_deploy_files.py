@@ -271,14 +271,20 @@ def test_the_image_and_dev_tune_the_allocators_alike():
 
 def test_dockerfile_builds_the_package_and_runs_as_non_root():
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # a build stage with a compiler makes the wheel (the Cython decoder); the image installs it
+    stages = [argument for instruction, argument in instructions if instruction == "FROM"]
+    assert stages == ["python:3.11-slim AS build", "python:3.11-slim"]
     runs = [argument for instruction, argument in instructions if instruction == "RUN"]
-    assert any(shlex.split(run)[:3] == ["pip", "install", "."] for run in runs)
+    assert any("build-essential" in run for run in runs)
+    assert any(shlex.split(run)[:2] == ["pip", "wheel"] and shlex.split(run)[-1] == "."
+               for run in runs)
+    assert any(shlex.split(run)[:3] == ["pip", "install", "/wheels/*.whl"] for run in runs)
     users = [argument for instruction, argument in instructions if instruction == "USER"]
     assert users and users[-1].split(":")[0] == "10001"
     assert dict(instructions)["ENTRYPOINT"] == '["voucher-activity"]'
     assert dict(instructions)["CMD"].strip('[]"') in COMMANDS
-    copied = [argument.split()[0] for instruction, argument in instructions if instruction == "COPY"]
+    copied = [argument.split()[0] for instruction, argument in instructions
+              if instruction == "COPY" and not argument.startswith("--from")]
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "voucher-activity" in pyproject["project"]["scripts"]
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
@@ -286,8 +292,11 @@ def test_dockerfile_builds_the_package_and_runs_as_non_root():
     for source in copied:
         for name in source.split():
             assert (REPO / name).exists(), name
+    assert any("setup.py" in argument.split() for instruction, argument in instructions
+               if instruction == "COPY")
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text()
     assert all(f"!{package}/**" in ignored for package in packages)
+    assert "!setup.py" in ignored
 
 
 # -- postgres-init.sql on a real PostgreSQL ---------------------------------------------------
