@@ -1,8 +1,8 @@
 """Per-transaction mapping: change envelopes (and initial snapshot rows) -> customer events and
 the tenant/customer directory records the API resolves names and ids with.
 
-The pipeline drives it: `begin`, `change` for each change, `commit`; or `snapshot_row` for each
-row of the initial snapshot (tables in `Catalog.tables` order: references first, the
+The pipeline drives it: `begin`, `change` for each change, `commit`; or `snapshot_rows` for each
+batch of rows of the initial snapshot (tables in `Catalog.tables` order: references first, the
 `customer_event` table last) and `snapshot_finish`. Events are returned as soon as they are
 decided; only those that depend on later changes of their transaction wait for the commit
 (`mappers/scratch.py` keeps them, bounded in memory). The catalog is compiled into plans once
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import binascii
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -262,6 +262,10 @@ class EventMapper:
         """`row` as an insert into `table`; `column_types`: the reader's (column, type OID) pairs
         of the row (one tuple shared by the table's rows, as a change's `column_types`), which
         tell once per table whether its rows need bringing into canonical form."""
+        return self.snapshot_rows(table, (row,), column_types)
+
+    def snapshot_rows(self, table: str, rows: Iterable[Row], column_types: tuple | None = None) -> list[Record]:
+        """`snapshot_row` for each of `rows` (all of `table`), their records in one list."""
         plan = self._plans.get(table)
         if plan is None:
             return []
@@ -275,13 +279,19 @@ class EventMapper:
         entry = self._tables[table]
         if column_types is not None and entry.column_types is not column_types:
             entry.describe(column_types)
-        if not row:
-            new = _EMPTY
-        elif column_types is not None and entry.canonical:
-            new = row
-        else:
-            new = plan.canonical_row(row)
-        return entry.handlers[Op.INSERT](new, _EMPTY, (), 0, self._snapshot_context)
+        canonical = column_types is not None and entry.canonical
+        canonical_row, insert, context = plan.canonical_row, entry.handlers[Op.INSERT], self._snapshot_context
+        records: list[Record] = []
+        extend = records.extend
+        for row in rows:
+            if not row:
+                new = _EMPTY
+            elif canonical:
+                new = row
+            else:
+                new = canonical_row(row)
+            extend(insert(new, _EMPTY, (), 0, context))
+        return records
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""

@@ -288,12 +288,10 @@ class Pipeline:
         rows = 0
         # Flushed by size only: nothing is confirmed before the snapshot ends, and an insert has a
         # fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
-        snapshot_row, add = mapper.snapshot_row, writer.add
         for table, column_types, batch in read_snapshot_batches(
             self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
         ):
-            for row in batch:
-                add(snapshot_row(table, row, column_types))
+            writer.add(mapper.snapshot_rows(table, batch, column_types))
             rows += len(batch)
             if writer.full:
                 writer.flush()

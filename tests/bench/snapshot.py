@@ -36,7 +36,7 @@ from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
 from voucher_activity.config import build_settings
-from voucher_activity.pipeline import Pipeline
+from voucher_activity.pipeline import Pipeline, tune_collector
 
 TARGET_RATE = 100_000
 SNAPSHOT_TIMEOUT = 3600
@@ -249,6 +249,7 @@ def run(scale: Scale, workdir: Path) -> Outcome:
         rows = sum(counts.values())
         log(f"snapshot: seeded {rows:,} rows in {time.monotonic() - started:.1f} s: "
             + ", ".join(f"{table} {count:,}" for table, count in counts.items()))
+        tune_collector()  # as `voucher-activity run` does once started
         their_seconds, our_seconds = [], []
         for number in range(ROUNDS):
             their_seconds.append(copy_reference(dsn))
