@@ -64,7 +64,7 @@ def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
     """EventMapper's bookkeeping of an event made (`event` and `customer_uuid`, its customer_id,
     are bound)."""
     if passthrough:
-        out.when("context.snapshot", f"count_snapshot_event(str(customer_uuid), {plan.type!r})")
+        out.when("context.snapshot", f"count_snapshot_event(customer_uuid, {plan.type!r})")
         out.line("else:")
         with out.indent():
             out.line(f"scratch_add('emitted', ({plan.type!r}, customer_uuid.int))")

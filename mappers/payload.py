@@ -21,6 +21,7 @@ from mappers.state import normal_key
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 # How payloads are serialized (`serialize`; the mapper's generated code calls orjson with these
 # in place)
 JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -63,8 +64,11 @@ def wal_id_prefix(source: SourceIdentity) -> Any:
 
 
 def snapshot_event_id(source: SourceIdentity, table: str, key: str, event_type: str) -> uuid.UUID:
-    return uuid.uuid5(EVENT_NAMESPACE,
-                      f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}")
+    """uuid5(EVENT_NAMESPACE, `<system_id>/<database>/snapshot/<table>/<key>/<type>`), without
+    uuid5's argument checks and UUID.__init__ (one made per snapshot event)."""
+    name = f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}".encode()
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name).digest()
+    return uuid_from_int(int.from_bytes(digest[:16]) & UUID5_CLEAR | UUID5_SET)
 
 
 def transaction_group_id(commit_lsn: int) -> str:

@@ -16,6 +16,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("cdc_reader/assembler.py", "decode"),
     ("cdc_reader/loaders.py", "decode"),
     ("cdc_reader/changes.py", "decode"),
+    ("cdc_reader/snapshot.py", "snapshot read (waiting for the reader threads)"),
     ("cdc_reader/replication.py", "receive"),
     ("cdc_reader/walstream.py", "receive"),
     ("psycopg/", "receive"),
