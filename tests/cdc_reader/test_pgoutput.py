@@ -3,7 +3,6 @@ against malformed input. Expected LSNs, xids, commit times and OIDs match the fa
 script queried independently (row LSN column, track_commit_timestamp, regclass)."""
 
 import hashlib
-import struct
 from datetime import datetime, timezone
 
 import pytest

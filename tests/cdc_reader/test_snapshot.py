@@ -11,7 +11,12 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from cdc_reader.snapshot import Progress, plan_ranges, read_snapshot, read_snapshot_batches
+from cdc_reader.snapshot import (
+    Progress,
+    plan_ranges,
+    read_snapshot,
+    read_snapshot_batches,
+)
 
 TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000a1")
 
