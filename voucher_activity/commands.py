@@ -34,13 +34,8 @@ from voucher_activity import logs
 from voucher_activity.config import ConfigError, Settings, default_for
 from voucher_activity.logs import fields
 from voucher_activity.memory import release_library_pages_periodically
-from voucher_activity.pipeline import (
-    Pipeline,
-    ReaderStateMissingError,
-    SlotLostError,
-    state_path,
-    tune_collector,
-)
+from voucher_activity.pipeline import Pipeline, state_path, tune_collector
+from voucher_activity.resume import ReaderStateMissingError, SlotLostError
 from voucher_activity.sql_command import StoreNotFoundError, locate_store, run_sql
 from voucher_activity.status import collect_status, render_table
 
