@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -103,15 +104,29 @@ class LocalPostgres:
         data_dir: Path,
         port: int | None = None,
         settings: dict[str, str] | None = None,
+        password_auth: bool = False,
     ) -> None:
+        """`password_auth`: the superuser gets a generated password (kept 0600 beside the data
+        directory) and connections must give it; otherwise connections on 127.0.0.1 are trusted,
+        which suits throwaway clusters of tests and benchmarks only."""
         self.installation = installation
         self.data_dir = Path(data_dir)
+        self.password_file = self.data_dir.with_name(self.data_dir.name + ".password") if password_auth else None
         self.port = port or free_port()
         self.settings = {**LOGICAL_REPLICATION_SETTINGS, **(settings or {})}
         self._run_as = _service_user() if os.geteuid() == 0 else None
 
     # -- connection strings -------------------------------------------------------------------
+    @property
+    def password(self) -> str | None:
+        """The superuser's password, when the cluster was made with one."""
+        if self.password_file is None or not self.password_file.exists():
+            return None
+        return self.password_file.read_text().strip()
+
     def dsn(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
+        if password is None and user == "postgres":
+            password = self.password
         dsn = f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"
         return dsn + (f" password={password}" if password else "")
 
@@ -125,12 +140,18 @@ class LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._grant_service_user(self.data_dir)
         if not self.initialized:
+            auth = ["--auth=trust"]
+            if self.password_file is not None:
+                self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+                self.password_file.chmod(0o600)
+                self._grant_service_user(self.password_file)
+                auth = ["--auth=scram-sha-256", f"--pwfile={self.password_file}"]
             self._run(
                 [
                     self.installation.tool("initdb"),
                     "-D", str(self.data_dir),
                     "-U", "postgres",
-                    "--auth=trust",
+                    *auth,
                     "--encoding=UTF8",
                     "--locale=C",
                 ]

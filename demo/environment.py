@@ -157,7 +157,8 @@ def demo_source(root: Path, rate: float) -> Iterator[str]:
     """The embedded PostgreSQL under `root`, prepared, with traffic running at `rate`
     operations per second; yields its DSN, and stops both on exit."""
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cluster = LocalPostgres(wheel_installation(), root / "postgres")  # init() rewrites the port each run
+    # A password, not trust: any local user could otherwise connect as superuser.
+    cluster = LocalPostgres(wheel_installation(), root / "postgres", password_auth=True)  # init() rewrites the port
     cluster.init()
     cluster.start()
     try:
