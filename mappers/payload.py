@@ -15,11 +15,13 @@ from typing import Any
 import orjson
 
 from mappers.catalog import ObjectSpec
+from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
 from mappers.state import normal_key, uuid_from_int
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 # How payloads are serialized (`serialize`; the mapper's generated code calls orjson with these
 # in place)
 JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -47,39 +49,26 @@ UUID5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 UUID5_SET = (0x8000 << 48) | (5 << 76)
 
 
-class TransactionIds:
-    """`wal_event_id` for the events of one transaction: the SHA-1 of the namespace and the
-    name's constant prefix is computed once, each id only hashes `<position>/<type>`."""
-
-    __slots__ = ("prefix",)
-
-    def __init__(self, source_prefix: Any, commit_lsn: int) -> None:
-        self.prefix = transaction_id_prefix(source_prefix, commit_lsn)
-
-    def event_id(self, position: int, type_suffix: bytes) -> uuid.UUID:
-        """The id of the event at `position`; `type_suffix` is `"/" + type` in UTF-8. (The
-        mapper's generated code does this in place: mappers/codegen.py.)"""
-        hasher = self.prefix.copy()
-        hasher.update(b"%d" % position + type_suffix)
-        return uuid_from_int(int.from_bytes(hasher.digest()[:16]) & UUID5_CLEAR | UUID5_SET)
-
-
 def transaction_id_prefix(source_prefix: Any, commit_lsn: int) -> Any:
-    """The SHA-1 state up to `<commit_lsn>/`, from `wal_id_prefix`'s: what each event id of
-    the transaction continues from (the mapper's generated code does so in place)."""
+    """The SHA-1 state up to `<commit_lsn>/`, from `wal_id_prefix`'s: the mapper's generated
+    code continues it with each event's `<position>/<type>` and makes the `wal_event_id` of
+    it, hashing the name's constant part once per transaction (mappers/codegen.py)."""
     prefix = source_prefix.copy()
     prefix.update(b"%d/" % commit_lsn)
     return prefix
 
 
 def wal_id_prefix(source: SourceIdentity) -> Any:
-    """The SHA-1 state after the namespace and `<system_id>/<database>/` (see TransactionIds)."""
+    """The SHA-1 state after the namespace and `<system_id>/<database>/`."""
     return hashlib.sha1(EVENT_NAMESPACE.bytes + f"{source.system_id}/{source.database}/".encode())
 
 
 def snapshot_event_id(source: SourceIdentity, table: str, key: str, event_type: str) -> uuid.UUID:
-    return uuid.uuid5(EVENT_NAMESPACE,
-                      f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}")
+    """uuid5(EVENT_NAMESPACE, `<system_id>/<database>/snapshot/<table>/<key>/<type>`), without
+    uuid5's argument checks and UUID.__init__ (one made per snapshot event)."""
+    name = f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}".encode()
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name).digest()
+    return uuid_from_int(int.from_bytes(digest[:16]) & UUID5_CLEAR | UUID5_SET)
 
 
 def transaction_group_id(commit_lsn: int) -> str:
@@ -97,21 +86,22 @@ def event_source(source: str) -> dict[str, str]:
 ObjectBuilder = Callable[..., dict[str, Any]]  # (row or None, identifier=None) -> payload object
 
 
+def object_code(spec: ObjectSpec, row: str) -> str:
+    """The payload object `spec` of the row named `row`, as a Python expression: a dict display
+    of its fields in the catalog's order, 'object' last. The mapper's generated code builds a
+    changed row's object in place with it (mappers/codegen.py), `object_builder` every other."""
+    fields = "".join(f"{key!r}: {row}.get({column!r}), " for key, column in spec.fields)
+    return f"{{{fields}'object': {spec.name!r}}}"
+
+
 def object_builder(spec: ObjectSpec) -> ObjectBuilder:
-    """`build_object` for one spec, its keys and columns unpacked once (a C-level zip per row
-    instead of a comprehension)."""
-    keys = tuple(key for key, _ in spec.fields)
-    columns = tuple(column for _, column in spec.fields)
-    name = spec.name
-
-    def build(row: Row | None, identifier: Any = None) -> dict[str, Any]:
-        if row is None:
-            row = {"id": identifier}
-        result = dict(zip(keys, map(row.get, columns)))
-        result["object"] = name
-        return result
-
-    return build
+    """`build_object` for one spec: `object_code` compiled into a function."""
+    out = Source()
+    out.line("def build(row, identifier=None):")
+    with out.indent():
+        out.when("row is None", "row = {'id': identifier}")
+        out.line(f"return {object_code(spec, 'row')}")
+    return compile_source(out, {}, f"<payload object {spec.name}>")["build"]
 
 
 def build_object(spec: ObjectSpec, row: Row | None, identifier: Any = None) -> dict[str, Any]:

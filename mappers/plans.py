@@ -1,7 +1,6 @@
 """Compiled plans: what the mapper does with one table's changes and with one matched rule,
-worked out once when the mapper is built. The per-change path then runs closures (references,
-conditions, payload objects) and reads precomputed names; it never walks the catalog, parses a
-reference or formats a bookkeeping key.
+worked out once when the mapper is built. mappers/codegen.py writes them as Python functions,
+which never walk the catalog, parse a reference or format a bookkeeping key per change.
 """
 
 from __future__ import annotations
@@ -94,7 +93,7 @@ class TablePlan:
     # columns, where 1 == true): an update that leaves an equal row need not put it.
     state_equal_is_same: bool
     rules: Mapping[Op, tuple[RulePlan, ...]]
-    feeds: tuple[tuple[str, str, Resolve], ...]  # (scratch kind, key column, value) filled by inserts
+    feeds: tuple[tuple[str, str, Reference], ...]  # (scratch kind, key column, value) filled by inserts
     touched_kind: str | None  # some rule's unless_changed names this table
     directory: bool  # tenant or customer: directory records
     passthrough: frozenset[Op]  # the changes whose rows are events themselves
@@ -145,7 +144,7 @@ def rule_plan(index: int, rule: Rule, catalog: Catalog, objects: ObjectResolvers
     )
 
 
-def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -> dict[str, TablePlan]:
+def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...]) -> dict[str, TablePlan]:
     plans = {}
     touch_tables = catalog.touch_tables
     passthrough = catalog.passthrough
@@ -155,7 +154,7 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
             if plan.table == table:
                 for op in catalog.rules[plan.index].ops:
                     by_op.setdefault(op, []).append(plan)
-        feeds = {collect_kind(rule.collect): (rule.collect.key, rule.collect.value.compile(lookup))
+        feeds = {collect_kind(rule.collect): (rule.collect.key, rule.collect.value)
                  for rule in catalog.rules if rule.collect and rule.collect.table == table}
         schema = catalog.schema.table(table)
         table_rules = [plan for plans_of_op in by_op.values() for plan in plans_of_op]
@@ -181,12 +180,13 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...], lookup: Lookup) -
     return plans
 
 
-def passthrough_plan(spec: Passthrough, lookup: Lookup) -> PassthroughPlan:
+def passthrough_plan(spec: Passthrough, compile_reference: Callable[[Reference], Resolve]) -> PassthroughPlan:
+    """`compile_reference`: mappers/codegen.py's reference_function over the state's lookup."""
     return PassthroughPlan(
-        table=spec.table, id=spec.id.compile(lookup), type=spec.type.compile(lookup),
-        customer=spec.customer.compile(lookup), campaign=spec.campaign.compile(lookup),
-        category=spec.category.compile(lookup), data=spec.data.compile(lookup),
-        tenant=spec.tenant.compile(lookup), snapshot_time=spec.snapshot_time.compile(lookup))
+        table=spec.table, id=compile_reference(spec.id), type=compile_reference(spec.type),
+        customer=compile_reference(spec.customer), campaign=compile_reference(spec.campaign),
+        category=compile_reference(spec.category), data=compile_reference(spec.data),
+        tenant=compile_reference(spec.tenant), snapshot_time=compile_reference(spec.snapshot_time))
 
 
 def no_key(row: Row) -> None:

@@ -4,7 +4,8 @@ A reference starts at the changed row (`new.col`, `old.col`, `row.col`, or the w
 `old` / `row`; `row` is the new row, or the old one when the row goes) and may hop through the
 reference state: `new.voucher_id > voucher.campaign_id` looks the voucher up by the value and
 takes its `campaign_id`; a trailing `> orders` yields the whole looked-up row. This is a path,
-not SQL, so it is split on its separators; conditions are the SQL part of a rule.
+not SQL, so it is split on its separators; conditions are the SQL part of a rule. The mapper
+runs a reference as code written in place (mappers/codegen.py, `reference_code`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 Row = Mapping[str, Any]
 Lookup = Callable[[str, Any], Row | None]
-Resolve = Callable[[Row, Row], Any]  # (new, old) -> the referenced value
+Resolve = Callable[[Row, Row], Any]  # (new, old) -> the referenced value (codegen.reference_function)
 
 SIDES = ("new", "old", "row")
 
@@ -45,59 +46,6 @@ class Reference:
     @property
     def yields_row(self) -> bool:
         return (self.hops[-1].column if self.hops else self.column) is None
-
-    def resolve(self, new: Row, old: Row, lookup: Lookup) -> Any:
-        """The referenced value (or row); None when any step is NULL or unknown."""
-        return self.compile(lookup)(new, old)
-
-    def compile(self, lookup: Lookup) -> Resolve:
-        """`resolve` as a closure over `lookup`, specialized for this path once: the mapper calls
-        it for every change, so the side, the column and the hops are not looked at again."""
-        start = _start(self.side, self.column)
-        hops = tuple((hop.table, hop.column) for hop in self.hops)
-        if not hops:
-            return start
-        if len(hops) == 1:
-            ((table, column),) = hops
-
-            def one_hop(new: Row, old: Row) -> Any:
-                value = start(new, old)
-                if value is None:
-                    return None
-                row = lookup(table, value)
-                if row is None or column is None:
-                    return row
-                return row.get(column)
-
-            return one_hop
-
-        def many_hops(new: Row, old: Row) -> Any:
-            value = start(new, old)
-            for table, column in hops:
-                if value is None:
-                    return None
-                row = lookup(table, value)
-                if row is None:
-                    return None
-                value = row if column is None else row.get(column)
-            return value
-
-        return many_hops
-
-
-def _start(side: str, column: str | None) -> Resolve:
-    """The first step of a reference: a column of the changed row, or the whole row."""
-    if column is None:
-        if side == "new":
-            return lambda new, old: new or None
-        if side == "old":
-            return lambda new, old: old or None
-        return lambda new, old: new or old or None
-    if side == "new":
-        return lambda new, old: new.get(column)
-    if side == "old":
-        return lambda new, old: old.get(column)
-    return lambda new, old: (new or old).get(column)
 
 
 def parse_reference(text: str) -> Reference:

@@ -165,7 +165,7 @@ CANONICAL_TYPES: dict[SqlType, tuple[type, ...]] = {
 }
 
 
-# Per type, the PostgreSQL type OIDs whose values the reader (`cdc_reader.values`) decodes
+# Per type, the PostgreSQL type OIDs whose values the reader (`cdc_reader.loaders`) decodes
 # straight into that type's canonical form: the canonical check passes, or the conversion would
 # give the value back unchanged (timestamp and date text that `fromisoformat` rejects, e.g. BC
 # dates, stays text both ways). Rows of a relation whose columns all decode so need no check

@@ -28,6 +28,7 @@ import logging
 import pickle
 import sqlite3
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -380,6 +381,13 @@ class ReferenceState:
         self.connection.execute(
             "INSERT INTO snapshot_match VALUES (?, ?, 1) ON CONFLICT (customer_id, type) "
             "DO UPDATE SET business = business + 1", (customer_id, event_type))
+
+    def add_snapshot_counts(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """`count_snapshot_event` for many at once: (customer_id, type, business events)."""
+        self.begin()
+        self.connection.executemany(
+            "INSERT INTO snapshot_match VALUES (?, ?, ?) ON CONFLICT (customer_id, type) "
+            "DO UPDATE SET business = business + excluded.business", counts)
 
     def take_snapshot_match(self, customer_id: str, event_type: str) -> bool:
         """Pair one customer_event row with an unpaired business event of the same (customer,

@@ -1,8 +1,8 @@
 """Per-transaction mapping: change envelopes (and initial snapshot rows) -> customer events and
 the tenant/customer directory records the API resolves names and ids with.
 
-The pipeline drives it: `begin`, `change` for each change, `commit`; or `snapshot_row` for each
-row of the initial snapshot (tables in `Catalog.tables` order: references first, the
+The pipeline drives it: `begin`, `change` for each change, `commit`; or `snapshot_rows` for each
+batch of rows of the initial snapshot (tables in `Catalog.tables` order: references first, the
 `customer_event` table last) and `snapshot_finish`. Events are returned as soon as they are
 decided; only those that depend on later changes of their transaction wait for the commit
 (`mappers/scratch.py` keeps them, bounded in memory). The catalog is compiled into plans once
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import binascii
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
-from uuid import UUID, SafeUUID
+from uuid import UUID
 
 import msgspec
 import orjson
@@ -26,11 +26,10 @@ import orjson
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
 from mappers.codegen import (
-    Source,
     change_function,
     change_function_names,
-    compile_source,
     passthrough_function,
+    reference_function,
     rule_functions,
 )
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
@@ -60,8 +59,9 @@ from mappers.plans import (
     table_plans,
 )
 from mappers.scratch import Scratch
+from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
-from mappers.state import ReferenceState
+from mappers.state import ReferenceState, uuid_from_int
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ _SNAPSHOT = EventSource.SNAPSHOT.value
 _CUSTOMER_EVENT = EventSource.CUSTOMER_EVENT.value
 TENANT_NAMES = 10_000  # tenant names kept in memory (all of them, in any deployment we know)
 CAMPAIGN_TYPES = 100_000  # campaign types kept in memory (~100 bytes each)
+# (customer, type) counts of the snapshot's business events kept in memory (~150 bytes each)
+# before they are added to the state's SQLite table in one statement: counting each event there
+# took one SQLite statement per event, ~12% of the snapshot's time (tests/bench/snapshot.py).
+SNAPSHOT_COUNTS = 100_000
 # Shared by every payload: serialized, never changed.
 _EVENT_SOURCES = {source.value: event_source(source.value) for source in EventSource}
 _DELETE = Op.DELETE  # (reading an Enum member off its class costs ~80 ns in Python 3.11)
@@ -139,8 +143,10 @@ class EventMapper:
         objects = object_resolvers(catalog, lookup, state.row_memo)
         self._rules = tuple(rule_plan(index, rule, catalog, objects)
                             for index, rule in enumerate(catalog.rules))
-        self._plans = table_plans(catalog, self._rules, lookup)
-        self._passthrough_plan = passthrough_plan(catalog.passthrough, lookup) if catalog.passthrough else None
+        self._plans = table_plans(catalog, self._rules)
+        self._passthrough_plan = (passthrough_plan(
+            catalog.passthrough, lambda reference: reference_function(reference, lookup))
+            if catalog.passthrough else None)
         self._customer_object = objects.shared["customer"]  # by id: customer references are ids
         self._campaign_object = objects.shared["campaign"]  # campaign references are ids
         self._campaign_type = _campaign_type_resolver(catalog, lookup, state.row_memo)
@@ -149,6 +155,9 @@ class EventMapper:
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
+        # (customer id's int, type) -> business events not yet added to the state's counts
+        self._snapshot_counts: dict[tuple[int, str], int] = {}
+        self._snapshot_counts_spilled = False  # the state holds counts too
         self._source_text, self._tables, self._builds, self._passthrough_rows = self._compile()
 
     def _compile(self) -> tuple[str, dict[str, _Table], tuple[Callable | None, ...], Callable | None]:
@@ -171,7 +180,7 @@ class EventMapper:
         runtime = {
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
             "scratch_values": scratch.values, "state_put": state.put, "state_delete": state.delete,
-            "count_snapshot_event": state.count_snapshot_event, "customer_object": self._customer_object,
+            "count_snapshot_event": self._count_snapshot_event, "customer_object": self._customer_object,
             "customer_memo": self._customer_object.memo, "campaign_object": self._campaign_object,
             "campaign_memo": self._campaign_object.memo, "campaign_type_of": self._campaign_type,
             "campaign_type_memo": self._campaign_type.memo,
@@ -181,8 +190,7 @@ class EventMapper:
             "event_time": event_time, "CustomerEvent": CustomerEvent, "dumps": orjson.dumps,
             "json_default": json_default, "JSON_OPTIONS": JSON_OPTIONS,
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,
-            "source": self.source, "new_object": object.__new__, "set_slot": object.__setattr__,
-            "SAFE_UNKNOWN": SafeUUID.unknown, "UUID5_CLEAR": UUID5_CLEAR,
+            "source": self.source, "uuid_from_int": uuid_from_int, "UUID5_CLEAR": UUID5_CLEAR,
             "UUID5_SET": UUID5_SET, "EMPTY_ROW": _EMPTY, "unhexlify": binascii.unhexlify,
             "int_from_bytes": int.from_bytes}
         names = compile_source(out, runtime, "<voucher-activity catalog>")
@@ -251,7 +259,14 @@ class EventMapper:
         return records
 
     # -- initial snapshot ----------------------------------------------------------------------
-    def snapshot_row(self, table: str, row: Row) -> list[Record]:
+    def snapshot_row(self, table: str, row: Row, column_types: tuple | None = None) -> list[Record]:
+        """`row` as an insert into `table`; `column_types`: the reader's (column, type OID) pairs
+        of the row (one tuple shared by the table's rows, as a change's `column_types`), which
+        tell once per table whether its rows need bringing into canonical form."""
+        return self.snapshot_rows(table, (row,), column_types)
+
+    def snapshot_rows(self, table: str, rows: Iterable[Row], column_types: tuple | None = None) -> list[Record]:
+        """`snapshot_row` for each of `rows` (all of `table`), their records in one list."""
         plan = self._plans.get(table)
         if plan is None:
             return []
@@ -262,15 +277,57 @@ class EventMapper:
                     f"snapshot rows of {table} arrived after those of {', '.join(early)}, whose "
                     f"events need them; read the tables in this order: {', '.join(self.catalog.tables)}")
             self._snapshot_started.add(table)
-        new = plan.canonical_row(row) if row else _EMPTY
-        return self._tables[table].handlers[Op.INSERT](new, _EMPTY, (), 0, self._snapshot_context)
+        entry = self._tables[table]
+        if column_types is not None and entry.column_types is not column_types:
+            entry.describe(column_types)
+        canonical = column_types is not None and entry.canonical
+        canonical_row, insert, context = plan.canonical_row, entry.handlers[Op.INSERT], self._snapshot_context
+        records: list[Record] = []
+        extend = records.extend
+        for row in rows:
+            if not row:
+                new = _EMPTY
+            elif canonical:
+                new = row
+            else:
+                new = canonical_row(row)
+            extend(insert(new, _EMPTY, (), 0, context))
+        return records
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""
         self._scratch.clear()
+        self._snapshot_counts.clear()
+        self._snapshot_counts_spilled = False
         self.state.clear_snapshot_matches()
         self._snapshot_started.clear()
         return []
+
+    def _count_snapshot_event(self, customer: UUID, event_type: str) -> None:
+        """A business-derived snapshot event of this (customer, type) exists."""
+        counts = self._snapshot_counts
+        key = (customer.int, event_type)
+        counts[key] = counts.get(key, 0) + 1
+        if len(counts) >= SNAPSHOT_COUNTS:
+            self._spill_snapshot_counts()
+
+    def _spill_snapshot_counts(self) -> None:
+        self.state.add_snapshot_counts(
+            (str(uuid_from_int(customer)), event_type, count)
+            for (customer, event_type), count in self._snapshot_counts.items())
+        self._snapshot_counts.clear()
+        self._snapshot_counts_spilled = True
+
+    def _take_snapshot_match(self, customer: UUID, event_type: str) -> bool:
+        """Pair one customer_event row with an unpaired business event of the same (customer,
+        type); False when none is left (the row is the only record of its event)."""
+        counts = self._snapshot_counts
+        key = (customer.int, event_type)
+        left = counts.get(key)
+        if left:
+            counts[key] = left - 1
+            return True
+        return self._snapshot_counts_spilled and self.state.take_snapshot_match(str(customer), event_type)
 
     # -- what the generated code calls back ---------------------------------------------------
     def _tenant_name(self, tenant: UUID) -> str:
@@ -299,7 +356,7 @@ class EventMapper:
         if self._passthrough_plan is None:
             pass
         elif snapshot:
-            self.state.count_snapshot_event(str(customer_id), rule.type)
+            self._count_snapshot_event(customer_id, rule.type)
         else:
             # keyed by the UUID's int: C hashing (UUID.__hash__ is Python)
             self._scratch.add("emitted", (rule.type, customer_id.int))
@@ -328,7 +385,7 @@ class EventMapper:
         if event_id is None:
             log.warning("%s row %r skipped: its id is not a UUID", spec.table, row.get("id"))
             return []
-        if context.snapshot and self.state.take_snapshot_match(str(customer), event_type):
+        if context.snapshot and self._take_snapshot_match(customer, event_type):
             return []
         tenant_id = spec.tenant(row, _EMPTY) or (lookup(CUSTOMER_TABLE, customer) or _EMPTY).get("tenant_id")
         tenant_uuid = as_uuid(tenant_id)

@@ -2,28 +2,26 @@
 
 Both kinds go through clickhouse-connect, so every query below runs unchanged on either. Every
 value from outside travels as a server-side parameter (`{name:Type}`); only identifiers checked
-by `schema.check_identifier` are ever formatted into SQL.
+by `schema.check_identifier` are ever formatted into SQL. Clients and the pool of readers are
+made in query/clients.py (`StoreError`, `connect` and `ReaderPool` are imported from here too).
 """
 
 from __future__ import annotations
 
 import enum
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from query import activity_sql, analytics_sql
 from query.activity_sql import ActivityQuery, Position, iso_utc
+from query.clients import READERS, ReaderPool, StoreError, connect, read_only, read_only_level
 from query.location import StoreLocation, parse_store_url
 from query.schema import (
     CUSTOMERS_TABLE,
@@ -34,9 +32,6 @@ from query.schema import (
     render_ddl,
 )
 
-# Concurrent API requests each take a reader; one client would serialize them on its lock
-# (chDB) or its connection (a server). Measured in docs/store.md, "Readers".
-READERS = 4
 # A tenant name resolves from memory; a name not seen yet reloads the directory at once, and a
 # rename is seen within this many seconds.
 TENANT_DIRECTORY_SECONDS = 5.0
@@ -46,51 +41,6 @@ POINT_READ = {"max_threads": 1}
 # Pages up to this many rows deep are read in one query, `data` of the skipped rows included;
 # deeper ones skip on the key columns first (Store.activity).
 ONE_QUERY_ROWS = 200
-
-
-class StoreError(Exception):
-    """The store did not answer or refused a statement; retrying later may succeed."""
-
-
-def connect(location: StoreLocation, settings: dict[str, Any] | None = None) -> Client:
-    """A client with no default database (it may not exist yet); callers set `.database`."""
-    # Every insert asks clickhouse-connect's `options.pd` whether its data is a DataFrame, which
-    # imports pandas when installed (chDB depends on it): ~40 MB of RSS, and ~1 s on the first
-    # insert, for a check that is always false here. Resolved to None, pandas is never imported.
-    from clickhouse_connect.driver import options
-
-    options.pd = None
-    try:
-        if location.embedded:
-            return clickhouse_connect.get_client(
-                interface="chdb", path=location.path, settings=settings, tz_mode="aware"
-            )
-        return clickhouse_connect.get_client(
-            host=location.host, port=location.port, secure=location.secure,
-            username=location.username, password=location.password, settings=settings,
-            tz_mode="aware",
-            # A shared session would make concurrent API queries fail with "session is locked".
-            autogenerate_session_id=False,
-        )
-    except (ClickHouseError, OSError) as error:
-        message = str(error).replace(location.password, "***") if location.password else str(error)
-        raise StoreError(f"cannot open the store: {message}") from error
-
-
-def read_only_level(client: Client) -> int:
-    """The `readonly` level the server holds this client's user at (0: none)."""
-    setting = client.server_settings.get("readonly")
-    return int(setting.value) if setting is not None and setting.value.isdigit() else 0
-
-
-def read_only(client: Client) -> Client:
-    """Reads cannot write even if a bug let them try: readonly=2, under which a query may still
-    carry settings. A user the server already holds at readonly=1 (a read-only account, or the
-    embedded store's SQL endpoint) keeps that stricter mode, and its queries carry no settings
-    (Store.rows), which it would refuse."""
-    if read_only_level(client) == 0:
-        client.set_client_setting("readonly", 2)
-    return client
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,52 +53,6 @@ class StoredEvent:
     data: str
     created_at: datetime
     group_id: str
-
-
-class ReaderPool:
-    """Lends clients first come, first served: a returned client goes straight to the longest
-    waiting thread. (A lock or queue lets the thread that just returned a client take it
-    back at once; measured, that starved some API requests for seconds.)"""
-
-    def __init__(self, clients: Sequence[Client]) -> None:
-        self.clients = tuple(clients)
-        self._idle = list(self.clients)
-        self._waiting: deque[_Waiter] = deque()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def reader(self) -> Iterator[Client]:
-        with self._lock:
-            if self._idle:
-                client = self._idle.pop()
-            else:
-                waiter = _Waiter()
-                self._waiting.append(waiter)
-                client = None
-        if client is None:
-            waiter.handed.wait()
-            client = waiter.client
-        try:
-            yield client
-        finally:
-            self._give_back(client)
-
-    def _give_back(self, client: Client) -> None:
-        with self._lock:
-            if not self._waiting:
-                self._idle.append(client)
-                return
-            waiter = self._waiting.popleft()
-        waiter.client = client
-        waiter.handed.set()
-
-
-class _Waiter:
-    __slots__ = ("client", "handed")
-
-    def __init__(self) -> None:
-        self.client: Client | None = None
-        self.handed = threading.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +316,7 @@ class Store:
         return self.rows(*analytics_sql.heatmap_sql(tenant_id, query))
 
     def funnel(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:
-        """(campaign_id, campaign_type, published, redeemed, rolled_back), ranked."""
+        """Per campaign, distinct customers per stage (analytics_sql.funnel_sql), ranked."""
         return self.rows(*analytics_sql.funnel_sql(tenant_id, query))
 
     def campaign_names(self, tenant_id: uuid.UUID, campaign_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:

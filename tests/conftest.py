@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -32,6 +33,11 @@ TEMPLATE_DB = "voucher_template"
 
 INSTALLATIONS = all_installations()
 _names = itertools.count(1)
+
+
+def utc(text: str) -> datetime:
+    """An aware UTC datetime from ISO text ("2024-03-01T09:30:00")."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def voucher_schema_sql() -> str:

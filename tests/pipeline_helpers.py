@@ -12,6 +12,7 @@ import psycopg
 
 from cdc_reader.changes import parse_lsn
 from query.store import Store
+from tests.replication_helpers import confirmed_lsn
 from voucher_activity.config import Settings, build_settings
 from voucher_activity.pipeline import Pipeline
 
@@ -33,14 +34,6 @@ def settings_for(dsn: str, store_url: str, data_dir: Path, slot: str, snapshot: 
 def server_wal_lsn(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
-
-
-def confirmed_lsn(dsn: str, slot: str) -> int | None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-        ).fetchone()
-    return parse_lsn(row[0]) if row and row[0] else None
 
 
 def wait_caught_up(dsn: str, slot: str, timeout: float = 60.0, running: PipelineThread | None = None) -> None:

@@ -14,6 +14,7 @@ import psycopg
 
 from cdc_reader.changes import Envelope, TransactionCommit
 from cdc_reader.replication import ReplicationSession
+from cdc_reader.slot import slot_info
 from tests.conftest import VoucherDatabase, unique_name
 
 
@@ -67,6 +68,14 @@ def collect_transactions(
                 current = []
                 session.confirm(envelope.end_lsn)
     return grouped
+
+
+def confirmed_lsn(dsn: str, slot: str) -> int | None:
+    """The slot's confirmed_flush_lsn as the server reports it; None without the slot or a
+    confirmed position."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        info = slot_info(conn, slot)
+    return None if info is None else info.confirmed_flush_lsn
 
 
 def drop_slot_and_publication(dsn: str, slot: str, publication: str, timeout: float = 5.0) -> None:

@@ -16,7 +16,6 @@ from voucher_activity.config import (
     build_settings,
     default_for,
 )
-from voucher_activity.memory import tune_allocators
 
 COMMANDS: dict[str, str] = {
     "demo": "embedded PostgreSQL + live voucher traffic + reader + API + dashboard, in one command",
@@ -88,7 +87,6 @@ PRIVATE_FILES = 0o077
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.umask(PRIVATE_FILES)
-    tune_allocators()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import uvicorn
@@ -32,17 +33,12 @@ from query.metrics import Metrics
 from query.sql_endpoint import SqlEngine, create_sql_app
 from query.store import Store, StoreError
 from voucher_activity import logs
-from voucher_activity.config import ConfigError, Settings
+from voucher_activity.config import ConfigError, Settings, default_for
 from voucher_activity.logs import fields
 from voucher_activity.memory import release_library_pages_periodically
-from voucher_activity.pipeline import (
-    Pipeline,
-    ReaderStateMissingError,
-    SlotLostError,
-    state_path,
-    tune_collector,
-)
-from voucher_activity.sql_command import run_sql
+from voucher_activity.pipeline import Pipeline, state_path, tune_collector
+from voucher_activity.resume import ReaderStateMissingError, SlotLostError
+from voucher_activity.sql_command import StoreNotFoundError, locate_store, run_sql
 from voucher_activity.status import collect_status, render_table
 
 log = logging.getLogger("voucher_activity")
@@ -215,7 +211,14 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def sql(args: argparse.Namespace, settings: Settings) -> int:
-    return run_sql(settings.store_url, args.query, args.format)
+    store_url = settings.store_url
+    if not (getattr(args, "store", None) or default_for("store")):
+        try:
+            store_url = locate_store(settings.data_dir)
+        except StoreNotFoundError as error:
+            print(f"voucher-activity sql: {error}", file=sys.stderr)
+            return 1
+    return run_sql(store_url, args.query, args.format)
 
 
 def teardown(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,14 +236,16 @@ def teardown(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
-    """The sidecar (`run`) against the demo's embedded PostgreSQL and its traffic."""
+    """The sidecar (`run`) against the demo's embedded PostgreSQL and its traffic; the banner is
+    printed once the API serves a customer with a history (see demo.environment)."""
     from demo.environment import (
         DEMO_TENANTS,
         banner,
         demo_root,
         demo_source,
         demo_tokens,
-        sample_customer,
+        richest_customer,
+        sql_command,
     )
 
     logs.configure(settings.log_format)
@@ -248,21 +253,44 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.fresh and root.exists():
         shutil.rmtree(root)
     with demo_source(root, args.rate) as dsn:
-        tokens = demo_tokens(root)
+        tokens = settings.tokens or {token: tenant for tenant, token in demo_tokens(root).items()}
+        sql = sql_command(_program(), settings.data_dir, Path(default_for("data-dir")), redacted(settings.store_url))
         settings = dataclasses.replace(
             settings,
             source_dsn=dsn,
             store_url=f"chdb://{root / 'clickhouse'}" if settings.store_url.startswith("chdb://") else settings.store_url,
             data_dir=root,
-            tokens=settings.tokens or {token: tenant for tenant, token in tokens.items()},
+            tokens=tokens,
         )
-        customers = {tenant: sample_customer(dsn, tenant) for tenant in DEMO_TENANTS}
+        by_tenant = {tenant: token for token, tenant in tokens.items()}
         base = f"http://{settings.listen_host}:{settings.listen_port}"
-        print(banner(base, settings.data_dir, redacted(settings.store_url), tokens, customers), file=sys.stderr,
-              flush=True)
-        code = run(args, settings)
+        stop = threading.Event()
+
+        def announce() -> None:
+            tenant = DEMO_TENANTS[0]
+            customer = richest_customer(base, tenant, by_tenant[tenant], stop) if tenant in by_tenant else None
+            if not stop.is_set():
+                print(banner(base, by_tenant, customer, sql), file=sys.stderr, flush=True)
+
+        threading.Thread(target=announce, name="banner", daemon=True).start()
+        try:
+            code = run(args, settings)
+        finally:
+            stop.set()
     log.info("demo stopped", extra=fields(data_dir=str(root)))
     return code
+
+
+def _program() -> str:
+    """How the user started this command (`.venv/bin/voucher-activity` under ./dev), for the
+    command lines the demo prints."""
+    launched = Path(sys.argv[0])
+    if launched.name != "voucher-activity":
+        return "voucher-activity"
+    try:
+        return str(launched.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(launched)
 
 
 HANDLERS = {

@@ -1,8 +1,16 @@
 """Keeping the process's resident memory to what it uses (docs/store.md, "Memory").
 
 Two things make an idle embedded-store sidecar look bigger than it is, and a large transaction
-grow it further: the allocators keeping freed memory (`tune_allocators`), and the pages of
-chDB's 550 MB shared library mapped at start-up (`release_library_pages`).
+grow it further: the allocators keeping freed memory, which environment variables set where the
+process starts tune (deploy/Dockerfile and `dev`: glibc's MALLOC_ARENA_MAX,
+MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and chDB's JE_MALLOC_CONF), and the pages of
+chDB's 550 MB shared library mapped at start-up, which `release_library_pages` gives back.
+
+No setting does what `release_library_pages` does, and the 1M-row transaction needs it: with the
+library fully in the page cache (`cat` of chDB's `_chdb` library to /dev/null, then
+`./dev test tests/voucher_activity/test_big_transaction.py` with the peak printed), the peak RSS
+is 371 MiB with it (127 MiB of it file-backed) and 503 MiB without it (242 MiB file-backed),
+over the 500 MB bound; the allocator variables instead of mallopt calls gave the same 371 MiB.
 """
 
 from __future__ import annotations
@@ -21,14 +29,7 @@ from voucher_activity.logs import fields
 
 log = logging.getLogger(__name__)
 
-# mallopt parameter numbers, from glibc's malloc.h
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
 MADV_DONTNEED = 4  # from the kernel's mman-common.h
-# Read by chDB's own jemalloc when the library loads; an operator's own setting wins.
-JEMALLOC_CONF_VARIABLE = "JE_MALLOC_CONF"
-JEMALLOC_CONF = "dirty_decay_ms:200"
 # When the long-running commands release the library's pages: as they start serving, again
 # once the pipeline's first queries ran, then now and then (code that a rare query touched need
 # not stay mapped).
@@ -36,27 +37,6 @@ RELEASE_AFTER = (0.0, 5.0)
 RELEASE_EVERY = 600.0
 
 _MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s*(.*)$")
-
-
-def tune_allocators() -> None:
-    """Memory the process frees goes back to the kernel instead of staying in its RSS (measured
-    on the 1M-row transaction of tests/voucher_activity/test_big_transaction.py; docs/store.md,
-    "Memory"). Must run before threads start and before chDB is loaded.
-
-    - glibc gives each thread its own malloc arena; with the reader, the HTTP server and the
-      embedded store's threads that fragments into hundreds of MB. Two arenas keep memory flat.
-    - glibc raises its mmap and trim thresholds (up to 32 and 64 MB) each time a large block is
-      freed, after which each insert's megabyte-sized buffers stay in the heap; fixed thresholds
-      hand them back.
-    - chDB's jemalloc keeps freed pages for 5 s; 0.2 s returns them between inserts and merges at
-      no measurable CPU cost (0 did: +40% CPU per insert and per API read).
-    """
-    os.environ.setdefault(JEMALLOC_CONF_VARIABLE, JEMALLOC_CONF)
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, 2)
-        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-        libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
 
 
 def release_library_pages() -> int:
@@ -132,7 +112,7 @@ def _libc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.mallopt, libc.madvise  # noqa: B018 (not glibc, e.g. musl: nothing to tune)
+        libc.madvise  # noqa: B018 (not glibc, e.g. musl: nothing to release)
     except (OSError, AttributeError):
         return None
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]

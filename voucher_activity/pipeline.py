@@ -16,7 +16,6 @@ before its commit.
 
 from __future__ import annotations
 
-import enum
 import gc
 import logging
 import threading
@@ -34,7 +33,7 @@ from tenacity import (
 from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, format_lsn
 from cdc_reader.replication import ReplicationSession
 from cdc_reader.slot import slot_info
-from cdc_reader.snapshot import Progress, read_snapshot
+from cdc_reader.snapshot import Progress, read_snapshot_batches
 from mappers import open_state, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
@@ -42,6 +41,7 @@ from query.store import ReaderPhase, ReaderProgress, Store, StoreError
 from query.writer import EventWriter
 from voucher_activity.config import Settings, SnapshotMode
 from voucher_activity.logs import fields
+from voucher_activity.resume import SlotLostError, StartAction, start_action
 
 log = logging.getLogger("voucher_activity.pipeline")
 
@@ -108,56 +108,6 @@ def log_progress(progress: Progress) -> None:
             table=progress.table, rows_done=progress.rows_done, rows_total=progress.rows_total,
             rows_per_second=round(progress.rows_per_second), eta_seconds=None if eta is None else round(eta, 1),
         ),
-    )
-
-
-class SlotLostError(RuntimeError):
-    """The slot had to be created although we had already streamed from one: WAL is missing."""
-
-
-class ReaderStateMissingError(RuntimeError):
-    """The reader has no local state to continue from, and neither resuming nor a new snapshot
-    would be correct: the slot is left untouched and the operator decides."""
-
-
-class StartAction(enum.Enum):
-    RESUME = "resume"  # the local state knows where it stands: stream from there
-    FRESH = "fresh"  # nothing exists yet: create the slot (and take the snapshot, if asked)
-    REDO_SNAPSHOT = "redo_snapshot"  # a recorded snapshot never finished: drop its slot, start fresh
-    ADOPT = "adopt"  # --snapshot never: stream from an existing slot that nobody recorded
-
-
-def start_action(
-    applied_lsn: int | None, recorded: ReaderProgress | None, slot_exists: bool,
-    snapshot: SnapshotMode, *, slot: str, data_dir: object, database: str,
-) -> StartAction:
-    """How a reader starts, from the local state's LSN, what the store records for the slot,
-    and whether the slot exists. A slot is dropped only when the store records that its
-    snapshot never finished (nothing was streamed from it); a history in the store is never
-    overlaid with a new snapshot. Raises ReaderStateMissingError when no start is safe."""
-    if applied_lsn is not None:
-        return StartAction.RESUME  # a missing slot is then SlotLostError, found when preparing it
-    if recorded is not None and recorded.phase is ReaderPhase.SNAPSHOT:
-        return StartAction.REDO_SNAPSHOT
-    if recorded is not None:
-        raise ReaderStateMissingError(
-            f"the reference state in {data_dir} is missing, but the store already holds the "
-            f"history streamed from replication slot {slot!r}; resuming without it would get "
-            "previous values wrong and a new snapshot would duplicate that history, so the slot is "
-            "left untouched: restore the data directory (keep it on a persistent volume), or "
-            "rebuild the history from scratch: run `voucher-activity teardown`, drop the store's "
-            f"database {database}, remove {data_dir} and start again"
-        )
-    if not slot_exists:
-        return StartAction.FRESH
-    if snapshot is SnapshotMode.NEVER:
-        return StartAction.ADOPT
-    raise ReaderStateMissingError(
-        f"replication slot {slot!r} already exists, but neither the data directory ({data_dir}) "
-        "nor the store records that this reader created it, so it is left untouched: if another "
-        "reader uses it, give this one its own --slot; if its history is gone, run "
-        "`voucher-activity teardown` and start again (or start with --snapshot never to stream "
-        "from the slot as it is, without a snapshot)"
     )
 
 
@@ -301,12 +251,14 @@ class Pipeline:
         self.progress.snapshot_running = True
         started = time.monotonic()
         rows = 0
-        for table, row in read_snapshot(
+        # Flushed by size only: nothing is confirmed before the snapshot ends, and an insert has a
+        # fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
+        for table, column_types, batch in read_snapshot_batches(
             self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
         ):
-            writer.add(mapper.snapshot_row(table, row))
-            rows += 1
-            if writer.due():
+            writer.add(mapper.snapshot_rows(table, batch, column_types))
+            rows += len(batch)
+            if writer.full:
                 writer.flush()
         writer.add(mapper.snapshot_finish())
         self.progress.snapshot_running = False

@@ -1,22 +1,91 @@
 """`voucher-activity sql "SELECT ..."`: one read-only statement against the store, printed as a
 table, CSV or JSON. ClickHouse itself enforces read-only (`readonly=1`), so no statement text
-is inspected here."""
+is inspected here.
+
+Without --store it finds the embedded store under the data directory: `run`'s
+(`<data-dir>/clickhouse`), else the demo's (`<data-dir>/demo/clickhouse`). It never opens a
+directory that holds no store (chDB would create an empty one there), and says in one sentence
+where it looked; a store held by a running process is reported as such, not as chDB's lock text.
+"""
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import os
 import sys
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
+from query.location import DEFAULT_DATABASE, StoreLocation
 from query.store import StoreError, connect, parse_store_url
 
 FORMATS = ("table", "csv", "json")
+
+
+class StoreNotFoundError(Exception):
+    """No store where `sql` looked; the message says where, and how to point it elsewhere."""
+
+
+def embedded_stores(data_dir: Path) -> tuple[Path, Path]:
+    """Where the embedded store lives under a data directory: `run`'s, then the demo's."""
+    return data_dir / "clickhouse", data_dir / "demo" / "clickhouse"
+
+
+def holds_database(path: Path, database: str = DEFAULT_DATABASE) -> bool:
+    """Whether the ClickHouse data directory `path` holds `database` (its metadata file), read
+    from disk: opening the path would create a store there."""
+    return (path / "metadata" / f"{database}.sql").is_file()
+
+
+def locate_store(data_dir: Path) -> str:
+    """The URL of the embedded store under `data_dir` (see the module docstring)."""
+    for path in embedded_stores(data_dir):
+        if holds_database(path):
+            return f"chdb://{path.resolve()}"
+    places = " or ".join(str(path.resolve()) for path in embedded_stores(data_dir))
+    raise StoreNotFoundError(
+        f"no voucher-activity store in {places}: run it where `run` or `demo` ran, "
+        "or point it at one with --data-dir DIR or --store URL"
+    )
+
+
+def _holder(path: Path) -> int | None:
+    """The id of another process that holds the embedded store at `path` open, if one does.
+    ClickHouse keeps an exclusive flock on `<path>/status` while it runs and writes its PID
+    there; this process may hold it itself (a store it already opened), which is no obstacle."""
+    try:
+        descriptor = os.open(path / "status", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with open(descriptor, "rb") as status:
+        try:
+            fcntl.flock(status, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            first = status.readline().decode(errors="replace")
+            pid = int(first.partition(":")[2].strip() or 0) if first.startswith("PID:") else 0
+            return None if pid == os.getpid() else pid
+        fcntl.flock(status, fcntl.LOCK_UN)
+    return None
+
+
+def embedded_problem(location: StoreLocation) -> str | None:
+    """Why `sql` cannot read the embedded store at `location`, in one sentence; None if it can."""
+    path = Path(location.path or "")
+    if not holds_database(path, location.database):
+        return (f"no voucher-activity store at {path} (no database {location.database}); "
+                "point it at one with --data-dir DIR or --store URL")
+    holder = _holder(path)
+    if holder is not None:
+        return (f"the store at {path} is open in another process (pid {holder}, a running `run` or `demo`), "
+                "and an embedded store opens in one process at a time: run `sql` once it has stopped")
+    return None
 
 
 def _cell(value: Any) -> Any:
@@ -74,6 +143,10 @@ def run_sql(store_url: str, query: str, format: str = "table", *,
         print(f"voucher-activity sql: --format must be one of {', '.join(FORMATS)}", file=err)
         return 2
     location = parse_store_url(store_url)
+    problem = embedded_problem(location) if location.embedded else None
+    if problem is not None:
+        print(f"voucher-activity sql: {problem}", file=err)
+        return 1
     try:
         client = connect(location)
     except StoreError as error:

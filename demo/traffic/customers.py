@@ -17,7 +17,7 @@ from demo.traffic.engine import (
     insert,
     update,
 )
-from demo.traffic.model import Customer, Segment, TenantState
+from demo.traffic.model import Customer, Segment, TenantState, unused_source_id
 
 FIRST_NAMES = ("Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace", "Hedy",
                "John", "Katherine", "Leslie", "Margaret", "Niklaus", "Radia", "Tim")
@@ -38,15 +38,8 @@ class CustomerRef:
     phone: str | None = None
 
 
-def new_source_id(state: TenantState) -> str:
-    number = len(state.customer_by_source) + 1
-    while f"{state.name}-cust-{number:05d}" in state.customer_by_source:
-        number += 1
-    return f"{state.name}-cust-{number:05d}"
-
-
 def new_person(state: TenantState, ctx: Context) -> CustomerRef:
-    source_id = new_source_id(state)
+    source_id = unused_source_id(state.customer_by_source, f"{state.name}-cust", 5)
     first, last = ctx.rng.choice(FIRST_NAMES), ctx.rng.choice(LAST_NAMES)
     email = f"{first}.{last}.{source_id.rsplit('-', 1)[1]}@{state.name}.example".lower()
     phone = f"+4915{ctx.rng.randrange(10**8):08d}" if ctx.rng.random() < 0.5 else None

@@ -4,7 +4,7 @@ chooses from, indexed per tenant, and how to load them from an existing database
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -202,6 +202,15 @@ class TenantState:
 
 
 TERMINAL_ORDER_STATUSES = frozenset({"FULFILLED", "CANCELED"})
+
+
+def unused_source_id(taken: Collection[str], prefix: str, width: int) -> str:
+    """The first `<prefix>-<number>` (the number zero-padded to `width` digits) not in `taken`,
+    counting from one past how many are taken."""
+    number = len(taken) + 1
+    while f"{prefix}-{number:0{width}d}" in taken:
+        number += 1
+    return f"{prefix}-{number:0{width}d}"
 
 
 def load_tenants(conn: psycopg.Connection, names: tuple[str, ...],

@@ -11,7 +11,7 @@ from typing import Any
 
 from demo.traffic.customers import CustomerRef, ensure_customer, request_customer
 from demo.traffic.engine import Context, Transaction, Writes, delete, insert, update
-from demo.traffic.model import Order, TenantState
+from demo.traffic.model import Order, TenantState, unused_source_id
 
 PRODUCTS = (("prod_espresso", "sku_espresso_250g", 1290), ("prod_mug", "sku_mug_white", 990),
             ("prod_grinder", "sku_grinder_manual", 4990), ("prod_filter", "sku_filter_100", 450),
@@ -39,19 +39,12 @@ def _items(state: TenantState, ctx: Context, writes: Writes, order_id: Any) -> i
     return total
 
 
-def _new_source_id(state: TenantState) -> str:
-    number = len(state.order_sources) + 1
-    while f"{state.name}-ord-{number:06d}" in state.order_sources:
-        number += 1
-    return f"{state.name}-ord-{number:06d}"
-
-
 def create_order(state: TenantState, ctx: Context) -> Transaction:
     """A new source_id: the orders INSERT with its items; a few orders are from guests (no customer)."""
     writes = Writes()
     ref = request_customer(state, ctx) if ctx.rng.random() < 0.95 else None
     customer = ensure_customer(state, ctx, writes, ref) if ref else None
-    order = Order(ctx.new_id(), _new_source_id(state), "CREATED" if ctx.rng.random() < 0.7 else "PAID",
+    order = Order(ctx.new_id(), unused_source_id(state.order_sources, f"{state.name}-ord", 6), "CREATED" if ctx.rng.random() < 0.7 else "PAID",
                   None, customer.id if customer else None)
     row_position = len(writes.inserts)
     amount = _items(state, ctx, writes, order.id)

@@ -15,6 +15,7 @@ import orjson
 from mappers.events import Category
 from query.activity_sql import ActivityQuery, Order, iso_utc
 from query.api.errors import InvalidParam
+from query.api.event_types import CAMPAIGN_TYPES, EVENT_TYPES
 
 if TYPE_CHECKING:
     from query.store import StoredEvent
@@ -35,6 +36,7 @@ _RFC3339 = re.compile(
 # take braces, URNs and undashed hex.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Voucherify's parameters; `type` alone may be repeated.
+KNOWN_TYPES = frozenset(EVENT_TYPES)
 SINGLE_PARAMS = (
     "limit", "page", "order", "starting_after_id", "start_date", "end_date", "campaign_id",
     "campaign_type", "category",
@@ -56,6 +58,9 @@ def parse_activity_query(items: Iterable[tuple[str, str]]) -> ActivityQuery:
             single[name] = value
     if type_values > MAX_TYPES:
         raise InvalidParam("type", f"at most {MAX_TYPES} values")
+    for event_type in types:
+        if event_type not in KNOWN_TYPES:
+            raise InvalidParam("type", f"{event_type!r} is not an event type (the list: /openapi.json)")
     values: dict[str, Any] = {"types": tuple(dict.fromkeys(types))}
     parsers = {
         "limit": lambda text: _integer("limit", text, 1, MAX_LIMIT),
@@ -65,11 +70,14 @@ def parse_activity_query(items: Iterable[tuple[str, str]]) -> ActivityQuery:
         "start_date": lambda text: _moment("start_date", text, end_of_day=False),
         "end_date": lambda text: _moment("end_date", text, end_of_day=True),
         "campaign_id": lambda text: _uuid("campaign_id", text),
-        "campaign_type": lambda text: check_text("campaign_type", text),
+        "campaign_type": lambda text: _one_of("campaign_type", text, CAMPAIGN_TYPES),
         "category": lambda text: _choice("category", text, Category),
     }
     for name, text in single.items():
         values[name] = parsers[name](text)
+    start, end = values.get("start_date"), values.get("end_date")
+    if start is not None and end is not None and start > end:
+        raise InvalidParam("start_date", f"{iso_utc(start)} is after end_date {iso_utc(end)}")
     return ActivityQuery(**values)
 
 
@@ -114,6 +122,12 @@ def _choice(param: str, text: str, choices: type[enum.Enum]) -> Any:
     except ValueError:
         allowed = " or ".join(repr(choice.value) for choice in choices)
         raise InvalidParam(param, f"must be {allowed}") from None
+
+
+def _one_of(param: str, text: str, allowed: Sequence[str]) -> str:
+    if text not in allowed:
+        raise InvalidParam(param, f"must be one of {', '.join(allowed)}")
+    return text
 
 
 def _uuid(param: str, text: str) -> uuid.UUID:

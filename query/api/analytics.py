@@ -68,11 +68,15 @@ def heatmap_body(rows: Sequence[tuple[int, int, int]]) -> dict[str, Any]:
 
 
 def funnel_body(
-    rows: Sequence[tuple[uuid.UUID, str, int, int, int]], names: dict[uuid.UUID, str]
+    rows: Sequence[tuple[uuid.UUID, str, int, int, int, int, int]], names: dict[uuid.UUID, str]
 ) -> dict[str, Any]:
-    """Rows (campaign_id, campaign_type, published, redeemed, rolled_back), ranked already."""
+    """Rows (campaign_id, campaign_type, published, redeemed, rolled_back,
+    redeemed_of_published, rolled_back_of_redeemed), distinct customers each, ranked already.
+    A campaign whose codes were redeemed without any publication is read as `generic_codes`:
+    its redemptions have no publication stage to convert from."""
     return {
         "object": "funnel",
+        "counts": "customers",
         "stages": list(FUNNEL_STAGES),
         "data": [
             {
@@ -82,8 +86,12 @@ def funnel_body(
                 "published": published,
                 "redeemed": redeemed,
                 "rolled_back": rolled_back,
+                "redeemed_of_published": redeemed_of_published,
+                "rolled_back_of_redeemed": rolled_back_of_redeemed,
+                "generic_codes": published == 0 and redeemed > 0,
             }
-            for campaign_id, campaign_type, published, redeemed, rolled_back in rows
+            for (campaign_id, campaign_type, published, redeemed, rolled_back, redeemed_of_published,
+                 rolled_back_of_redeemed) in rows
         ],
     }
 

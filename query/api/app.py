@@ -34,7 +34,12 @@ from query.api.errors import (
     NotReady,
     StoreUnavailable,
 )
-from query.api.openapi import ACTIVITY_PATH, ANALYTICS_PATHS, build_document
+from query.api.openapi import (
+    ACTIVITY_PATH,
+    ANALYTICS_PATHS,
+    SESSION_PATH,
+    build_document,
+)
 from query.metrics import Metrics
 from query.store import Store, StoreError, key_as_id
 
@@ -169,6 +174,13 @@ class ActivityApi:
                 return None
         return self.store.activity(tenant_id, customer_id, query, after)
 
+    async def session(self, request: Request) -> Response:
+        """Whom the credentials name, checked like every read: the dashboard shows the tenant
+        and asks /v1/status only when the token may read it."""
+        tenant = self.authenticator.tenant(request.headers)
+        admin = self.authenticator.is_admin(request.headers)
+        return OrjsonResponse({"object": "session", "tenant": tenant, "admin": admin})
+
     async def status(self, request: Request) -> Response:
         self.authenticator.require_admin(request.headers)
         return OrjsonResponse(await run_in_threadpool(self.status_source))
@@ -222,6 +234,7 @@ def create_app(
         Route(ANALYTICS_PATHS["funnel"], analytics.funnel, methods=["GET"]),
         Route(ANALYTICS_PATHS["top_customers"], analytics.top_customers, methods=["GET"]),
         Route(ANALYTICS_PATHS["ingest_lag"], analytics.ingest_lag, methods=["GET"]),
+        Route(SESSION_PATH, api.session, methods=["GET"]),
         Route("/dashboard", dashboard.timeline, methods=["GET"]),
         Route("/dashboard/overview", dashboard.overview, methods=["GET"]),
         Mount("/dashboard/static", app=dashboard.assets, name="dashboard_static"),
@@ -234,6 +247,7 @@ def create_app(
         Route("/metrics", api.metrics_text, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
+        Route("/favicon.ico", dashboard.favicon, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -51,8 +51,13 @@ class Authenticator:
 
     def require_admin(self, headers: Mapping[str, str]) -> None:
         """Cross-tenant reads (the status page) need an admin token once tokens are configured."""
-        if not self.open and self._granted(headers) != ADMIN:
+        if not self.is_admin(headers):
             raise Forbidden("this endpoint needs an admin token (tenant '*')")
+
+    def is_admin(self, headers: Mapping[str, str]) -> bool:
+        """Whether these credentials may read across tenants (with no tokens configured, anyone
+        may); raises Unauthorized for missing or wrong credentials."""
+        return self.open or self._granted(headers) == ADMIN
 
     def _granted(self, headers: Mapping[str, str]) -> str:
         presented = _presented_token(headers)

@@ -37,5 +37,10 @@ class Dashboard:
     async def overview(self, _request: Request) -> Response:
         return self._page("overview.html")
 
+    async def favicon(self, _request: Request) -> Response:
+        # Browsers ask every origin for /favicon.ico; an SVG answers it (the pages link it too).
+        return FileResponse(self.directory / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
+
     def _page(self, name: str) -> Response:
         return FileResponse(self.directory / name, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)

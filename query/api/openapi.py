@@ -13,8 +13,10 @@ from query.activity_sql import Order
 from query.analytics_sql import FUNNEL_STAGES
 from query.api.activity import MAX_LIMIT, MAX_PAGE, MAX_TEXT, MAX_TYPES
 from query.api.analytics import FILTER_PARAMS, WEEKDAYS
+from query.api.event_types import CAMPAIGN_TYPES, EVENT_TYPES
 
 ACTIVITY_PATH = "/v1/customers/{customerId}/activity"
+SESSION_PATH = "/v1/session"
 ANALYTICS_PATHS = {
     "events_per_day": "/v1/analytics/events-per-day",
     "heatmap": "/v1/analytics/heatmap",
@@ -58,16 +60,19 @@ ACTIVITY_PARAMETERS = [
            "Event id cursor (a previous page's `more_starting_after`): continue after it in the "
            "requested order. An id that is not one of this customer's events is 404."),
     _query("start_date", {"type": "string", "format": "date-time"},
-           "Events created at or after this ISO 8601 time (a bare date means its midnight UTC)."),
+           "Events created at or after this ISO 8601 time (a bare date means its midnight UTC). "
+           "After `end_date`, it is a 400 naming `start_date`."),
     _query("end_date", {"type": "string", "format": "date-time"},
            "Events created at or before this ISO 8601 time (a bare date means its whole day)."),
     _query("campaign_id", UUID, "Only events of this campaign."),
-    _query("campaign_type", TEXT, "Only events of campaigns of this type, e.g. DISCOUNT_COUPONS."),
+    _query("campaign_type", {"type": "string", "enum": list(CAMPAIGN_TYPES)},
+           "Only events of campaigns of this type."),
     _query("category", {"type": "string", "enum": [category.value for category in Category]},
            "Only ACTION or only EFFECT events."),
-    _query("type", {"type": "array", "maxItems": MAX_TYPES,
-                    "items": {"type": "string", "maxLength": MAX_TEXT, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}},
-           "Event types; repeat the parameter or separate types with commas.",
+    # An empty value (like the blank in `a,,b`) is ignored, hence "" among the values.
+    _query("type", {"type": "array", "maxItems": MAX_TYPES, "items": {"type": "string", "enum": [*EVENT_TYPES, ""]}},
+           "Event types; repeat the parameter or separate types with commas. Each is a type of the "
+           "event catalog or of Voucherify's customer activity object; empty values are ignored.",
            style="form", explode=True),
     {"name": "tenant", "in": "header", "required": False, "schema": HEADER_TEXT,
      "description": "Tenant name, with `Authorization: Bearer` (required for an admin token)."},
@@ -149,14 +154,25 @@ HEATMAP = _object("heatmap", {
               "items": {"type": "array", "minItems": 24, "maxItems": 24, "items": COUNT}},
     "max": COUNT, "total": COUNT,
 })
+CUSTOMERS = {"type": "integer", "minimum": 0, "description": "Distinct customers."}
 FUNNEL = _object("funnel", {
+    "counts": {"type": "string", "enum": ["customers"],
+               "description": "Every stage counts distinct customers, not events."},
     "stages": {"type": "array", "items": {"type": "string", "enum": list(FUNNEL_STAGES)}},
     "data": {"type": "array", "items": {
         "type": "object", "required": ["campaign_id", "campaign_name", "campaign_type", "published", "redeemed",
-                                       "rolled_back"],
-        "properties": {"campaign_id": {"type": "string", "format": "uuid"}, "campaign_name": NULLABLE_TEXT,
-                       "campaign_type": NULLABLE_TEXT, "published": COUNT, "redeemed": COUNT,
-                       "rolled_back": COUNT}}},
+                                       "rolled_back", "redeemed_of_published", "rolled_back_of_redeemed",
+                                       "generic_codes"],
+        "properties": {
+            "campaign_id": {"type": "string", "format": "uuid"}, "campaign_name": NULLABLE_TEXT,
+            "campaign_type": NULLABLE_TEXT, "published": CUSTOMERS, "redeemed": CUSTOMERS, "rolled_back": CUSTOMERS,
+            "redeemed_of_published": {**CUSTOMERS, "description": "Customers published to who also redeemed: "
+                                                                  "the conversion is this over `published`."},
+            "rolled_back_of_redeemed": {**CUSTOMERS, "description": "Customers who redeemed and had a "
+                                                                    "redemption rolled back."},
+            "generic_codes": {"type": "boolean", "description": "Redeemed without any publication (generic "
+                                                                "codes): no publication stage to convert from."},
+        }}},
 })
 TOP_CUSTOMERS = _object("top_customers", {
     "data": {"type": "array", "items": {
@@ -177,7 +193,8 @@ ANALYTICS_OPERATIONS = (
     ("events_per_day", "Events per UTC day and type", "getEventsPerDay", "EventsPerDay", EVENTS_PER_DAY,
      ANALYTICS_FILTERS),
     ("heatmap", "Events per UTC weekday and hour", "getHeatmap", "Heatmap", HEATMAP, ANALYTICS_FILTERS),
-    ("funnel", "Publications, redemptions and rollbacks (succeeded) per campaign, most publications first",
+    ("funnel", "Customers published to, redeeming and rolled back (succeeded events) per campaign, "
+               "most customers published to first",
      "getFunnel", "Funnel", FUNNEL, _ranked("campaigns")),
     ("top_customers", "The customers with most events", "getTopCustomers", "TopCustomers", TOP_CUSTOMERS,
      _ranked("customers")),
@@ -203,6 +220,12 @@ def _analytics_paths() -> dict[str, Any]:
         for key, summary, operation_id, schema_name, _schema, parameters in ANALYTICS_OPERATIONS
     }
 
+
+SESSION = _object("session", {
+    "tenant": {"type": "string", "description": "The tenant these credentials read."},
+    "admin": {"type": "boolean", "description": "Whether they may also read /v1/status (an admin "
+                                                "token, or no tokens configured)."},
+})
 
 STATUS_OK = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
@@ -237,6 +260,18 @@ def build_document() -> dict[str, Any]:
                 security=AUTHENTICATED,
             ),
             **_analytics_paths(),
+            SESSION_PATH: _get(
+                "Whom the credentials name (the dashboard's sign-in): the tenant, and whether the "
+                "token is an admin token",
+                {
+                    "200": _json("The session", {"$ref": "#/components/schemas/Session"}),
+                    "400": _error("A malformed header (`param` names it)"),
+                    "401": _error("Missing or wrong credentials"),
+                    "403": _error("The token is for another tenant"),
+                },
+                operationId="getSession", parameters=[p for p in ACTIVITY_PARAMETERS if p["name"] == "tenant"],
+                security=AUTHENTICATED,
+            ),
             "/v1/status": _get(
                 "Reader and store status (what `voucher-activity status --json` prints); "
                 "needs an admin token when tokens are configured",
@@ -271,7 +306,7 @@ def build_document() -> dict[str, Any]:
         },
         "components": {
             "schemas": {
-                "ActivityList": ACTIVITY_LIST, "CustomerEvent": EVENT, "Error": ERROR,
+                "ActivityList": ACTIVITY_LIST, "CustomerEvent": EVENT, "Error": ERROR, "Session": SESSION,
                 **{name: schema for _key, _summary, _id, name, schema, _params in ANALYTICS_OPERATIONS},
             },
             "securitySchemes": {

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "warehouse": "tests.bench.warehouse",  # 3-5 on one stored history
     "impact": "tests.bench.impact",  # 6. engine transactions/s with and without the sidecar
     "memory": "tests.bench.memory",  # 7. sidecar RSS
+    "snapshot": "tests.bench.snapshot",  # 8. initial snapshot vs binary COPY
     "sql-endpoint": "tests.bench.sql_endpoint",  # API and insert latency under analysts' queries
 }
 

@@ -28,7 +28,7 @@ from tests.bench.scale import SCALES
 
 REPO = Path(__file__).resolve().parents[2]
 # name for `python -m tests.bench`, in the order of the issue (3-5 share one stored history)
-SUITE = ("ingest", "freshness", "warehouse", "impact", "memory")
+SUITE = ("ingest", "freshness", "warehouse", "impact", "memory", "snapshot")
 
 
 def machine_facts() -> dict[str, str]:

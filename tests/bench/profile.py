@@ -12,10 +12,11 @@ from collections.abc import Mapping
 
 # module path fragment -> stage; the first match wins
 STAGES: tuple[tuple[str, str], ...] = (
-    ("cdc_reader/pgoutput.py", "decode"),
+    ("cdc_reader/pgoutput", "decode"),
     ("cdc_reader/assembler.py", "decode"),
-    ("cdc_reader/values.py", "decode"),
+    ("cdc_reader/loaders.py", "decode"),
     ("cdc_reader/changes.py", "decode"),
+    ("cdc_reader/snapshot.py", "snapshot read (waiting for the reader threads)"),
     ("cdc_reader/replication.py", "receive"),
     ("cdc_reader/walstream.py", "receive"),
     ("psycopg/", "receive"),
@@ -39,6 +40,8 @@ def module_of(filename: str, name: str = "") -> str | None:
     """A short module name for our code and the libraries we attribute, else None."""
     if "epoll" in name or "select.poll" in name or filename.endswith("selectors.py"):
         return WAITING  # idle time, not work: the server had nothing more to send yet
+    if "cdc_reader.pgoutput." in name:
+        return "cdc_reader/pgoutput (compiled)"  # the Cython decoder's methods have no file
     for marker in OWN_CODE:
         index = filename.find(marker)
         if index >= 0:

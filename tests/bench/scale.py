@@ -33,6 +33,8 @@ class Scale:
     # 7. memory: seconds of sustained ingest sampled, row changes in the one big transaction
     memory_seconds: int
     memory_transaction_changes: int
+    # 8. snapshot: customers of the seeded history (about 11.6 rows of the tracked tables each)
+    snapshot_customers: int
 
 
 SCALES = MappingProxyType({
@@ -43,7 +45,7 @@ SCALES = MappingProxyType({
         events=5_000, event_customers=200, tenants=2, api_requests=100, api_clients=4,
         analytics_repeats=1,
         impact_seconds=2, impact_rounds=1, impact_clients=2,
-        memory_seconds=2, memory_transaction_changes=2_000,
+        memory_seconds=2, memory_transaction_changes=2_000, snapshot_customers=300,
     ),
     "small": Scale(
         name="small", source_customers=5_000, source_vouchers=2_000,
@@ -52,7 +54,7 @@ SCALES = MappingProxyType({
         events=200_000, event_customers=5_000, tenants=2, api_requests=2_000, api_clients=16,
         analytics_repeats=2,
         impact_seconds=5, impact_rounds=1, impact_clients=4,
-        memory_seconds=5, memory_transaction_changes=50_000,
+        memory_seconds=5, memory_transaction_changes=50_000, snapshot_customers=25_000,
     ),
     "medium": Scale(  # the largest run that fits a shared two-core machine in minutes
         name="medium", source_customers=20_000, source_vouchers=5_000,
@@ -61,7 +63,7 @@ SCALES = MappingProxyType({
         events=2_000_000, event_customers=40_000, tenants=2, api_requests=3_000, api_clients=16,
         analytics_repeats=3,
         impact_seconds=15, impact_rounds=2, impact_clients=4,
-        memory_seconds=15, memory_transaction_changes=200_000,
+        memory_seconds=15, memory_transaction_changes=200_000, snapshot_customers=100_000,
     ),
     "full": Scale(
         name="full", source_customers=100_000, source_vouchers=20_000,
@@ -70,6 +72,6 @@ SCALES = MappingProxyType({
         events=10_000_000, event_customers=100_000, tenants=2, api_requests=20_000, api_clients=16,
         analytics_repeats=3,
         impact_seconds=30, impact_rounds=3, impact_clients=4,
-        memory_seconds=30, memory_transaction_changes=1_000_000,
+        memory_seconds=30, memory_transaction_changes=1_000_000, snapshot_customers=450_000,
     ),
 })

@@ -16,7 +16,7 @@ import psutil
 import psycopg
 
 from cdc_reader.changes import parse_lsn
-from cdc_reader.slot import create_slot, ensure_publication
+from cdc_reader.slot import create_slot, ensure_publication, slot_info
 from demo.embedded_pg import LocalPostgres, free_port, wheel_installation
 from mappers import tracked_tables
 from mappers.schema import voucher_schema_sql
@@ -85,9 +85,9 @@ PAGE_HEADER_SLACK = 64
 
 
 def confirmed_lsn(conn: psycopg.Connection, slot: str) -> int:
-    text = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                        (slot,)).fetchone()[0]
-    return parse_lsn(text) if text else 0
+    """The slot's confirmed position (0 before any), on an open connection (the benchmarks poll it)."""
+    info = slot_info(conn, slot)
+    return info.confirmed_flush_lsn or 0 if info is not None else 0
 
 
 def wait_confirmed(dsn: str, slot: str, end: int, timeout: float, poll: float = 0.02) -> float:

@@ -9,11 +9,7 @@ from decimal import Decimal
 import pytest
 from psycopg.types.json import Jsonb
 
-from cdc_reader.assembler import (
-    AssemblerError,
-    ChangeAssembler,
-    UnsupportedMessageError,
-)
+from cdc_reader.assembler import AssemblerError, ChangeAssembler
 from cdc_reader.changes import Change, Envelope, Op, TransactionBegin, TransactionCommit
 from cdc_reader.pgoutput import (
     Begin,
@@ -45,11 +41,10 @@ def test_insert_converts_values_by_column_type():
         {"id": 1, "name": "Zoë 🎉", "price": Decimal("12.50"), "mood": "happy", "body": BODY,
          "data": {"a": [1, True, None]}},
         753, 0x16FE3F8, commit.commit_time, 0,
+        # what the Relation message said of the columns: name and type OID (16385: the enum)
+        column_types=(("id", 23), ("name", 25), ("price", 1700), ("mood", 16385), ("body", 25), ("data", 3802)),
     )
     assert commit == TransactionCommit(753, 0x16FE3F8, 0x16FE428, begin.commit_time, 1)
-    # what the Relation message said of the columns: name and type OID (16385: the enum)
-    assert change.column_types == (("id", 23), ("name", 25), ("price", 1700), ("mood", 16385),
-                                   ("body", 25), ("data", 3802))
 
 
 def test_changes_of_a_relation_share_its_column_types():
@@ -96,13 +91,6 @@ def test_truncate_gives_one_change_per_table():
     assert commit.change_count == 2
 
 
-@pytest.mark.parametrize("scenario", ["STREAM_COMMIT", "PREPARE_COMMIT"])
-def test_streamed_and_two_phase_transactions_are_refused(scenario):
-    decoder = Decoder(4)
-    with pytest.raises(UnsupportedMessageError, match="without the 'streaming' and 'two_phase'"):
-        ChangeAssembler().feed(decoder.decode(bytes.fromhex(getattr(captured, scenario)[0])))
-
-
 def test_protocol_violations_are_reported():
     decoder, assembler = Decoder(4), ChangeAssembler()
     begin, _, relation, insert, commit = [decoder.decode(bytes.fromhex(m)) for m in captured.INSERT]
@@ -118,7 +106,9 @@ def test_protocol_violations_are_reported():
         assembler.feed(begin)
     with pytest.raises(AssemblerError, match="row has 1 columns, the last Relation message "
                                              "announced 6"):
-        assembler.feed(Insert(None, insert.relation_oid, TupleData(b"t", ("1",))))
+        assembler.feed(Insert(insert.relation_oid, TupleData(b"t", (b"1",))))
+    with pytest.raises(AssemblerError, match="not a message of a whole transaction: 'B'"):
+        assembler.feed("B")
 
 
 # -- end to end against a real server ---------------------------------------------------------
@@ -237,37 +227,38 @@ def test_rows_follow_each_pattern_of_column_kinds():
     """Rows are built from layouts worked out once per pattern of kinds: every pattern, and one
     seen again, must give the row the kinds say (binary kept as bytes, unchanged TOAST left
     out, key-only old rows), and a new Relation message must start over."""
-    relation = Relation(None, 1, "public", "t", "d", (
+    relation = Relation(1, "public", "t", "d", (
         RelationColumn(True, "id", 23, -1), RelationColumn(False, "ref", 2950, -1),
         RelationColumn(False, "note", 25, -1), RelationColumn(False, "doc", 3802, -1),
     ))
     ref = "8f73557f-1172-4317-a607-77ccce45d856"
+    sent = ref.encode()
     rows = [
-        (b"tttt", ("1", ref, "a", '{"k": 1}'), {"id": 1, "ref": uuid.UUID(ref), "note": "a",
+        (b"tttt", (b"1", sent, b"a", b'{"k": 1}'), {"id": 1, "ref": uuid.UUID(ref), "note": "a",
                                                  "doc": {"k": 1}}, frozenset()),
-        (b"tnnn", ("2", None, None, None), {"id": 2, "ref": None, "note": None, "doc": None},
+        (b"tnnn", (b"2", None, None, None), {"id": 2, "ref": None, "note": None, "doc": None},
          frozenset()),
-        (b"ttuu", ("3", ref, None, None), {"id": 3, "ref": uuid.UUID(ref)},
+        (b"ttuu", (b"3", sent, None, None), {"id": 3, "ref": uuid.UUID(ref)},
          frozenset({"note", "doc"})),
-        (b"btbt", (b"\x00\x00\x00\x04", ref, b"raw", "[]"),
+        (b"btbt", (b"\x00\x00\x00\x04", sent, b"raw", b"[]"),
          {"id": b"\x00\x00\x00\x04", "ref": uuid.UUID(ref), "note": b"raw", "doc": []},
          frozenset()),
-        (b"tttt", ("5", ref, "b", "null"), {"id": 5, "ref": uuid.UUID(ref), "note": "b",
+        (b"tttt", (b"5", sent, b"b", b"null"), {"id": 5, "ref": uuid.UUID(ref), "note": "b",
                                               "doc": None}, frozenset()),
     ]
     assembler = ChangeAssembler()
     assembler.feed(relation)
     assembler.feed(Begin(10, datetime(2024, 1, 1, tzinfo=timezone.utc), 7))
     for kinds, values, row, unchanged in rows:
-        (change,) = assembler.feed(Insert(None, 1, TupleData(kinds, values)))
+        (change,) = assembler.feed(Insert(1, TupleData(kinds, values)))
         assert (change.after, change.unchanged_toast) == (row, unchanged)
         assert list(change.after) == [name for name in ("id", "ref", "note", "doc") if name in row]
-    (change,) = assembler.feed(Update(None, 1, "K", TupleData(b"tnnn", ("1", None, None, None)),
-                                      TupleData(b"tttt", ("6", ref, "c", "{}"))))
+    (change,) = assembler.feed(Update(1, "K", TupleData(b"tnnn", (b"1", None, None, None)),
+                                      TupleData(b"tttt", (b"6", sent, b"c", b"{}"))))
     assert (change.before, change.after["id"]) == ({"id": 1}, 6)
-    (change,) = assembler.feed(Delete(None, 1, "O", TupleData(b"tttt", ("6", ref, "c", "{}"))))
+    (change,) = assembler.feed(Delete(1, "O", TupleData(b"tttt", (b"6", sent, b"c", b"{}"))))
     assert change.before == {"id": 6, "ref": uuid.UUID(ref), "note": "c", "doc": {}}
-    assembler.feed(Relation(None, 1, "public", "t", "d", (RelationColumn(True, "id", 20, -1),)))
-    (change,) = assembler.feed(Insert(None, 1, TupleData(b"t", ("7",))))
+    assembler.feed(Relation(1, "public", "t", "d", (RelationColumn(True, "id", 20, -1),)))
+    (change,) = assembler.feed(Insert(1, TupleData(b"t", (b"7",))))
     assert change.after == {"id": 7}
-    assert [change.position for change in assembler.feed(Truncate(None, 0, (1,)))] == [8]
+    assert [change.position for change in assembler.feed(Truncate(0, (1,)))] == [8]

@@ -3,34 +3,25 @@ against malformed input. Expected LSNs, xids, commit times and OIDs match the fa
 script queried independently (row LSN column, track_commit_timestamp, regclass)."""
 
 import hashlib
-import struct
 from datetime import datetime, timezone
 
 import pytest
 
 from cdc_reader.pgoutput import (
     Begin,
-    BeginPrepare,
     Commit,
-    CommitPrepared,
     Decoder,
     Delete,
     Insert,
     Message,
     Origin,
     PgoutputDecodeError,
-    Prepare,
     Relation,
     RelationColumn,
-    RollbackPrepared,
-    StreamAbort,
-    StreamCommit,
-    StreamPrepare,
-    StreamStart,
-    StreamStop,
     Truncate,
     TupleData,
     Type,
+    UnsupportedMessageError,
     Update,
 )
 from tests.cdc_reader import captured
@@ -49,18 +40,23 @@ def decode_all(hexes: list[str], protocol_version: int = 4) -> list:
     return [decoder.decode(bytes.fromhex(message)) for message in hexes]
 
 
+def texts(kinds: bytes, values: tuple[str | None, ...]) -> TupleData:
+    """A row image of text values, as the decoder returns it: each value's UTF-8 bytes."""
+    return TupleData(kinds, tuple(None if value is None else value.encode() for value in values))
+
+
 def column(name: str, type_oid: int, is_key: bool = False, type_modifier: int = -1) -> RelationColumn:
     return RelationColumn(is_key, name, type_oid, type_modifier)
 
 
-ITEM_RELATION = Relation(None, ITEM, "public", "item", "d", (
+ITEM_RELATION = Relation(ITEM, "public", "item", "d", (
     column("id", 23, is_key=True), column("name", 25), column("price", 1700, type_modifier=655366),
     column("mood", MOOD), column("body", 25), column("data", 3802),
 ))
-MOOD_TYPE = Type(None, MOOD, "public", "mood")
+MOOD_TYPE = Type(MOOD, "public", "mood")
 ITEM_FULL_COLUMNS = (column("id", 23, is_key=True), column("note", 1043, True, 24))
 ITEM_FULL_ALTERED = Relation(
-    None, ITEM_FULL, "public", "item_full", "f", (*ITEM_FULL_COLUMNS, column("score", 20, True))
+    ITEM_FULL, "public", "item_full", "f", (*ITEM_FULL_COLUMNS, column("score", 20, True))
 )
 BIG_COLUMNS = (column("id", 23, is_key=True), column("payload", 25))
 
@@ -70,7 +66,7 @@ def test_insert_with_a_user_defined_type():
         Begin(0x16FE3F8, at(2026, 11, 24, 5, 50, 17, 331101), 753),
         MOOD_TYPE,
         ITEM_RELATION,
-        Insert(None, ITEM, TupleData(
+        Insert(ITEM, texts(
             b"tttttt", ("1", "Zoë 🎉", "12.50", "happy", BODY, '{"a": [1, true, null]}')
         )),
         Commit(0, 0x16FE3F8, 0x16FE428, at(2026, 11, 24, 5, 50, 17, 331101)),
@@ -79,7 +75,7 @@ def test_insert_with_a_user_defined_type():
 
 def test_binary_columns_stay_bytes():
     messages = decode_all(captured.INSERT_BINARY)
-    assert messages[3] == Insert(None, ITEM, TupleData(b"bbbbnb", (
+    assert messages[3] == Insert(ITEM, TupleData(b"bbbbnb", (
         b"\x00\x00\x00\x07", b"b", b"\x00\x02\x00\x00\x40\x00\x00\x02\x00\x03\x09\xc4", b"sad",
         None, b"\x01{}",
     )))
@@ -91,7 +87,7 @@ def test_update_leaving_a_toasted_value_unchanged():
     messages = decode_all(captured.UPDATE_TOAST_UNCHANGED)
     assert messages[0] == Begin(0x16FE5B8, at(2026, 11, 24, 5, 50, 17, 335603), 755)
     assert messages[1:3] == [MOOD_TYPE, ITEM_RELATION]
-    assert messages[3] == Update(None, ITEM, None, None, TupleData(
+    assert messages[3] == Update(ITEM, None, None, texts(
         b"ttttut", ("1", "renamed", "12.50", "happy", None, '{"a": [1, true, null]}')
     ))
     assert messages[4] == Commit(0, 0x16FE5B8, 0x16FE5E8, at(2026, 11, 24, 5, 50, 17, 335603))
@@ -100,40 +96,40 @@ def test_update_leaving_a_toasted_value_unchanged():
 def test_update_of_the_key_sends_the_old_key():
     messages = decode_all(captured.UPDATE_KEY)
     assert messages[3] == Update(
-        None, ITEM, "K", TupleData(b"tnnnnn", ("1", None, None, None, None, None)),
-        TupleData(b"ttttut", ("2", "renamed", "12.50", "happy", None, '{"a": [1, true, null]}')),
+        ITEM, "K", texts(b"tnnnnn", ("1", None, None, None, None, None)),
+        texts(b"ttttut", ("2", "renamed", "12.50", "happy", None, '{"a": [1, true, null]}')),
     )
     assert messages[4] == Commit(0, 0x16FE700, 0x16FE730, at(2026, 11, 24, 5, 50, 17, 336900))
 
 
 def test_full_replica_identity_sends_old_rows():
-    item_full = Relation(None, ITEM_FULL, "public", "item_full", "f", ITEM_FULL_COLUMNS)
+    item_full = Relation(ITEM_FULL, "public", "item_full", "f", ITEM_FULL_COLUMNS)
     assert decode_all(captured.FULL_IDENTITY) == [
         Begin(0x16FE818, at(2026, 11, 24, 5, 50, 17, 338059), 757),
         item_full,
-        Insert(None, ITEM_FULL, TupleData(b"tt", ("1", "first"))),
+        Insert(ITEM_FULL, texts(b"tt", ("1", "first"))),
         Commit(0, 0x16FE818, 0x16FE848, at(2026, 11, 24, 5, 50, 17, 338059)),
         Begin(0x16FE8A8, at(2026, 11, 24, 5, 50, 17, 338361), 758),
-        Update(None, ITEM_FULL, "O", TupleData(b"tt", ("1", "first")),
-               TupleData(b"tt", ("1", "second"))),
+        Update(ITEM_FULL, "O", texts(b"tt", ("1", "first")),
+               texts(b"tt", ("1", "second"))),
         Commit(0, 0x16FE8A8, 0x16FE8D8, at(2026, 11, 24, 5, 50, 17, 338361)),
         Begin(0x16FE920, at(2026, 11, 24, 5, 50, 17, 338492), 759),
-        Delete(None, ITEM_FULL, "O", TupleData(b"tt", ("1", "second"))),
+        Delete(ITEM_FULL, "O", texts(b"tt", ("1", "second"))),
         Commit(0, 0x16FE920, 0x16FE950, at(2026, 11, 24, 5, 50, 17, 338492)),
         Begin(0x16FEA00, at(2026, 11, 24, 5, 50, 17, 338684), 760),
         MOOD_TYPE,
         ITEM_RELATION,
-        Delete(None, ITEM, "K", TupleData(b"tnnnnn", ("2", None, None, None, None, None))),
+        Delete(ITEM, "K", texts(b"tnnnnn", ("2", None, None, None, None, None))),
         Commit(0, 0x16FEA00, 0x16FEA30, at(2026, 11, 24, 5, 50, 17, 338684)),
     ]
 
 
 def test_logical_messages():
     messages = decode_all(captured.MESSAGES)
-    assert messages[0] == Message(None, False, 0x16FEA70, "voucher", b"\x00\xff")
+    assert messages[0] == Message(False, 0x16FEA70, "voucher", b"\x00\xff")
     assert messages[1] == Begin(0x16FEB48, at(2026, 11, 24, 5, 50, 17, 340509), 761)
-    assert messages[2] == Message(None, True, 0x16FEAC0, "voucher", b"in a transaction")
-    assert messages[4] == Insert(None, ITEM_FULL, TupleData(b"tt", ("2", "with message")))
+    assert messages[2] == Message(True, 0x16FEAC0, "voucher", b"in a transaction")
+    assert messages[4] == Insert(ITEM_FULL, texts(b"tt", ("2", "with message")))
     assert messages[5] == Commit(0, 0x16FEB48, 0x16FEB78, at(2026, 11, 24, 5, 50, 17, 340509))
 
 
@@ -141,7 +137,7 @@ def test_relation_after_alter_table_has_the_new_column():
     assert decode_all(captured.ALTER_TABLE) == [
         Begin(0x16FEF70, at(2026, 11, 24, 5, 50, 17, 341868), 763),
         ITEM_FULL_ALTERED,
-        Insert(None, ITEM_FULL, TupleData(b"ttt", ("3", "altered", "-9223372036854775808"))),
+        Insert(ITEM_FULL, texts(b"ttt", ("3", "altered", "-9223372036854775808"))),
         Commit(0, 0x16FEF70, 0x16FEFA0, at(2026, 11, 24, 5, 50, 17, 341868)),
     ]
 
@@ -153,7 +149,7 @@ def test_truncate_with_options():
         MOOD_TYPE,
         ITEM_RELATION,
         ITEM_FULL_ALTERED,
-        Truncate(None, 3, (ITEM, ITEM_FULL)),
+        Truncate(3, (ITEM, ITEM_FULL)),
         Commit(0, 0x17000E8, 0x17002F0, at(2026, 11, 24, 5, 50, 17, 348523)),
     ]
     assert (messages[4].cascade, messages[4].restart_identity) == (True, True)
@@ -167,107 +163,33 @@ def test_origin_of_a_replayed_transaction():
     assert messages[4] == Commit(0, 0x1700650, 0x1700698, at(2024, 1, 2, 3, 4, 5))
 
 
-def test_streamed_transaction_messages_carry_the_xid():
-    commit = StreamCommit(767, 0, 0x1729DF8, 0x1729E28, at(2026, 11, 24, 5, 50, 17, 355571))
-    assert decode_all(captured.STREAM_COMMIT) == [
-        StreamStart(767, True),
-        Relation(767, BIG, "public", "big", "d", BIG_COLUMNS),
-        Insert(767, BIG, TupleData(b"tt", ("1", PAYLOAD))),
-        StreamStop(),
-        StreamStart(767, False),
-        Insert(767, BIG, TupleData(b"tt", ("59", PAYLOAD))),
-        StreamStop(),
-        StreamStart(767, False),
-        Insert(767, BIG, TupleData(b"tt", ("117", PAYLOAD))),
-        StreamStop(),
-        commit,
-    ]
-
-
-def test_stream_abort_of_a_subtransaction():
-    messages = decode_all(captured.STREAM_SUBTRANSACTION_ABORT)
-    assert messages[11] == Insert(769, BIG, TupleData(b"tt", ("2025", PAYLOAD)))
-    assert messages[-2:] == [
-        StreamAbort(768, 769),
-        StreamCommit(768, 0, 0x177CF58, 0x177CF88, at(2026, 11, 24, 5, 50, 17, 360438)),
-    ]
-
-
-def test_parallel_stream_abort_carries_lsn_and_time():
-    messages = decode_all(captured.STREAM_ABORT_PARALLEL)
-    assert messages[-2:] == [
-        StreamAbort(770, 771, 0x17CFD70, at(2026, 11, 24, 5, 50, 17, 370131)),
-        StreamCommit(770, 0, 0x17CFD70, 0x17CFDA0, at(2026, 11, 24, 5, 50, 17, 370181)),
-    ]
-
-
-def test_two_phase_commit():
-    prepared_at = at(2026, 11, 24, 5, 50, 17, 382146)
-    assert decode_all(captured.PREPARE_COMMIT) == [
-        BeginPrepare(0x17CFE68, 0x17CFF68, prepared_at, 772, "gid-commit"),
-        ITEM_FULL_ALTERED,
-        Insert(None, ITEM_FULL, TupleData(b"ttt", ("10", "prepared", "10"))),
-        Prepare(0, 0x17CFE68, 0x17CFF68, prepared_at, 772, "gid-commit"),
-        CommitPrepared(0, 0x17CFF68, 0x17CFFA8, at(2026, 11, 24, 5, 50, 17, 382249), 772,
-                       "gid-commit"),
-    ]
-
-
-def test_two_phase_rollback():
-    prepared_at = at(2026, 11, 24, 5, 50, 17, 384242)
-    assert decode_all(captured.PREPARE_ROLLBACK) == [
-        BeginPrepare(0x17D0050, 0x17D0150, prepared_at, 773, "gid-rollback"),
-        Prepare(0, 0x17D0050, 0x17D0150, prepared_at, 773, "gid-rollback"),
-        RollbackPrepared(0, 0x17D0150, 0x17D0190, prepared_at,
-                         at(2026, 11, 24, 5, 50, 17, 384324), 773, "gid-rollback"),
-    ]
-
-
-def test_stream_prepare():
-    messages = decode_all(captured.STREAM_PREPARE)
-    assert messages[:3] == [
-        StreamStart(774, True),
-        Relation(774, BIG, "public", "big", "d", BIG_COLUMNS),
-        Insert(774, BIG, TupleData(b"tt", ("4001", PAYLOAD))),
-    ]
-    assert messages[-2:] == [
-        StreamPrepare(0, 0x17F9B58, 0x17F9C58, at(2026, 11, 24, 5, 50, 17, 386660), 774,
-                      "gid-stream"),
-        CommitPrepared(0, 0x17F9C58, 0x17F9C98, at(2026, 11, 24, 5, 50, 17, 386749), 774,
-                       "gid-stream"),
-    ]
-
-
 def test_memoryview_and_older_protocol_versions_decode_plain_messages():
     payload = bytes.fromhex(captured.FULL_IDENTITY[2])
-    expected = Insert(None, ITEM_FULL, TupleData(b"tt", ("1", "first")))
+    expected = Insert(ITEM_FULL, texts(b"tt", ("1", "first")))
     assert Decoder(1).decode(memoryview(payload)) == expected
     assert Decoder(3).decode(bytearray(payload)) == expected
 
 
-def captured_messages() -> list[tuple[bytes, bool]]:
-    """Every captured message, with whether it was decoded inside a stream."""
-    found = []
-    for name, scenario in vars(captured).items():
-        if name.isupper() and name != "FACTS":
-            decoder = Decoder(4)
-            for message in map(bytes.fromhex, scenario):
-                found.append((message, decoder.in_stream))
-                decoder.decode(message)
-    return found
+
+
+STREAMED_AND_TWO_PHASE = ("STREAM_COMMIT", "STREAM_SUBTRANSACTION_ABORT", "STREAM_ABORT_PARALLEL",
+                          "PREPARE_COMMIT", "PREPARE_ROLLBACK", "STREAM_PREPARE")
+
+
+def whole_transaction_messages() -> list[bytes]:
+    """Every captured message of the scenarios without streaming or two-phase commit."""
+    return [bytes.fromhex(message) for name, scenario in vars(captured).items()
+            if name.isupper() and name != "FACTS" and name not in STREAMED_AND_TWO_PHASE
+            for message in scenario]
 
 
 def test_every_truncated_captured_message_raises_a_decode_error():
-    messages = captured_messages()
-    assert len(messages) == 123
-    for message, in_stream in messages:
+    messages = whole_transaction_messages()
+    assert len(messages) == 56
+    for message in messages:
         for length in range(len(message)):
-            if message[0] == ord("A") and length == 9:
-                continue  # a protocol 4 abort without the parallel-mode tail is valid
-            decoder = Decoder(4)
-            decoder.in_stream = in_stream
             with pytest.raises(PgoutputDecodeError) as raised:
-                decoder.decode(message[:length])
+                Decoder(4).decode(message[:length])
             assert 0 <= raised.value.offset <= length
 
 
@@ -281,37 +203,51 @@ def test_malformed_messages_report_where():
         (insert[:5] + b"X" + insert[6:], 5, "expected 'N', got 'X'"),
         (insert[:6] + b"\x00\x03" + insert[8:], 24, "truncated or invalid field"),
         (insert[:6] + b"\x00\x01" + insert[8:], 14, "10 unexpected trailing bytes"),
+        (insert[:6] + b"\xff\xff" + insert[8:], 6, "negative column count -1"),
         (insert[:15] + b"\xff" + insert[16:], 14, "column runs past the message end"),
+        (b"Y" + bytes(4) + b"public\x00mood", 12, "truncated or invalid field (no string"),
+        (b"Y" + bytes(4) + b"\xff\x00mood\x00", 5, "truncated or invalid field ('utf-8'"),
     ]
     for payload, offset, reason in cases:
         with pytest.raises(PgoutputDecodeError) as raised:
             Decoder(4).decode(payload)
         assert (raised.value.offset, raised.value.reason[:len(reason)]) == (offset, reason)
+    with pytest.raises(PgoutputDecodeError) as raised:
+        Decoder(4).decode(insert[:15] + b"\xff" + insert[16:])
     assert str(raised.value).startswith("malformed pgoutput message at byte 14: column runs")
 
 
-def test_protocol_version_limits_the_message_set():
-    stream_start = b"S" + struct.pack(">IB", 9, 1)
-    begin_prepare = bytes.fromhex(captured.PREPARE_COMMIT[0])
-    with pytest.raises(PgoutputDecodeError, match="unknown message type 'S' for protocol version 1"):
-        Decoder(1).decode(stream_start)
-    with pytest.raises(PgoutputDecodeError, match="unknown message type 'b' for protocol version 2"):
-        Decoder(2).decode(begin_prepare)
-    assert Decoder(3).decode(begin_prepare).gid == "gid-commit"
-    abort_with_tail = b"A" + struct.pack(">IIQq", 5, 6, 7, 0)
-    with pytest.raises(PgoutputDecodeError, match="16 unexpected trailing bytes"):
-        Decoder(3).decode(abort_with_tail)
-    assert Decoder(4).decode(abort_with_tail) == StreamAbort(5, 6, 7, at(2000, 1, 1, 0, 0, 0))
+@pytest.mark.parametrize("scenario", STREAMED_AND_TWO_PHASE)
+def test_streamed_and_two_phase_messages_are_refused(scenario):
+    decoder = Decoder(4)
+    with pytest.raises(UnsupportedMessageError,
+                       match="start replication without the 'streaming' and 'two_phase'"):
+        for message in getattr(captured, scenario):
+            decoder.decode(bytes.fromhex(message))
+
+
+def test_every_message_kind_of_streaming_and_two_phase_is_refused():
+    for kind, name in zip("SEcApbPKr", ("Stream Start", "Stream Stop", "Stream Commit",
+                                        "Stream Abort", "Stream Prepare", "Begin Prepare",
+                                        "Prepare", "Commit Prepared", "Rollback Prepared")):
+        with pytest.raises(UnsupportedMessageError, match=f"received a {name} message") as raised:
+            Decoder(4).decode(kind.encode() + bytes(20))
+        assert isinstance(raised.value, PgoutputDecodeError)
+
+
+def test_protocol_version_is_checked():
+    assert Decoder(1).protocol_version == 1
     with pytest.raises(ValueError, match="must be 1 to 4, not 5"):
         Decoder(5)
+    with pytest.raises(ValueError, match="must be 1 to 4, not 0"):
+        Decoder(0)
 
 
-def test_stream_state_is_checked():
-    decoder = Decoder(2)
-    with pytest.raises(PgoutputDecodeError, match="Stream Stop outside a stream"):
-        decoder.decode(b"E")
-    assert decoder.decode(b"S" + struct.pack(">IB", 9, 1)) == StreamStart(9, True)
-    with pytest.raises(PgoutputDecodeError, match="Stream Start inside a stream"):
-        decoder.decode(b"S" + struct.pack(">IB", 9, 0))
-    assert decoder.decode(b"E") == StreamStop()
-    assert decoder.in_stream is False
+def test_messages_are_frozen_values():
+    message = Decoder(4).decode(bytes.fromhex(captured.FULL_IDENTITY[2]))
+    with pytest.raises(AttributeError):
+        message.relation_oid = 1
+    assert message == Insert(ITEM_FULL, texts(b"tt", ("1", "first")))
+    assert hash(message) == hash(Insert(ITEM_FULL, texts(b"tt", ("1", "first"))))
+    assert repr(message) == (
+        "Insert(relation_oid=16397, new=TupleData(kinds=b'tt', values=(b'1', b'first')))")

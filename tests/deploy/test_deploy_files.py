@@ -249,16 +249,42 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
+# What the allocators are tuned by (docs/store.md, "Memory"): set where the process starts.
+ALLOCATOR_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "JE_MALLOC_CONF")
+
+
+def allocator_environment() -> dict[str, str]:
+    """The allocator variables as the image sets them."""
+    image = {}
+    for instruction, argument in dockerfile_instructions():
+        if instruction == "ENV":
+            image.update(item.split("=", 1) for item in shlex.split(argument))
+    return {name: image[name] for name in ALLOCATOR_VARIABLES}
+
+
+def test_the_image_and_dev_tune_the_allocators_alike():
+    dev = dict(re.findall(r"^export (\w+)=\$\{\1:-([^}]*)\}$", (REPO / "dev").read_text(), re.MULTILINE))
+    assert {name: dev[name] for name in ALLOCATOR_VARIABLES} == allocator_environment() == {
+        "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "1048576",
+        "JE_MALLOC_CONF": "dirty_decay_ms:200"}
+
+
 def test_dockerfile_builds_the_package_and_runs_as_non_root():
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # a build stage with a compiler makes the wheel (the Cython decoder); the image installs it
+    stages = [argument for instruction, argument in instructions if instruction == "FROM"]
+    assert stages == ["python:3.11-slim AS build", "python:3.11-slim"]
     runs = [argument for instruction, argument in instructions if instruction == "RUN"]
-    assert any(shlex.split(run)[:3] == ["pip", "install", "."] for run in runs)
+    assert any("build-essential" in run for run in runs)
+    assert any(shlex.split(run)[:2] == ["pip", "wheel"] and shlex.split(run)[-1] == "."
+               for run in runs)
+    assert any(shlex.split(run)[:3] == ["pip", "install", "/wheels/*.whl"] for run in runs)
     users = [argument for instruction, argument in instructions if instruction == "USER"]
     assert users and users[-1].split(":")[0] == "10001"
     assert dict(instructions)["ENTRYPOINT"] == '["voucher-activity"]'
     assert dict(instructions)["CMD"].strip('[]"') in COMMANDS
-    copied = [argument.split()[0] for instruction, argument in instructions if instruction == "COPY"]
+    copied = [argument.split()[0] for instruction, argument in instructions
+              if instruction == "COPY" and not argument.startswith("--from")]
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "voucher-activity" in pyproject["project"]["scripts"]
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
@@ -266,8 +292,11 @@ def test_dockerfile_builds_the_package_and_runs_as_non_root():
     for source in copied:
         for name in source.split():
             assert (REPO / name).exists(), name
+    assert any("setup.py" in argument.split() for instruction, argument in instructions
+               if instruction == "COPY")
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text()
     assert all(f"!{package}/**" in ignored for package in packages)
+    assert "!setup.py" in ignored
 
 
 # -- postgres-init.sql on a real PostgreSQL ---------------------------------------------------

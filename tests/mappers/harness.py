@@ -11,7 +11,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,3 @@ def engine_for(database: VoucherDatabase, state_dir: Path) -> Iterator[Engine]:
     # The sidecar refuses to publish a table without replica identity (SPEC §3).
     database.execute("ALTER TABLE segment_customer REPLICA IDENTITY FULL")
     yield Engine(database, state_dir)
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import tomllib
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from mappers import (
     tracked_tables,
 )
 from mappers.catalog import build_catalog
+from mappers.codegen import condition_function
 from mappers.payload import wal_event_id
 from mappers.schema import voucher_schema
 
@@ -69,7 +71,7 @@ def test_adding_an_event_type_is_adding_a_rule(tmp_path):
         "customer": "new.voucher_id > voucher.holder_id", "campaign": "new.campaign_id",
         "voucher": "new.voucher_id", "category": "EFFECT", "objects": {"transaction": "new"}})
     catalog = build_catalog(document, voucher_schema())
-    assert catalog.rules[-1].condition.holds({"type": "CREDITS_REMOVAL"}, {})
+    assert condition_function(catalog.rules[-1].condition)({"type": "CREDITS_REMOVAL"}, {}) is True
     # and the mapper built from it makes the new event (mappers/codegen.py compiles the rule)
     event = gift_transaction_event(catalog, tmp_path, 1)
     assert (event.type, event.customer_id, event.category) == (
@@ -97,24 +99,35 @@ def gift_transaction_event(catalog, tmp_path, position):
     return event
 
 
-def test_an_event_type_with_percent_signs_gets_its_documented_id(tmp_path):
-    # the generated code formats the id's name in place as b'%d/<type>' % position: a '%' of
-    # the type is doubled
+@pytest.mark.parametrize("event_type, position", [
+    ("customer.voucher.50%_off%d", 7), ("custom.événement", 12345), ("customer.gift.removed", 0)])
+def test_an_event_gets_the_uuid5_of_its_documented_name(tmp_path, event_type, position):
+    # the generated code continues the transaction's SHA-1 prefix with b'%d/<type>' % position
+    # (a '%' of the type doubled) and makes the UUID from its int without UUID()'s checks
     document = packaged()
     document["rule"].append({
-        "type": "customer.voucher.50%_off%d", "table": "voucher_transaction", "on": ["insert"],
+        "type": event_type, "table": "voucher_transaction", "on": ["insert"],
         "customer": "new.voucher_id > voucher.holder_id", "category": "EFFECT"})
-    event = gift_transaction_event(build_catalog(document, voucher_schema()), tmp_path, 7)
-    assert (event.type, event.id) == (
-        "customer.voucher.50%_off%d", wal_event_id(SourceIdentity("1", "db"), 10, 7, "customer.voucher.50%_off%d"))
+    event = gift_transaction_event(build_catalog(document, voucher_schema()), tmp_path, position)
+    made, expected = event.id, wal_event_id(SourceIdentity("1", "db"), 10, position, event_type)
+    assert event.type == event_type
+    assert made == expected and hash(made) == hash(expected) and {made: 1}[expected] == 1
+    assert (repr(made), str(made), made.version, made.variant, made.is_safe) == (
+        repr(expected), str(expected), 5, uuid.RFC_4122, uuid.SafeUUID.unknown)
+    assert pickle.loads(pickle.dumps(made)) == expected
 
 
 @pytest.mark.parametrize("change, message", [
     ({"when": "new.result ~ 'SUCC'"}, r"rule customer.redemption.succeeded on redemption: condition .*unsupported SQL: operator '~'"),
     ({"when": "new.amount = 'lots'"}, r"rule customer.redemption.succeeded on redemption: .*invalid integer literal 'lots'"),
     ({"when": "new.result = 'SUCCESS' AND now() IS NULL"}, r"unsupported SQL: function now\(\)"),
-    ({"category": "SIDE_EFFECT"}, "category must be ACTION or EFFECT"),
-    ({"on": ["upsert"]}, r"unknown change kind 'upsert'"),
+    ({"category": "SIDE_EFFECT"}, r"rule customer.redemption.succeeded on redemption: Invalid enum value "
+     r"'SIDE_EFFECT' - at `\$.category` \(one of: ACTION or EFFECT\)"),
+    ({"on": ["upsert"]}, r"Invalid enum value 'upsert' - at `\$.on\[0\]` \(one of: insert, update or delete\)"),
+    ({"customer": 5}, r"rule customer.redemption.succeeded on redemption: Expected `str`, got `int` - at `\$.customer`"),
+    ({"wen": "new.result = 'SUCCESS'"}, r"rule customer.redemption.succeeded on redemption: Object contains "
+     r"unknown field `wen`"),
+    ({"collect": {"object": "voucher"}}, r"Object missing required field `field` - at `\$.collect`"),
     ({"campaign": "new.voucher_id > coupon.campaign_id"}, r"looks up 'coupon', which \[state\] does not keep"),
     ({"customer": "neu.customer_id"}, "must start with new, old or row"),
     ({"objects": {"receipt": "new"}}, r"no \[objects.receipt\]"),
@@ -123,5 +136,25 @@ def test_a_bad_rule_is_refused_naming_it(change, message):
     document = packaged()
     rule = next(rule for rule in document["rule"] if rule["type"] == "customer.redemption.succeeded")
     rule.update(change)
+    with pytest.raises(CatalogError, match=message):
+        build_catalog(document, voucher_schema())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda document: document["rule"][0].pop("customer"),
+     r"^rule customer.created on customer: Object missing required field `customer`$"),
+    (lambda document: document["objects"]["customer"].pop("table"),
+     r"^\[objects.customer\]: Object missing required field `table`$"),
+    (lambda document: document["objects"].pop("campaign"),
+     r"^\[objects.campaign\] is missing: every event carries it$"),
+    (lambda document: document["state"]["voucher"].update(columns="all"),
+     r"^\[state.voucher\]: Invalid enum value 'all' - at `\$.columns` \(one of: a list of columns, or \"\*\"\)$"),
+    (lambda document: document["passthrough"].pop("data"),
+     r"^passthrough on customer_event: Object missing required field `data`$"),
+    (lambda document: document.update(rules=[]), r"^catalog: Object contains unknown field `rules`$"),
+])
+def test_a_malformed_catalog_is_refused_naming_the_entry_and_field(edit, message):
+    document = packaged()
+    edit(document)
     with pytest.raises(CatalogError, match=message):
         build_catalog(document, voucher_schema())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc_reader.values import converter_for
+from cdc_reader.loaders import RowLoader
 from mappers.schema import parse_schema, table_schema, voucher_schema
 from mappers.sqltypes import DECODED_CANONICAL, SqlType, canonical
 
@@ -29,13 +29,13 @@ def test_decoded_values_are_already_canonical(sql_type, type_oid):
     # what the per-row check (TableSchema.canonical_row) makes of each value the reader decodes
     table = table_schema("t", {"c": sql_type}, ("c",))
     for text in TEXTS[type_oid]:
-        decoded = converter_for(type_oid)(text)
+        (decoded,) = RowLoader([type_oid]).load((text.encode(),))
         (converted,) = table.canonical_row({"c": decoded}).values()
         assert (type(converted), converted) == (type(decoded), decoded), text
 
 
 def test_timestamptz_is_not_decoded_canonical():
-    decoded = converter_for(1184)("2024-03-01 09:00:00+01")
+    (decoded,) = RowLoader([1184]).load((b"2024-03-01 09:00:00+01",))
     assert 1184 not in DECODED_CANONICAL[SqlType.TIMESTAMP]
     assert canonical(SqlType.TIMESTAMP, decoded).isoformat() == "2024-03-01T08:00:00"  # naive UTC
 

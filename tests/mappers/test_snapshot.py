@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -15,6 +14,7 @@ from cdc_reader.snapshot import read_snapshot
 from mappers import SnapshotOrderError, tracked_tables
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from mappers.payload import snapshot_event_id
+from tests.conftest import utc
 from tests.mappers.harness import SOURCE, at, insert, new_mapper, uid, update
 from tests.mappers.world import (
     CAMPAIGN,
@@ -80,10 +80,6 @@ def snapshot_records(voucher_db, state_dir):
     mapper.state.commit(1)
     mapper.state.close()
     return records
-
-
-def utc(text):
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def test_snapshot_events_keep_history_once(voucher_db, tmp_path):

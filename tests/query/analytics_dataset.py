@@ -19,6 +19,10 @@ from tests.query.conftest import write
 MONDAY = datetime(2024, 3, 4, 0, 0, tzinfo=UTC)
 SPRING = (f.stable_id("campaign", "spring"), "Spring Sale", "DISCOUNT_COUPONS")
 LOYALTY = (f.stable_id("campaign", "loyalty"), "Loyalty Club", "LOYALTY_PROGRAM")
+# Generic codes: redeemed, never published.
+GIFT = (f.stable_id("campaign", "gift"), "Gift Cards", "GIFT_VOUCHERS")
+FUNNEL_STAGES = ("customer.publication.succeeded", "customer.redemption.succeeded",
+                 "customer.redemption.rollback.succeeded")
 
 # (type, category, campaign) in the order dave's history cycles through them.
 DAVE_CYCLE = (
@@ -39,6 +43,7 @@ class Seeded:
     globex: TenantRecord
     dave: CustomerRecord
     erin: CustomerRecord
+    frank: CustomerRecord
     gina: CustomerRecord  # globex
     events: list[CustomerEvent]  # every event, both tenants, no copies
 
@@ -93,17 +98,31 @@ def seed(store: Store, dave_events: int = 30) -> Seeded:
     acme, globex = f.tenant("acme"), f.tenant("globex")
     dave = f.customer(acme, "dave", "dave-src")
     erin = f.customer(acme, "erin", "erin-src")
+    frank = f.customer(acme, "frank", "frank-src")
     gina = f.customer(globex, "gina", "gina-src")
     events = [dave_event(acme, dave, number) for number in range(dave_events)]
     # Monday, Wednesday and Friday: a week with days that have no events.
     events += [make_event(acme, erin, "Erin", 100 + n, MONDAY + timedelta(days=2 * n, hours=18),
                           "customer.segment.left", "EFFECT", None) for n in range(3)]
+    # Tuesday and Wednesday evenings, two an hour: a Spring Sale code published to erin and
+    # one redeemed by frank without a publication; Gift Cards redeemed (frank twice) with no
+    # publication at all, and one of frank's rolled back.
+    for number, (customer, name, event_type, category, campaign) in enumerate((
+        (erin, "Erin", "customer.publication.succeeded", "EFFECT", SPRING),
+        (frank, "Frank", "customer.redemption.succeeded", "ACTION", SPRING),
+        (frank, "Frank", "customer.redemption.succeeded", "ACTION", GIFT),
+        (frank, "Frank", "customer.redemption.succeeded", "ACTION", GIFT),
+        (erin, "Erin", "customer.redemption.succeeded", "ACTION", GIFT),
+        (frank, "Frank", "customer.redemption.rollback.succeeded", "ACTION", GIFT),
+    )):
+        at = MONDAY + timedelta(days=1 + number // 3, hours=20 + (number % 3) // 2, minutes=30 * (number % 3 % 2))
+        events.append(make_event(acme, customer, name, 300 + number, at, event_type, category, campaign))
     events += [make_event(globex, gina, "Gina", 200 + n, MONDAY + timedelta(days=1, hours=7 + n),
                           "customer.order.paid", "ACTION", None) for n in range(2)]
-    write(store, [acme, globex, dave, erin, gina, *events], lsn=1)
+    write(store, [acme, globex, dave, erin, frank, gina, *events], lsn=1)
     # Re-delivery after a crash: dave's first ten events again; no count may include them twice.
     write(store, events[:10], lsn=2)
-    return Seeded(store, acme, globex, dave, erin, gina, events)
+    return Seeded(store, acme, globex, dave, erin, frank, gina, events)
 
 
 def per_day_by_type(events: list[CustomerEvent]) -> dict[str, Counter]:
@@ -113,11 +132,11 @@ def per_day_by_type(events: list[CustomerEvent]) -> dict[str, Counter]:
     return days
 
 
-def funnel_counts(events: list[CustomerEvent]) -> dict[uuid.UUID, tuple[int, int, int]]:
-    stages = ("customer.publication.succeeded", "customer.redemption.succeeded",
-              "customer.redemption.rollback.succeeded")
-    counts: dict[uuid.UUID, list[int]] = {}
+def funnel_customers(events: list[CustomerEvent]) -> dict[uuid.UUID, tuple[set, set, set]]:
+    """Per campaign, the customers at each funnel stage (published, redeemed, rolled back)."""
+    stages: dict[uuid.UUID, tuple[set, set, set]] = {}
     for event in events:
-        if event.campaign_id is not None and event.type in stages:
-            counts.setdefault(event.campaign_id, [0, 0, 0])[stages.index(event.type)] += 1
-    return {campaign: tuple(values) for campaign, values in counts.items()}
+        if event.campaign_id is not None and event.type in FUNNEL_STAGES:
+            stages.setdefault(event.campaign_id, (set(), set(), set()))[FUNNEL_STAGES.index(event.type)].add(
+                event.customer_id)
+    return stages

@@ -24,13 +24,15 @@ def test_every_parameter() -> None:
     query = parse_activity_query([
         ("limit", "100"), ("page", "1000"), ("order", "created_at"), ("starting_after_id", ID),
         ("start_date", "2024-01-01T00:00:00Z"), ("end_date", "2024-01-31"), ("campaign_id", ID.lower()),
-        ("campaign_type", "GIFT_VOUCHERS"), ("category", "ACTION"), ("type", "a,b"), ("type", "b"),
-        ("type", " c ,"), ("other", "ignored"),
+        ("campaign_type", "GIFT_VOUCHERS"), ("category", "ACTION"),
+        ("type", "customer.created,customer.updated"), ("type", "customer.updated"),
+        ("type", " customer.loyalty.tier.joined ,"), ("other", "ignored"),
     ])
     assert query == ActivityQuery(
         limit=100, page=1000, order=Order.ASCENDING, starting_after_id=uuid.UUID(ID),
         start_date=datetime(2024, 1, 1, tzinfo=UTC), end_date=datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC),
-        campaign_id=uuid.UUID(ID), campaign_type="GIFT_VOUCHERS", category=Category.ACTION, types=("a", "b", "c"),
+        campaign_id=uuid.UUID(ID), campaign_type="GIFT_VOUCHERS", category=Category.ACTION,
+        types=("customer.created", "customer.updated", "customer.loyalty.tier.joined"),
     )
 
 

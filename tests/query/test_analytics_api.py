@@ -15,10 +15,11 @@ from query.api.app import create_app
 from query.store import Store
 from tests.conftest import unique_name
 from tests.query.analytics_dataset import (
+    GIFT,
     LOYALTY,
     SPRING,
     Seeded,
-    funnel_counts,
+    funnel_customers,
     per_day_by_type,
     seed,
 )
@@ -67,8 +68,8 @@ def test_events_per_day_counts_each_event_once(client: TestClient, seeded: Seede
         "days": expected_days(acme_events),
     }
     # 30 of dave's events (ten of them stored twice) over three days, erin's on Monday,
-    # Wednesday and Friday.
-    assert [day["total"] for day in get(client, "events-per-day")["days"]] == [11, 10, 11, 0, 1]
+    # Wednesday and Friday, erin's and frank's three on Tuesday and on Wednesday evening.
+    assert [day["total"] for day in get(client, "events-per-day")["days"]] == [11, 13, 14, 0, 1]
 
 
 def test_days_without_events_are_listed_with_zeros(client: TestClient) -> None:
@@ -89,35 +90,52 @@ def test_heatmap_is_weekday_by_hour_in_utc(client: TestClient, seeded: Seeded) -
     body = get(client, "heatmap")
     assert body == {"object": "heatmap", "time_zone": "UTC",
                     "weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
-                    "cells": expected, "max": 2, "total": 33}
+                    "cells": expected, "max": 2, "total": 39}
     # Monday 2024-03-04: dave's ten events two an hour from 09:00, erin's one at 18:00.
     assert body["cells"][0] == [0] * 9 + [2] * 5 + [0] * 4 + [1] + [0] * 5
 
 
-def test_funnel_ranks_campaigns_by_publications(client: TestClient, seeded: Seeded) -> None:
-    counts = funnel_counts(seeded.of(seeded.acme))
-    assert counts == {SPRING[0]: (5, 5, 4), LOYALTY[0]: (4, 4, 0)}
+def test_funnel_counts_distinct_customers(client: TestClient, seeded: Seeded) -> None:
+    stages = funnel_customers(seeded.of(seeded.acme))
+    dave, erin, frank = seeded.dave.id, seeded.erin.id, seeded.frank.id
+    # Dave: five Spring Sale publications, five redemptions, four rollbacks; one customer each.
+    assert stages == {SPRING[0]: ({dave, erin}, {dave, frank}, {dave}), LOYALTY[0]: ({dave}, {dave}, set()),
+                      GIFT[0]: (set(), {frank, erin}, {frank})}
     assert get(client, "funnel") == {
         "object": "funnel",
+        "counts": "customers",
         "stages": ["customer.publication.succeeded", "customer.redemption.succeeded",
                    "customer.redemption.rollback.succeeded"],
         "data": [
+            # Frank redeemed a Spring Sale code published to nobody: 2 redeemers, 1 of them published to.
             {"campaign_id": str(SPRING[0]), "campaign_name": "Spring Sale", "campaign_type": "DISCOUNT_COUPONS",
-             "published": 5, "redeemed": 5, "rolled_back": 4},
+             "published": 2, "redeemed": 2, "rolled_back": 1, "redeemed_of_published": 1,
+             "rolled_back_of_redeemed": 1, "generic_codes": False},
             {"campaign_id": str(LOYALTY[0]), "campaign_name": "Loyalty Club", "campaign_type": "LOYALTY_PROGRAM",
-             "published": 4, "redeemed": 4, "rolled_back": 0},
+             "published": 1, "redeemed": 1, "rolled_back": 0, "redeemed_of_published": 1,
+             "rolled_back_of_redeemed": 0, "generic_codes": False},
+            # Four redemption events by two customers, never published: generic codes.
+            {"campaign_id": str(GIFT[0]), "campaign_name": "Gift Cards", "campaign_type": "GIFT_VOUCHERS",
+             "published": 0, "redeemed": 2, "rolled_back": 1, "redeemed_of_published": 0,
+             "rolled_back_of_redeemed": 1, "generic_codes": True},
         ],
     }
     assert [row["campaign_id"] for row in get(client, "funnel", limit=1)["data"]] == [str(SPRING[0])]
     assert get(client, "funnel", headers=GLOBEX)["data"] == []
+    # A range that holds the Spring Sale's redemption by frank but no publication reads as generic codes.
+    tuesday_evening = get(client, "funnel", start_date="2024-03-05T20:15:00Z", end_date="2024-03-05")
+    assert [(row["campaign_name"], row["published"], row["redeemed"], row["generic_codes"])
+            for row in tuesday_evening["data"]] == [("Spring Sale", 0, 1, True), ("Gift Cards", 0, 1, True)]
 
 
 def test_top_customers_with_their_source_ids(client: TestClient, seeded: Seeded) -> None:
     assert get(client, "top-customers") == {"object": "top_customers", "data": [
         {"customer_id": str(seeded.dave.id), "source_id": "dave-src", "deleted": False, "events": 30,
          "last_event_at": "2024-03-06T13:30:00.000000Z"},
-        {"customer_id": str(seeded.erin.id), "source_id": "erin-src", "deleted": False, "events": 3,
+        {"customer_id": str(seeded.erin.id), "source_id": "erin-src", "deleted": False, "events": 5,
          "last_event_at": "2024-03-08T18:00:00.000000Z"},
+        {"customer_id": str(seeded.frank.id), "source_id": "frank-src", "deleted": False, "events": 4,
+         "last_event_at": "2024-03-06T21:00:00.000000Z"},
     ]}
     assert [row["source_id"] for row in get(client, "top-customers", limit=1)["data"]] == ["dave-src"]
 
@@ -135,10 +153,10 @@ def test_ingest_lag_is_store_time_minus_commit_time(client: TestClient, seeded: 
         "SELECT created_at, ingested_at FROM customer_events_dedup WHERE tenant_id = {tenant:UUID}",
         {"tenant": seeded.acme.id})
     lags = [(ingested - created).total_seconds() for created, ingested in stored]
-    assert len(lags) == 33
+    assert len(lags) == 39
     assert get(client, "ingest-lag") == {
         "object": "ingest_lag",
-        "events": 33,
+        "events": 39,
         "last_event_at": "2024-03-08T18:00:00.000000Z",
         "last_ingested_at": max(ingested for _, ingested in stored).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "lag_seconds": {"p50": round(_interpolated(lags, 0.5), 3), "p99": round(_interpolated(lags, 0.99), 3),
@@ -179,8 +197,6 @@ def test_empty_range_has_empty_shapes(client: TestClient) -> None:
     assert get(client, "top-customers", **params)["data"] == []
     assert get(client, "ingest-lag", **params) == {"object": "ingest_lag", "events": 0, "last_event_at": None,
                                                     "last_ingested_at": None, "lag_seconds": None}
-    # An end before the start selects nothing, as in the activity API.
-    assert get(client, "heatmap", start_date="2024-03-06", end_date="2024-03-04")["total"] == 0
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -215,9 +231,11 @@ INVALID = [
     ("start_date", "yesterday", "start_date: must be an ISO 8601 date or date-time, e.g. 2024-05-01T12:00:00Z"),
     ("end_date", "2024-02-30", "end_date: must be an ISO 8601 date or date-time, e.g. 2024-05-01T12:00:00Z"),
     ("campaign_id", "spring", "campaign_id: must be a UUID (8-4-4-4-12 hex digits)"),
-    ("campaign_type", "A" * 256, "campaign_type: longer than 255 characters"),
+    ("campaign_type", "WHATEVER", "campaign_type: must be one of PROMOTION, GIFT_VOUCHERS, REFERRAL_PROGRAM, "
+                                  "DISCOUNT_COUPONS, LOYALTY_PROGRAM, LUCKY_DRAW"),
     ("category", "action", "category: must be 'ACTION' or 'EFFECT'"),
     ("type", "customer.\x01", "type: contains control characters"),
+    ("type", "customer.nope", "type: 'customer.nope' is not an event type (the list: /openapi.json)"),
 ]
 
 
@@ -237,6 +255,14 @@ def test_ranked_lists_check_limit(client: TestClient, endpoint: str, value: str)
 
 
 def test_parameters_an_endpoint_does_not_take_are_ignored(client: TestClient) -> None:
-    assert get(client, "heatmap", limit="0", order="sideways", page="-1")["total"] == 33
+    assert get(client, "heatmap", limit="0", order="sideways", page="-1")["total"] == 39
     response = client.get("/v1/analytics/heatmap", headers=ACME, params=[("category", "ACTION"), ("category", "EFFECT")])
     assert assert_error(response, 400, "invalid_param", "category: given more than once")["param"] == "category"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_start_date_after_end_date_is_400(client: TestClient, endpoint: str) -> None:
+    response = client.get(f"/v1/analytics/{endpoint}", headers=ACME,
+                          params={"start_date": "2024-03-06", "end_date": "2024-03-04"})
+    details = "start_date: 2024-03-06T00:00:00.000000Z is after end_date 2024-03-04T23:59:59.999999Z"
+    assert assert_error(response, 400, "invalid_param", details)["param"] == "start_date"

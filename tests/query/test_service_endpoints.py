@@ -1,4 +1,4 @@
-"""/healthz, /readyz, /metrics, /v1/status, /openapi.json and /docs."""
+"""/healthz, /readyz, /metrics, /v1/session, /v1/status, /favicon.ico, /openapi.json and /docs."""
 
 from __future__ import annotations
 
@@ -72,6 +72,35 @@ def test_status_needs_an_admin_token(dataset: Dataset) -> None:
         assert response.json() == {"slot": "voucher_activity"}
 
 
+def test_session_names_the_tenant_and_whether_the_token_is_an_admin_token(client: TestClient) -> None:
+    sessions = {
+        "a tenant token alone": ({"Authorization": "Bearer acme-token"}, "acme", False),
+        "a tenant token with its tenant": (ACME_HEADERS, "acme", False),
+        "an admin token for a tenant": ({"Authorization": "Bearer admin-token", "tenant": "globex"}, "globex", True),
+    }
+    for headers, tenant, admin in sessions.values():
+        response = client.get("/v1/session", headers=headers)
+        assert response.json() == {"object": "session", "tenant": tenant, "admin": admin}
+    assert client.get("/v1/session").status_code == 401
+    assert client.get("/v1/session", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/v1/session", headers={"Authorization": "Bearer admin-token"}).json()["details"] == (
+        "an admin token needs the tenant (or X-App-Id) header")
+    assert client.get("/v1/session", headers={"X-App-Id": "globex", "X-App-Token": "acme-token"}).status_code == 403
+
+
+def test_without_tokens_every_session_may_read_the_status(dataset: Dataset) -> None:
+    with TestClient(create_app(dataset.store, tokens={})) as client:
+        response = client.get("/v1/session", headers={"X-App-Id": "acme"})
+        assert response.json() == {"object": "session", "tenant": "acme", "admin": True}
+
+
+def test_favicon_is_served(client: TestClient) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/svg+xml"
+    assert response.text.startswith("<svg xmlns=\"http://www.w3.org/2000/svg\"")
+
+
 def test_status_defaults_to_the_store_status(client: TestClient, dataset: Dataset) -> None:
     body = client.get("/v1/status", headers={"Authorization": "Bearer admin-token"}).json()
     assert body == {"store": dataset.store.status().to_dict()}
@@ -84,10 +113,20 @@ def test_openapi_describes_every_route_and_parameter(client: TestClient) -> None
     assert sorted(document["paths"]) == sorted(
         ["/v1/customers/{customerId}/activity", "/v1/status", "/healthz", "/readyz", "/metrics",
          "/openapi.json", "/docs", "/v1/analytics/events-per-day", "/v1/analytics/heatmap",
-         "/v1/analytics/funnel", "/v1/analytics/top-customers", "/v1/analytics/ingest-lag"])
-    parameters = [p["name"] for p in document["paths"]["/v1/customers/{customerId}/activity"]["get"]["parameters"]]
-    assert parameters == ["customerId", "limit", "page", "order", "starting_after_id", "start_date", "end_date",
-                          "campaign_id", "campaign_type", "category", "type", "tenant"]
+         "/v1/analytics/funnel", "/v1/analytics/top-customers", "/v1/analytics/ingest-lag", "/v1/session"])
+    parameters = {p["name"]: p for p in document["paths"]["/v1/customers/{customerId}/activity"]["get"]["parameters"]}
+    assert list(parameters) == ["customerId", "limit", "page", "order", "starting_after_id", "start_date", "end_date",
+                                "campaign_id", "campaign_type", "category", "type", "tenant"]
+    # The domains (SPEC §6): the analytics endpoints take the same parameter objects.
+    assert parameters["campaign_type"]["schema"]["enum"] == [
+        "PROMOTION", "GIFT_VOUCHERS", "REFERRAL_PROGRAM", "DISCOUNT_COUPONS", "LOYALTY_PROGRAM", "LUCKY_DRAW"]
+    types = parameters["type"]["schema"]["items"]["enum"]
+    assert {"customer.redemption.succeeded", "customer.loyalty.tier.upgraded", "customer.holder.assignment.created",
+            "customer.voucher.loyalty_card.points_expired"} <= set(types)
+    assert len(types) == 77 and types[:-1] == sorted(types[:-1]) and types[-1] == ""
+    funnel = document["paths"]["/v1/analytics/funnel"]["get"]["parameters"]
+    assert [p for p in funnel if p["name"] in ("type", "campaign_type")] == [
+        parameters["campaign_type"], parameters["type"]]
 
 
 def test_docs_page_is_self_contained(client: TestClient) -> None:

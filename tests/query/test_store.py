@@ -88,7 +88,7 @@ def test_reader_pool_serves_waiting_threads_in_arrival_order() -> None:
             thread = threading.Thread(target=borrow, args=(number,))
             thread.start()
             threads.append(thread)
-            while len(pool._waiting) <= number:  # wait until it queues before starting the next
+            while pool.waiting <= number:  # wait until it queues before starting the next
                 time.sleep(0.001)
     for thread in threads:
         thread.join()

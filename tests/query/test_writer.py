@@ -44,8 +44,8 @@ def test_flush_writes_everything_and_returns_the_marked_lsn(store: Store) -> Non
     e = events[0]
     assert row == [(e.id, e.tenant_id, e.tenant, e.customer_id, e.created_at, e.type, e.category, e.campaign_id,
                      e.campaign_type, e.group_id, e.source, e.data, e.source_table, e.source_lsn)]
-    assert metrics.events_written._value.get() == 5
-    assert metrics.batch_rows._sum.get() == 7
+    assert metrics.registry.get_sample_value("va_events_written_total") == 5
+    assert metrics.registry.get_sample_value("va_store_batch_rows_sum") == 7
 
 
 def test_flush_without_marks_returns_none_and_marks_only_rise(store: Store) -> None:

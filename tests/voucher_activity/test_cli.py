@@ -16,6 +16,7 @@ import pytest
 
 from demo.embedded_pg import free_port
 from tests.cdc_reader.test_checks import started_cluster
+from tests.deploy.test_deploy_files import allocator_environment
 from tests.replication_helpers import temporary_role
 
 COMMANDS = ("demo", "run", "reader", "serve", "status", "sql", "teardown")
@@ -175,21 +176,18 @@ def test_invalidated_slot_is_refused(tmp_path):
 
 JEMALLOC_DECAY = """
 import re
-from voucher_activity.memory import tune_allocators
-tune_allocators()
 import chdb
 stats = chdb.query("SELECT stats FROM system.jemalloc_stats", "CSV").bytes().decode()
 print(re.search(r"opt.dirty_decay_ms: (\\d+)", stats).group(1))
 """
 
 
-@pytest.mark.parametrize(("operator_setting", "decay"), [(None, "200"), ("dirty_decay_ms:1500", "1500")])
-def test_the_embedded_engine_returns_freed_memory_within_a_fifth_of_a_second(operator_setting, decay):
-    """chDB's jemalloc keeps freed pages 5 s by default; the CLI sets 0.2 s before chDB loads
-    (docs/store.md, "Memory"), unless the operator set JE_MALLOC_CONF."""
-    env = {key: value for key, value in os.environ.items() if key != "JE_MALLOC_CONF"}
-    if operator_setting is not None:
-        env["JE_MALLOC_CONF"] = operator_setting
+@pytest.mark.parametrize(("setting", "decay"), [
+    (allocator_environment()["JE_MALLOC_CONF"], "200"), ("dirty_decay_ms:1500", "1500")])
+def test_the_embedded_engine_takes_its_allocator_setting_from_the_environment(setting, decay):
+    """chDB's jemalloc keeps freed pages 5 s by default; the environment the sidecar starts in
+    (deploy/Dockerfile, `dev`) sets 0.2 s (docs/store.md, "Memory"), or what the operator sets."""
+    env = {**os.environ, "JE_MALLOC_CONF": setting}
     result = subprocess.run([sys.executable, "-c", JEMALLOC_DECAY], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.stdout.split() == [decay], result.stderr

@@ -1,5 +1,7 @@
-"""`voucher-activity demo` as a newcomer runs it: it prints a ready curl that soon returns
-events, Ctrl-C leaves no process behind, and a second run continues with the same data."""
+"""`voucher-activity demo` as a newcomer runs it: every line of its banner works when pasted (a
+curl that returns a full page of a customer's history at once, a status curl with the admin
+token, a dashboard link that signs in, the SQL command once stopped), Ctrl-C leaves no process
+behind, and a second run continues with the same data."""
 
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ import pytest
 from demo.embedded_pg import free_port
 
 CURL = re.compile(r"Try\s+(curl .+)$", re.MULTILINE)
+STATUS = re.compile(r"Status\s+(curl .+)$", re.MULTILINE)
+DASHBOARD = re.compile(r"Dashboard\s+(\S+)$", re.MULTILINE)
+HISTORY = re.compile(r"\((\S+) has (\d+) events so far")
+SQL = re.compile(r"SQL\s+(.+)$", re.MULTILINE)
 
 
 def start_demo(data_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
@@ -32,17 +38,29 @@ def start_demo(data_dir: Path, port: int, log: Path, *extra: str) -> subprocess.
     )
 
 
-def printed_curl(log: Path, timeout: float = 90) -> tuple[str, dict[str, str]]:
-    """The URL and headers of the curl line the demo printed."""
+def printed_banner(log: Path, timeout: float = 90) -> str:
+    """The banner, once the demo has printed it whole (its last line is the SQL hint)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        match = CURL.search(log.read_text(errors="replace"))
-        if match:
-            words = shlex.split(match.group(1))
-            headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
-            return words[-1], headers
+        text = log.read_text(errors="replace")
+        if "once the demo is stopped" in text:
+            return text
         time.sleep(0.2)
-    raise AssertionError(f"the demo printed no curl:\n{log.read_text()[-2000:]}")
+    raise AssertionError(f"the demo printed no banner:\n{log.read_text()[-2000:]}")
+
+
+def curl_request(line: str) -> tuple[str, dict[str, str]]:
+    """The URL and headers of a printed curl command line."""
+    words = shlex.split(line)
+    headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+    return words[-1], headers
+
+
+def printed_curl(log: Path, timeout: float = 90) -> tuple[str, dict[str, str]]:
+    """The URL and headers of the curl line the demo printed."""
+    match = CURL.search(printed_banner(log, timeout))
+    assert match, log.read_text()[-2000:]
+    return curl_request(match.group(1))
 
 
 def events_via_curl(url: str, headers: dict[str, str], timeout: float = 90) -> list[dict]:
@@ -95,19 +113,46 @@ def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path, data_dir):
     first_log = tmp_path / "first.log"
     demo = start_demo(data_dir, port, first_log)
     try:
+        text = printed_banner(first_log)
         url, headers = printed_curl(first_log)
         assert url.startswith(f"http://127.0.0.1:{port}/v1/customers/")
+        assert url.endswith("/activity?limit=5")
         assert headers["X-App-Id"] == "acme"
-        events = events_via_curl(url, headers)
-        assert {"id", "type", "category", "data", "created_at", "group_id"} <= set(events[0])
-        dashboard = httpx.get(f"http://127.0.0.1:{port}/dashboard", timeout=5)
-        assert dashboard.status_code == 200
+        # Pasted at once, the curl shows a full page of a customer with a history.
+        customer, events = HISTORY.search(text).groups()
+        assert int(events) >= 8 and url.rsplit("/", 2)[-2] == customer
+        page = httpx.get(url, headers=headers, timeout=5).json()
+        assert len(page["data"]) == 5 and page["has_more"] is True
+        assert {"id", "type", "category", "data", "created_at", "group_id"} <= set(page["data"][0])
+        events = page["data"]
+
+        status_url, status_headers = curl_request(STATUS.search(text).group(1))
+        status = httpx.get(status_url, headers=status_headers, timeout=10)
+        assert status.status_code == 200, status.text
+        assert status.json()["source"]["slot_exists"] is True
+        assert [tenant["name"] for tenant in status.json()["store"]["tenants"]] == ["acme", "globex"]
+
+        # The dashboard link carries the admin token in its fragment, never in the query string.
+        link = DASHBOARD.search(text).group(1)
+        path, _, fragment = link.partition("#")
+        admin_token = status_headers["Authorization"].removeprefix("Bearer ")
+        assert path == f"http://127.0.0.1:{port}/dashboard" and fragment == f"token={admin_token}&tenant=acme"
+        assert httpx.get(path, timeout=5).status_code == 200
+        assert oct((data_dir / "demo" / "tokens.json").stat().st_mode & 0o777) == "0o600"
     finally:
         code = stop_with_ctrl_c(demo)
     assert code == 0, first_log.read_text()[-3000:]
     time.sleep(0.5)
     assert processes_using(data_dir) == []  # neither the sidecar nor its PostgreSQL is left
     first_events = {event["id"] for event in events}
+
+    # Once stopped, the printed SQL command reads the demo's store.
+    sql = shlex.split(SQL.search(text).group(1))
+    assert sql[:2] == ["voucher-activity", "sql"] and sql[2:4] == ["--data-dir", str(data_dir)]
+    done = subprocess.run([sys.executable, "-m", "voucher_activity.cli", *sql[1:]], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "customer.redemption.succeeded" in done.stdout
 
     second_log = tmp_path / "second.log"
     demo = start_demo(data_dir, port, second_log)

@@ -18,14 +18,14 @@ from query.store import ReaderPhase, ReaderProgress, Store
 from tests.conftest import unique_name
 from tests.pipeline_helpers import (
     PipelineThread,
-    confirmed_lsn,
     prepare_source,
     settings_for,
     wait_caught_up,
 )
+from tests.replication_helpers import confirmed_lsn
 from tests.voucher_activity.test_crash_safety import wait_streaming
 from voucher_activity.config import SnapshotMode
-from voucher_activity.pipeline import ReaderStateMissingError, StartAction, start_action
+from voucher_activity.resume import ReaderStateMissingError, StartAction, start_action
 
 SNAPSHOT = ReaderProgress(ReaderPhase.SNAPSHOT, 0x100)
 STREAMING = ReaderProgress(ReaderPhase.STREAMING, 0x200)

@@ -23,12 +23,12 @@ from tests.conftest import unique_name
 from tests.pipeline_helpers import (
     PipelineThread,
     assert_each_business_row_once,
-    confirmed_lsn,
     prepare_source,
     raw_duplicates,
     settings_for,
     wait_caught_up,
 )
+from tests.replication_helpers import confirmed_lsn
 
 BULK_CUSTOMERS = 20_000
 

@@ -88,20 +88,30 @@ export function showMessage(target, text, kind = "error") {
   target.replaceChildren(text ? el("p", { class: `message ${kind}`, role: "status" }, text) : "");
 }
 
-// The sign-in box: asks for the token once per tab, then shows who is signed in.
-export function mountSession(container, onReady) {
-  const saved = credentials();
-  if (saved) {
-    container.replaceChildren(
-      el("span", { class: "who", "data-testid": "signed-in" },
-        saved.tenant ? `tenant ${saved.tenant}` : "token tenant"),
-      el("button", { type: "button", class: "link", onclick: () => { forgetCredentials(); window.location.reload(); } },
-        "Sign out"),
-    );
-    document.body.classList.add("signed-in");
-    onReady();
-    return;
+// A link may carry the credentials in its fragment (`/dashboard#token=...&tenant=acme`, as the
+// demo prints it): a fragment never reaches the server, so the token stays out of access logs
+// and proxies. It is taken once and removed from the address bar and the tab's history.
+function adoptFragmentCredentials() {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const token = (fragment.get("token") || "").trim();
+  if (!token) return;
+  saveCredentials(token, (fragment.get("tenant") || "").trim());
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+}
+
+// Whom the credentials name (/v1/session): the tenant shown in the header, and whether the
+// token is an admin token (only those may read /v1/status).
+async function fetchSession() {
+  try {
+    return await apiGet("/v1/session");
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403 || error.status === 400)) throw error;
+    const saved = credentials();  // the server is unreachable: show what was entered
+    return { tenant: saved.tenant || "?", admin: false };
   }
+}
+
+function signInForm(container, onReady, problem) {
   document.body.classList.remove("signed-in");
   const form = el("form", { class: "signin", id: "signin" },
     el("label", {}, "Tenant ", el("input", { name: "tenant", id: "tenant", autocomplete: "username",
@@ -109,6 +119,7 @@ export function mountSession(container, onReady) {
     el("label", {}, "Token ", el("input", { name: "token", id: "token", type: "password", required: true,
       autocomplete: "current-password", placeholder: "API token" })),
     el("button", { type: "submit" }, "Sign in"),
+    problem ? el("span", { class: "signin-error", role: "alert" }, problem) : null,
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -118,4 +129,30 @@ export function mountSession(container, onReady) {
     mountSession(container, onReady);
   });
   container.replaceChildren(form);
+}
+
+// The sign-in box: asks for the token once per tab (or takes it from the link), checks it, then
+// shows whom it reads and calls onReady(session).
+export async function mountSession(container, onReady) {
+  adoptFragmentCredentials();
+  if (!credentials()) {
+    signInForm(container, onReady);
+    return;
+  }
+  let session;
+  try {
+    session = await fetchSession();
+  } catch (error) {
+    forgetCredentials();
+    signInForm(container, onReady, `${error.message}.`);
+    return;
+  }
+  container.replaceChildren(
+    el("span", { class: "who", "data-testid": "signed-in", title: session.admin ? "admin token" : "tenant token" },
+      session.tenant, session.admin ? el("span", { class: "badge admin" }, "admin") : null),
+    el("button", { type: "button", class: "link", onclick: () => { forgetCredentials(); window.location.reload(); } },
+      "Sign out"),
+  );
+  document.body.classList.add("signed-in");
+  onReady(session);
 }

@@ -87,33 +87,45 @@ function percent(part, whole) {
   return whole ? `${Math.round((100 * part) / whole)}%` : "–";
 }
 
-// One block per campaign: a bar per stage, sized against the campaign's publications.
+// What each stage's number says, in customers: a share is of the previous stage's customers who
+// went on (never above 100%); generic codes have no publication stage to convert from.
+function stageText(campaign, key) {
+  if (key === "published") return campaign.generic_codes ? "none: generic codes" : String(campaign.published);
+  if (key === "redeemed") {
+    if (campaign.generic_codes || !campaign.published) return String(campaign.redeemed);
+    return `${campaign.redeemed} · ${campaign.redeemed_of_published} of ${campaign.published} published `
+      + `(${percent(campaign.redeemed_of_published, campaign.published)})`;
+  }
+  if (!campaign.redeemed) return String(campaign.rolled_back);
+  return `${campaign.rolled_back} (${percent(campaign.rolled_back_of_redeemed, campaign.redeemed)} of redeemers)`;
+}
+
+// One block per campaign: a bar per stage, sized against the campaign's largest stage.
 export function funnel(body) {
-  const width = 760, rowHeight = 20, labelWidth = 110, numberWidth = 120;
+  const width = 760, rowHeight = 20, labelWidth = 110, numberWidth = 250;
   const barSpace = width - labelWidth - numberWidth;
   const blockHeight = 24 + STAGES.length * (rowHeight + 4) + 10;
   const blocks = body.data.map((campaign, index) => {
     const whole = Math.max(campaign.published, campaign.redeemed, campaign.rolled_back, 1);
     const top = index * blockHeight;
     return el("svg:g", {
-      class: "campaign",
+      class: `campaign${campaign.generic_codes ? " generic-codes" : ""}`,
       dataset: { campaignId: campaign.campaign_id, published: String(campaign.published),
-        redeemed: String(campaign.redeemed), rolledBack: String(campaign.rolled_back) },
+        redeemed: String(campaign.redeemed), rolledBack: String(campaign.rolled_back),
+        genericCodes: String(campaign.generic_codes) },
     },
     el("svg:text", { x: 0, y: top + 16, class: "campaign-name" },
       `${campaign.campaign_name || campaign.campaign_id}${campaign.campaign_type ? ` · ${campaign.campaign_type}` : ""}`),
     STAGES.map(([key, label, color], stage) => {
       const y = top + 24 + stage * (rowHeight + 4);
       const value = campaign[key];
-      const previous = stage === 0 ? null : campaign[STAGES[stage - 1][0]];
       return el("svg:g", { class: "stage", dataset: { stage: key, count: String(value) } },
         el("svg:text", { x: 0, y: y + 14, class: "label" }, label),
         el("svg:rect", { x: labelWidth, y, height: rowHeight, rx: 3, fill: color,
           width: Math.max(1, (value / whole) * barSpace) }),
-        el("svg:text", { x: labelWidth + barSpace + 8, y: y + 14, class: "number" },
-          previous === null ? String(value) : `${value} (${percent(value, previous)})`));
+        el("svg:text", { x: labelWidth + barSpace + 8, y: y + 14, class: "number" }, stageText(campaign, key)));
     }));
   });
-  return svg(width, Math.max(blockHeight * body.data.length, 30), "Publication, redemption and rollback per campaign",
-    ...blocks);
+  return svg(width, Math.max(blockHeight * body.data.length, 30),
+    "Customers published to, redeeming and rolled back per campaign", ...blocks);
 }

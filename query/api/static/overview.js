@@ -61,8 +61,15 @@ async function draw(name, filters) {
   }
 }
 
-// The replication side of the lag is in /v1/status, which only an admin token may read.
-async function drawReader() {
+// The replication side of the lag is in /v1/status, which only an admin token may read: a
+// tenant token is not sent there at all.
+async function drawReader(session) {
+  if (!session.admin) {
+    $("reader-lag").replaceChildren(el("p", { class: "hint", id: "reader-needs-admin" },
+      "The reader's replication lag and retained WAL are shared by every tenant: an admin token reads them, "
+      + "a tenant token reads its own events only."));
+    return;
+  }
   try {
     const status = await apiGet("/v1/status");
     const source = status.source || {};
@@ -72,24 +79,23 @@ async function drawReader() {
       ["WAL retained", source.retained_wal_bytes ?? "–", "reader-retained"],
     ]));
   } catch (error) {
-    $("reader-lag").replaceChildren(error instanceof ApiError && error.status === 403
-      ? "Replication lag needs an admin token." : `Unavailable: ${error.message}`);
+    $("reader-lag").replaceChildren(`Unavailable: ${error.message}`);
   }
 }
 
-function refresh() {
+function refresh(session) {
   showMessage($("message"), "");
   const filters = formValues($("filters"), FILTERS);
   const query = new URLSearchParams(filters.filter(([, value]) => value));
   window.history.replaceState(null, "", query.size ? `?${query}` : window.location.pathname);
-  return Promise.all([...Object.keys(CHARTS).map((name) => draw(name, filters)), drawReader()]);
+  return Promise.all([...Object.keys(CHARTS).map((name) => draw(name, filters)), drawReader(session)]);
 }
 
-function start() {
+function start(session) {
   const page = new URLSearchParams(window.location.search);
   for (const name of FILTERS) if (page.get(name)) $("filters").elements[name].value = page.get(name);
-  $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
-  refresh().then(() => { document.body.dataset.loaded = "true"; });
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(session); });
+  refresh(session).then(() => { document.body.dataset.loaded = "true"; });
 }
 
 mountSession($("session"), start);

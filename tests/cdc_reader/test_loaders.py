@@ -1,5 +1,5 @@
 """Text-format values through a real server: what the decoder and assembler produce must equal
-what psycopg's SELECT returns for the same rows."""
+what psycopg's SELECT returns for the same rows; and the values psycopg cannot load."""
 
 import math
 import pickle
@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from cdc_reader.changes import Change
-from cdc_reader.values import StreamConverters, converter_for
+from cdc_reader.loaders import RowLoader
 from tests.cdc_reader.test_assembler import create_slot, peek_envelopes
 
 EDGE_TABLE = """
@@ -57,49 +57,55 @@ def test_decoded_values_equal_what_psycopg_selects(voucher_db):
     assert selected[2]["ts"] == datetime(1900, 1, 1, 0, 0, 0, 1)
 
 
+def load(type_oid: int, text: str):
+    (value,) = RowLoader([type_oid]).load((text.encode(),))
+    return value
+
+
 def test_values_psycopg_cannot_load():
-    timestamp, timestamptz, day = converter_for(1114), converter_for(1184), converter_for(1082)
-    assert timestamp("infinity") == datetime.max and timestamp("-infinity") == datetime.min
-    assert timestamptz("infinity") == datetime.max.replace(tzinfo=timezone.utc)
-    assert day("-infinity") == date.min
-    assert timestamp("0044-03-15 12:00:00 BC") == "0044-03-15 12:00:00 BC"
-    assert day("10000-01-01") == "10000-01-01"
-    assert converter_for(1700)("Infinity") == Decimal("Infinity")
-    assert converter_for(1700)("NaN").is_nan()
-    assert math.isnan(converter_for(701)("NaN"))
+    assert load(1114, "infinity") == datetime.max and load(1114, "-infinity") == datetime.min
+    assert load(1184, "infinity") == datetime.max.replace(tzinfo=timezone.utc)
+    assert load(1184, "-infinity") == datetime.min.replace(tzinfo=timezone.utc)
+    assert load(1082, "infinity") == date.max and load(1082, "-infinity") == date.min
+    assert load(1114, "0044-03-15 12:00:00 BC") == "0044-03-15 12:00:00 BC"
+    assert load(1082, "10000-01-01") == "10000-01-01"
+    assert load(1700, "Infinity") == Decimal("Infinity")
+    assert load(1700, "NaN").is_nan()
+    assert math.isnan(load(701, "NaN"))
+
+
+def test_a_row_with_an_unrepresentable_value_keeps_the_others_typed():
+    loader = RowLoader([23, 1114, 1082, 25])
+    assert loader.load((b"1", b"infinity", b"0044-03-15 BC", b"t")) == [
+        1, datetime.max, "0044-03-15 BC", "t"]
+    assert loader.load((b"2", None, b"2024-02-29", None)) == (2, None, date(2024, 2, 29), None)
 
 
 def test_unknown_types_stay_text():
-    assert converter_for(16385)("happy") == "happy"  # an enum
-    assert converter_for(1186)("1 day 02:00:00") == "1 day 02:00:00"  # interval
-    assert converter_for(25)("text") == "text"
+    assert load(16385, "happy") == "happy"  # an enum
+    assert load(1186, "1 day 02:00:00") == "1 day 02:00:00"  # interval: psycopg would give timedelta
+    assert load(1007, "{1,2}") == "{1,2}"  # int4[]: psycopg would give a list
+    assert load(25, "Zoë 🎉") == "Zoë 🎉"
+
+
+def test_timestamptz_is_aware_utc():
+    assert load(1184, "2025-07-01 11:45:00+05:45") == datetime(2025, 7, 1, 6, 0, tzinfo=timezone.utc)
+    assert load(1184, "2025-07-01 11:45:00+00").tzinfo is timezone.utc
 
 
 def test_json_keeps_integers_beyond_64_bits_exact():
-    parse = converter_for(3802)
-    assert parse('{"low": -9223372036854775809, "high": 18446744073709551616}') == {
-        "low": -9223372036854775809, "high": 18446744073709551616}
-    assert parse('{"a": [1, 2.5, true, null, "é"]}') == {"a": [1, 2.5, True, None, "é"]}
+    doc = '{"low": -9223372036854775809, "high": 18446744073709551616}'
+    assert load(3802, doc) == {"low": -9223372036854775809, "high": 18446744073709551616}
+    assert load(3802, '{"a": [1, 2.5, true, null, "é"]}') == {"a": [1, 2.5, True, None, "é"]}
+    assert load(114, '[1e400, -1e400]') == [math.inf, -math.inf]  # as json.loads reads them
+    assert load(3802, "null") is None
 
 
 def test_uuids_are_the_same_values_uuid_builds():
     text = "8f73557f-1172-4317-a607-77ccce45d856"
-    for parse in (converter_for(2950), StreamConverters().for_type(2950)):
-        parsed = parse(text)
-        assert type(parsed) is uuid.UUID and parsed == uuid.UUID(text)
-        assert hash(parsed) == hash(uuid.UUID(text)) and str(parsed) == text
-        assert parsed.is_safe is uuid.SafeUUID.unknown
-        assert pickle.loads(pickle.dumps(parsed)) == parsed
-    assert converter_for(2950)("00000000-0000-0000-0000-000000000000") == uuid.UUID(int=0)
-
-
-def test_stream_converters_remember_recent_ids_only():
-    converters = StreamConverters(remembered_ids=2)
-    parse = converters.for_type(2950)
-    first = parse("00000000-0000-0000-0000-000000000001")
-    assert parse("00000000-0000-0000-0000-000000000001") is first
-    parse("00000000-0000-0000-0000-000000000002")
-    parse("00000000-0000-0000-0000-000000000003")  # past the capacity: memory starts over
-    again = parse("00000000-0000-0000-0000-000000000001")
-    assert again == first and again is not first
-    assert converters.for_type(1082) is converter_for(1082)
+    parsed = load(2950, text)
+    assert type(parsed) is uuid.UUID and parsed == uuid.UUID(text)
+    assert hash(parsed) == hash(uuid.UUID(text)) and str(parsed) == text
+    assert parsed.is_safe is uuid.SafeUUID.unknown
+    assert pickle.loads(pickle.dumps(parsed)) == parsed
+    assert load(2950, "00000000-0000-0000-0000-000000000000") == uuid.UUID(int=0)
