@@ -107,9 +107,11 @@ def richest_customer(base: str, tenant: str, token: str, stop: threading.Event,
             return best
 
 
-def banner(base: str, tokens: Mapping[str, str], customer: SampleCustomer | None, sql: str) -> str:
+def banner(base: str, tokens: Mapping[str, str], customer: SampleCustomer | None, sql: str,
+           endpoint: str | None = None) -> str:
     """What the demo prints once it runs; `base` is the API's URL, `tokens` tenant -> token
-    (`ADMIN` for the admin token), `sql` the command line that queries the demo's store."""
+    (`ADMIN` for the admin token), `sql` the command line that queries the demo's store,
+    `endpoint` the URL of its ClickHouse HTTP endpoint (None: --sql-listen off)."""
     tenant = DEMO_TENANTS[0]
     admin = tokens.get(ADMIN)
     # The fragment never reaches the server (nor its logs); the page takes it and clears it.
@@ -133,15 +135,22 @@ def banner(base: str, tokens: Mapping[str, str], customer: SampleCustomer | None
         lines.append(f"  Status        curl -s -H 'Authorization: Bearer {admin}' {base}/v1/status")
     else:
         lines.append(f"  Status        {base}/v1/status needs an admin token: add *=<token> to --tokens")
-    lines += [
-        f"  SQL           {sql} \"SELECT type, count() FROM customer_events_dedup GROUP BY type\"",
-        "                (once the demo is stopped: the embedded store opens in one process at a time)",
-        "",
-    ]
+    query = "SELECT type, count() FROM customer_events_dedup GROUP BY type"
+    lines.append(f"  SQL           {sql} \"{query}\"")
+    if endpoint is not None and admin:
+        lines += [
+            f"  ClickHouse    curl -s -u 'voucher-activity:{admin}' '{endpoint}/' --data-binary '{query}'",
+            "                (any ClickHouse client connects there as to a server, read-only; "
+            "`sql` goes through it while the demo runs)",
+        ]
+    else:
+        lines.append("                (once the demo is stopped: the embedded store opens in one process at a time)")
+    lines.append("")
     return "\n".join(lines)
 
 
-def sql_command(program: str, data_dir: Path, default_data_dir: Path, store_url: str) -> str:
+def sql_command(program: str, data_dir: Path, default_data_dir: Path, store_url: str,
+                sql_listen: str | None = None) -> str:
     """The `sql` command line that finds the demo's store: no flags from the directory the demo
     ran in with the default data directory (the command looks in its demo/ too)."""
     words = [program, "sql"]
@@ -149,6 +158,8 @@ def sql_command(program: str, data_dir: Path, default_data_dir: Path, store_url:
         words += ["--store", store_url]
     elif data_dir.resolve() != default_data_dir.resolve():
         words += ["--data-dir", str(data_dir)]
+    if sql_listen is not None:  # where the running demo's endpoint is, when not the default
+        words += ["--sql-listen", sql_listen]
     return shlex.join(words)
 
 

@@ -21,7 +21,14 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from query import activity_sql, analytics_sql
 from query.activity_sql import ActivityQuery, Position, iso_utc
-from query.clients import READERS, ReaderPool, StoreError, connect, read_only, read_only_level
+from query.clients import (
+    READERS,
+    ReaderPool,
+    StoreError,
+    connect,
+    read_only,
+    read_only_level,
+)
 from query.location import StoreLocation, parse_store_url
 from query.schema import (
     CUSTOMERS_TABLE,

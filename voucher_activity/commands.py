@@ -19,7 +19,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
+import orjson
 import psycopg
 import uvicorn
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -33,7 +35,13 @@ from query.metrics import Metrics
 from query.sql_endpoint import SqlEngine, create_sql_app
 from query.store import Store, StoreError
 from voucher_activity import logs
-from voucher_activity.config import ConfigError, Settings, default_for
+from voucher_activity.config import (
+    ADMIN_TENANT,
+    OPTIONS,
+    ConfigError,
+    Settings,
+    default_for,
+)
 from voucher_activity.logs import fields
 from voucher_activity.memory import release_library_pages_periodically
 from voucher_activity.pipeline import Pipeline, state_path, tune_collector
@@ -218,7 +226,22 @@ def sql(args: argparse.Namespace, settings: Settings) -> int:
         except StoreNotFoundError as error:
             print(f"voucher-activity sql: {error}", file=sys.stderr)
             return 1
-    return run_sql(store_url, args.query, args.format)
+    return run_sql(store_url, args.query, args.format, endpoint=_running_endpoint(settings, store_url))
+
+
+def _running_endpoint(settings: Settings, store_url: str) -> str | None:
+    """Where the process holding the embedded store at `store_url` answers SQL (SPEC §5): this
+    configuration's --sql-listen, with its admin token, or the demo's when the store is the
+    demo's."""
+    if settings.sql_listen is None or not store_url.startswith("chdb://"):
+        return None
+    admin = next((token for token, tenant in settings.tokens.items() if tenant == ADMIN_TENANT), None)
+    demo_tokens_file = Path(store_url.removeprefix("chdb://")).parent / "tokens.json"
+    if admin is None and demo_tokens_file.is_file():
+        admin = orjson.loads(demo_tokens_file.read_bytes()).get(ADMIN_TENANT)
+    host, port = settings.sql_listen
+    credentials = f"voucher-activity:{quote(admin, safe='')}@" if admin else ""
+    return f"http://{credentials}{host}:{port}"
 
 
 def teardown(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,7 +277,10 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
         shutil.rmtree(root)
     with demo_source(root, args.rate) as dsn:
         tokens = settings.tokens or {token: tenant for tenant, token in demo_tokens(root).items()}
-        sql = sql_command(_program(), settings.data_dir, Path(default_for("data-dir")), redacted(settings.store_url))
+        listen = None if settings.sql_listen is None else f"{settings.sql_listen[0]}:{settings.sql_listen[1]}"
+        sql = sql_command(_program(), settings.data_dir, Path(default_for("data-dir")), redacted(settings.store_url),
+                          None if listen in (None, OPTIONS["sql-listen"][1]) else listen)
+        endpoint = None if listen is None else f"http://{listen}"
         settings = dataclasses.replace(
             settings,
             source_dsn=dsn,
@@ -270,7 +296,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
             tenant = DEMO_TENANTS[0]
             customer = richest_customer(base, tenant, by_tenant[tenant], stop) if tenant in by_tenant else None
             if not stop.is_set():
-                print(banner(base, by_tenant, customer, sql), file=sys.stderr, flush=True)
+                print(banner(base, by_tenant, customer, sql, endpoint), file=sys.stderr, flush=True)
 
         threading.Thread(target=announce, name="banner", daemon=True).start()
         try:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import fcntl
 import os
+import socket
 import sys
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlparse
 
 import orjson
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
@@ -75,6 +77,16 @@ def _holder(path: Path) -> int | None:
     return None
 
 
+def _listening(endpoint: str) -> bool:
+    """Whether something accepts connections at the endpoint URL's host and port."""
+    parsed = urlparse(endpoint)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def embedded_problem(location: StoreLocation) -> str | None:
     """Why `sql` cannot read the embedded store at `location`, in one sentence; None if it can."""
     path = Path(location.path or "")
@@ -84,7 +96,8 @@ def embedded_problem(location: StoreLocation) -> str | None:
     holder = _holder(path)
     if holder is not None:
         return (f"the store at {path} is open in another process (pid {holder}, a running `run` or `demo`), "
-                "and an embedded store opens in one process at a time: run `sql` once it has stopped")
+                "and an embedded store opens in one process at a time: query it through that process's "
+                "--sql-listen endpoint, or run `sql` once it has stopped")
     return None
 
 
@@ -136,13 +149,18 @@ def write_json(names: list[str], rows: list[tuple], out: TextIO) -> None:
 WRITERS = {"table": write_table, "csv": write_csv, "json": write_json}
 
 
-def run_sql(store_url: str, query: str, format: str = "table", *,
+def run_sql(store_url: str, query: str, format: str = "table", *, endpoint: str | None = None,
             out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Exit status: 0 printed, 1 the store refused or failed, 2 bad arguments."""
+    """Exit status: 0 printed, 1 the store refused or failed, 2 bad arguments. `endpoint`: the
+    URL of the SQL endpoint of the process that holds an embedded store (SPEC §5), used when
+    another process holds it."""
     if format not in WRITERS:
         print(f"voucher-activity sql: --format must be one of {', '.join(FORMATS)}", file=err)
         return 2
     location = parse_store_url(store_url)
+    if endpoint is not None and location.embedded and holds_database(Path(location.path), location.database) \
+            and _holder(Path(location.path)) is not None and _listening(endpoint):
+        location = parse_store_url(f"{endpoint}/{location.database}")
     problem = embedded_problem(location) if location.embedded else None
     if problem is not None:
         print(f"voucher-activity sql: {problem}", file=err)

@@ -43,7 +43,7 @@ def printed_banner(log: Path, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        if "once the demo is stopped" in text:
+        if "once the demo is stopped" in text or "while the demo runs" in text:
             return text
         time.sleep(0.2)
     raise AssertionError(f"the demo printed no banner:\n{log.read_text()[-2000:]}")
@@ -139,6 +139,12 @@ def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path, data_dir):
         assert path == f"http://127.0.0.1:{port}/dashboard" and fragment == f"token={admin_token}&tenant=acme"
         assert httpx.get(path, timeout=5).status_code == 200
         assert oct((data_dir / "demo" / "tokens.json").stat().st_mode & 0o777) == "0o600"
+        # While it runs, the printed SQL command reads the demo's store through its endpoint.
+        running_sql = shlex.split(SQL.search(text).group(1))
+        during = subprocess.run([sys.executable, "-m", "voucher_activity.cli", *running_sql[1:]],
+                                capture_output=True, text=True, timeout=120)
+        assert during.returncode == 0, during.stderr
+        assert "customer.redemption.succeeded" in during.stdout
     finally:
         code = stop_with_ctrl_c(demo)
     assert code == 0, first_log.read_text()[-3000:]
@@ -149,6 +155,7 @@ def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path, data_dir):
     # Once stopped, the printed SQL command reads the demo's store.
     sql = shlex.split(SQL.search(text).group(1))
     assert sql[:2] == ["voucher-activity", "sql"] and sql[2:4] == ["--data-dir", str(data_dir)]
+    assert sql[4] == "--sql-listen"  # the test's demo listens on a port of its own
     done = subprocess.run([sys.executable, "-m", "voucher_activity.cli", *sql[1:]], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -146,5 +146,6 @@ def test_a_store_open_in_another_process_is_one_sentence(tmp_path: Path) -> None
         holder.wait(timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (1, "", (
         f"voucher-activity sql: the store at {path} is open in another process (pid {holder.pid}, a running "
-        "`run` or `demo`), and an embedded store opens in one process at a time: run `sql` once it has stopped\n"))
+        "`run` or `demo`), and an embedded store opens in one process at a time: query it through that "
+        "process's --sql-listen endpoint, or run `sql` once it has stopped\n"))
     assert voucher_activity(tmp_path, "sql", COUNT).stdout == "count()\n-------\n3\n(1 row)\n"

@@ -52,6 +52,9 @@ def _pages(base: str, tenant: str, customers: list[str]) -> list[dict]:
     return pages
 
 
+SQL_BY_TENANT = "SELECT tenant, count() FROM customer_events_dedup GROUP BY tenant ORDER BY tenant"
+
+
 def test_clients_and_serve_read_a_running_sidecar_through_its_endpoint(voucher_db, tmp_path):
     prepare_source(voucher_db.dsn)
     traffic = VoucherTraffic(voucher_db.dsn, seed=11)
@@ -85,6 +88,13 @@ def test_clients_and_serve_read_a_running_sidecar_through_its_endpoint(voucher_d
         with pytest.raises(DatabaseError, match="Code: 164"):
             client.command("DROP TABLE customer_events")
         tenant, customers = _busiest(client)
+        # `sql` reaches the running sidecar's store through its endpoint, with the admin token
+        expected = "tenant,count()\n" + "".join(f"{name},{count}\n" for name, count in by_tenant)
+        during = subprocess.run(
+            [*VOUCHER_ACTIVITY, "sql", "--store", f"chdb://{tmp_path / 'clickhouse'}", "--tokens", TOKENS,
+             "--sql-listen", f"127.0.0.1:{sql_port}", "--format", "csv", SQL_BY_TENANT],
+            capture_output=True, text=True, timeout=60)
+        assert (during.returncode, during.stdout, during.stderr) == (0, expected, "")
 
         serve = subprocess.Popen(
             [*VOUCHER_ACTIVITY, "serve", "--store", f"http://analyst:admin@127.0.0.1:{sql_port}/voucher_activity",
@@ -103,6 +113,11 @@ def test_clients_and_serve_read_a_running_sidecar_through_its_endpoint(voucher_d
         sidecar.terminate()
         code = sidecar.wait(timeout=60)
     assert code == 0
+    after = subprocess.run(  # and opens the store itself once the sidecar has stopped
+        [*VOUCHER_ACTIVITY, "sql", "--store", f"chdb://{tmp_path / 'clickhouse'}", "--format", "csv", SQL_BY_TENANT],
+        capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.splitlines()[0] == "tenant,count()" and len(after.stdout.splitlines()) == len(by_tenant) + 1
 
 
 def _busiest(client) -> tuple[str, list[str]]:
