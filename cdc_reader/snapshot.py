@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -68,23 +69,12 @@ class TableRange:
     estimate: int  # the table's estimated rows
 
 
-def read_snapshot(
-    dsn: str,
-    snapshot_name: str,
-    tables: Sequence[str],
-    *,
-    schema: str = "public",
-    range_rows: int = RANGE_ROWS,
-    connections: int = SNAPSHOT_CONNECTIONS,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> Iterator[tuple[str, dict]]:
+def read_snapshot(dsn: str, snapshot_name: str, tables: Sequence[str], **options: Any) -> Iterator[tuple[str, dict]]:
     """Yield (table, row) for every row of `tables`, table by table in the given order (the
     mappers' dependency order: reference rows before the rows whose events need them), each
-    table in primary key order, as of the exported snapshot."""
-    for table, _column_types, rows in read_snapshot_batches(
-        dsn, snapshot_name, tables, schema=schema, range_rows=range_rows, connections=connections,
-        on_progress=on_progress,
-    ):
+    table in primary key order, as of the exported snapshot; `options` as for
+    `read_snapshot_batches`."""
+    for table, _column_types, rows in read_snapshot_batches(dsn, snapshot_name, tables, **options):
         for row in rows:
             yield table, row
 
