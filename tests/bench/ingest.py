@@ -18,7 +18,6 @@ from __future__ import annotations
 import cProfile
 import pstats
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -32,8 +31,6 @@ from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
-from voucher_activity.config import build_settings
-from voucher_activity.pipeline import Pipeline
 
 TARGET_RATE = 50_000
 TARGET_RATIO = 0.4
@@ -43,35 +40,9 @@ DRAIN_TIMEOUT = 1800
 def drain_with_pipeline(dsn: str, slot: str, end: int, data_dir: Path, store: Store,
                         profiler: cProfile.Profile | None = None) -> float:
     """Seconds from starting the pipeline until the slot has confirmed `end`."""
-    settings = build_settings({
-        "source": dsn, "store": "chdb://unused", "data-dir": str(data_dir), "slot": slot,
-        "publication": source.PUBLICATION, "snapshot": "never", "log-format": "json",
-    })
-    stop = threading.Event()
-    pipeline = Pipeline(settings, store, stop)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            if profiler is None:
-                pipeline.run()
-            else:
-                profiler.runcall(pipeline.run)
-        except BaseException as error:  # re-raised below
-            failure.append(error)
-            stop.set()
-
-    thread = threading.Thread(target=target, name=f"pipeline-{slot}")
-    started = time.monotonic()
-    thread.start()
-    try:
-        finished = source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT)
-    finally:
-        stop.set()
-        thread.join()
-    if failure:
-        raise failure[0]
-    return finished - started
+    return source.time_pipeline(
+        dsn, slot, data_dir, store, "never",
+        lambda _pipeline, _stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT), profiler)
 
 
 def drain_with_pg_recvlogical(cluster: LocalPostgres, dsn: str, slot: str, end: int) -> float:

@@ -35,7 +35,6 @@ from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
-from voucher_activity.config import build_settings
 from voucher_activity.pipeline import Pipeline, tune_collector
 
 TARGET_RATE = 100_000
@@ -156,42 +155,19 @@ def snapshot_with_pipeline(dsn: str, slot: str, data_dir: Path, store: Store,
                            profiler: cProfile.Profile | None = None) -> float:
     """Seconds from starting the pipeline (it creates the slot) until it streams: every snapshot
     event is stored and the reference state committed."""
-    settings = build_settings({
-        "source": dsn, "store": "chdb://unused", "data-dir": str(data_dir), "slot": slot,
-        "publication": source.PUBLICATION, "snapshot": "initial", "log-format": "json",
-    })
-    stop = threading.Event()
-    pipeline = Pipeline(settings, store, stop)
-    failure: list[BaseException] = []
 
-    def target() -> None:
-        try:
-            if profiler is None:
-                pipeline.run()
-            else:
-                profiler.runcall(pipeline.run)
-        except BaseException as error:  # re-raised below
-            failure.append(error)
-            stop.set()
-
-    thread = threading.Thread(target=target, name=f"pipeline-{slot}")
-    started = time.monotonic()
-    thread.start()
-    deadline = started + SNAPSHOT_TIMEOUT
-    try:
+    def streaming(pipeline: Pipeline, stop: threading.Event) -> float:
+        deadline = time.monotonic() + SNAPSHOT_TIMEOUT
         while not pipeline.progress.streaming and not stop.is_set():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the snapshot of {slot} did not finish within {SNAPSHOT_TIMEOUT} s")
             time.sleep(0.01)
-        finished = time.monotonic()
-    finally:
-        stop.set()
-        thread.join()
-    if failure:
-        raise failure[0]
+        return time.monotonic()
+
+    seconds = source.time_pipeline(dsn, slot, data_dir, store, "initial", streaming, profiler)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-    return finished - started
+    return seconds
 
 
 def copy_reference(dsn: str) -> float:

@@ -4,10 +4,13 @@ as operators run it (`voucher-activity run` in its own process)."""
 
 from __future__ import annotations
 
+import cProfile
 import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +23,51 @@ from cdc_reader.slot import create_slot, ensure_publication, slot_info
 from demo.embedded_pg import LocalPostgres, free_port, wheel_installation
 from mappers import tracked_tables
 from mappers.schema import voucher_schema_sql
+from query.store import Store
 from tests.bench import engine_sql
+from voucher_activity.config import build_settings
+from voucher_activity.pipeline import Pipeline
 
 PUBLICATION = "voucher_activity"
 # Benchmarks compare steady states; autovacuum waking up mid-run would only add noise.
 BENCH_SETTINGS = {"autovacuum": "off", "max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'"}
+
+
+def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: str,
+                  finished: Callable[[Pipeline, threading.Event], float],
+                  profiler: cProfile.Profile | None = None) -> float:
+    """Seconds from starting the real pipeline in a thread (as `run` hosts it) until the
+    monotonic time `finished(pipeline, stop)` returns; the pipeline is stopped afterwards and
+    its failure, if any, raised."""
+    settings = build_settings({
+        "source": dsn, "store": "chdb://unused", "data-dir": str(data_dir), "slot": slot,
+        "publication": PUBLICATION, "snapshot": snapshot, "log-format": "json",
+    })
+    stop = threading.Event()
+    pipeline = Pipeline(settings, store, stop)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            if profiler is None:
+                pipeline.run()
+            else:
+                profiler.runcall(pipeline.run)
+        except BaseException as error:  # re-raised below
+            failure.append(error)
+            stop.set()
+
+    thread = threading.Thread(target=target, name=f"pipeline-{slot}")
+    started = time.monotonic()
+    thread.start()
+    try:
+        end = finished(pipeline, stop)
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+    return end - started
 
 
 def start_cluster(root: Path, **settings: str) -> LocalPostgres:
