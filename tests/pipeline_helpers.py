@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from cdc_reader.changes import parse_lsn
@@ -15,6 +16,23 @@ from query.store import Store
 from tests.replication_helpers import confirmed_lsn
 from voucher_activity.config import Settings, build_settings
 from voucher_activity.pipeline import Pipeline
+
+
+def ready(port: int) -> bool:
+    """Whether the process listening on `port` answers /readyz with 200 (a reader: streaming)."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_streaming(port: int, timeout: float = 60) -> None:
+    """Until /readyz says the process is ready (a reader: the store answers and it streams)."""
+    deadline = time.monotonic() + timeout
+    while not ready(port):
+        if time.monotonic() > deadline:
+            raise AssertionError("sidecar did not come up")
+        time.sleep(0.1)
 
 
 def prepare_source(dsn: str) -> None:

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 
-import httpx
 import psutil
 import pytest
 
 from demo.embedded_pg import free_port
-from tests.pipeline_helpers import confirmed_lsn, prepare_source, server_wal_lsn
+from tests.pipeline_helpers import confirmed_lsn, prepare_source, ready, server_wal_lsn
 
 ROWS = 1_000_000
 SNAPSHOT_ROWS = 500_000
@@ -58,13 +57,6 @@ def wait_confirmed(voucher_db, sidecar, rss: PeakRss, tmp_path, target: int, sec
         assert time.monotonic() < deadline, f"not confirmed in {seconds} s"
         rss.sample()
         time.sleep(0.2)
-
-
-def ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def stop(sidecar) -> None:

@@ -27,6 +27,7 @@ from tests.pipeline_helpers import (
     prepare_source,
     settings_for,
     wait_caught_up,
+    wait_streaming,
 )
 
 KILLS = 4
@@ -63,19 +64,6 @@ def walk_activity(get, tenant: str, customer_id: str) -> list[dict]:
         if not page["has_more"]:
             return events
         after = page["more_starting_after"]
-
-
-def wait_streaming(port: int, timeout: float = 60) -> None:
-    """Until /readyz says the reader streams (store answers, replication started)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("sidecar did not come up")
 
 
 def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(voucher_db, store_url, tmp_path):

@@ -21,9 +21,9 @@ from tests.pipeline_helpers import (
     prepare_source,
     settings_for,
     wait_caught_up,
+    wait_streaming,
 )
 from tests.replication_helpers import confirmed_lsn
-from tests.voucher_activity.test_crash_safety import wait_streaming
 from voucher_activity.config import SnapshotMode
 from voucher_activity.resume import ReaderStateMissingError, StartAction, start_action
 
@@ -84,6 +84,18 @@ def _customer(dsn: str, source_id: str) -> None:
             "SELECT gen_random_uuid(), %s, 'Ann', id FROM tenant WHERE name = 'acme'", (source_id,))
 
 
+def _stream_one_customer(dsn: str, command: list[str], port: int, source_id: str, **popen) -> None:
+    """Start `run`, write one customer once it streams, stop it gracefully once it is stored."""
+    sidecar = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    try:
+        wait_streaming(port)
+        _customer(dsn, source_id)
+        wait_caught_up(dsn, "voucher_activity")
+    finally:
+        sidecar.terminate()
+        assert sidecar.wait(timeout=60) == 0
+
+
 def test_run_without_its_data_dir_exits_with_the_sentence_and_leaves_the_slot(voucher_db, tmp_path):
     """Stream, stop, delete the data directory (the store lives elsewhere), write more, start
     again: `run` exits 1 with the sentence, the slot keeps its position and the changes since."""
@@ -96,14 +108,7 @@ def test_run_without_its_data_dir_exits_with_the_sentence_and_leaves_the_slot(vo
                "--store", f"chdb://{tmp_path / 'clickhouse'}", "--data-dir", str(data_dir),
                "--listen", f"127.0.0.1:{port}", "--tokens", "*=admin", "--log-format", "json",
                "--sql-listen", "off"]
-    sidecar = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_streaming(port)
-        _customer(voucher_db.dsn, "streamed")
-        wait_caught_up(voucher_db.dsn, "voucher_activity")
-    finally:
-        sidecar.terminate()
-        assert sidecar.wait(timeout=60) == 0
+    _stream_one_customer(voucher_db.dsn, command, port, "streamed")
     shutil.rmtree(data_dir)
     _customer(voucher_db.dsn, "while stopped")
     before = _slot(voucher_db.dsn, "voucher_activity")
@@ -168,19 +173,10 @@ def test_everything_run_writes_is_private_to_its_user(voucher_db, tmp_path):
     prepare_source(voucher_db.dsn)
     port = free_port()
     data_dir = tmp_path / "data"
-    sidecar = subprocess.Popen(
-        [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn,
-         "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--log-format", "json",
-         "--sql-listen", "off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0o022),
-    )
-    try:
-        wait_streaming(port)
-        _customer(voucher_db.dsn, "private")
-        wait_caught_up(voucher_db.dsn, "voucher_activity")
-    finally:
-        sidecar.terminate()
-        assert sidecar.wait(timeout=60) == 0
+    command = [sys.executable, "-m", "voucher_activity.cli", "run", "--source", voucher_db.dsn,
+               "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--log-format", "json",
+               "--sql-listen", "off"]
+    _stream_one_customer(voucher_db.dsn, command, port, "private", preexec_fn=lambda: os.umask(0o022))
     modes = {path.relative_to(data_dir).as_posix(): stat.S_IMODE(path.lstat().st_mode)
              for path in data_dir.rglob("*") if not path.is_symlink()}
     assert "mapper_state.sqlite3" in modes and any(name.startswith("clickhouse/") for name in modes)

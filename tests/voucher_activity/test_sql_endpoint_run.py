@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import clickhouse_connect
 import httpx
@@ -17,8 +16,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from demo.embedded_pg import free_port
 from demo.traffic import VoucherTraffic
-from tests.pipeline_helpers import prepare_source, wait_caught_up
-from tests.voucher_activity.test_crash_safety import wait_streaming
+from tests.pipeline_helpers import prepare_source, wait_caught_up, wait_streaming
 
 TOKENS = "*=admin,acme=acme-token"
 VOUCHER_ACTIVITY = [sys.executable, "-m", "voucher_activity.cli"]
@@ -102,7 +100,7 @@ def test_clients_and_serve_read_a_running_sidecar_through_its_endpoint(voucher_d
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )
         served = serve
-        _wait_ready(serve_port)
+        wait_streaming(serve_port)  # serve has no reader: ready once the store answers
         # The sidecar keeps ingesting meanwhile; with the traffic stopped, both read the same rows.
         assert _pages(f"http://127.0.0.1:{serve_port}", tenant, customers) == _pages(
             f"http://127.0.0.1:{api_port}", tenant, customers)
@@ -127,15 +125,3 @@ def _busiest(client) -> tuple[str, list[str]]:
         "GROUP BY tenant, customer_id ORDER BY events DESC, customer_id LIMIT 3").result_rows
     tenant = rows[0][0]
     return tenant, [customer for name, customer, _events in rows if name == tenant]
-
-
-def _wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("serve did not come up")
