@@ -75,7 +75,7 @@ def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
 def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec: ObjectSpec | None = None,
                  result: str = "made") -> None:
     """`result = resolver(target)`; with the resolver's memo (payload.object_resolver,
-    `_campaign_type_resolver`), a UUID's entry is read in place first (the memo keys a UUID by
+    `payload.campaign_type_resolver`), a UUID's entry is read in place first (the memo keys a UUID by
     its int, as the resolver does). With `spec` (a reference that yields a row), the object of a
     row is built in place (payload.object_code, as the resolver builds it)."""
     if memo is not None:

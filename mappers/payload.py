@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from mappers.catalog import ObjectSpec
+from mappers.catalog import Catalog, ObjectSpec
 from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
 from mappers.state import normal_key, uuid_from_int
@@ -221,3 +221,26 @@ def event_time(value: Any, *fallbacks: Any) -> datetime:
         if isinstance(candidate, datetime):
             return candidate.replace(tzinfo=UTC) if candidate.tzinfo is None else candidate
     return EPOCH
+
+
+def campaign_type_resolver(catalog: Catalog, lookup: Lookup, row_memo: Callable[[str], dict[Any, Any]],
+                           limit: int) -> Callable[[Any], str]:
+    """campaign id -> the `campaign_type` field of its payload object ("" when unknown). A UUID's
+    answer is kept in a memo of the state's (`ReferenceState.row_memo`: dropped when that
+    campaign row changes), the resolver's `memo` attribute, which the generated code reads in
+    place; up to `limit` entries, then it starts over."""
+    spec = catalog.objects["campaign"]
+    column = dict(spec.fields).get("campaign_type")
+    memo = row_memo(spec.table)
+
+    def campaign_type(campaign_id: Any) -> str:
+        row = lookup(spec.table, campaign_id) if column is not None else None
+        found = (row.get(column) if row is not None else None) or ""
+        if type(campaign_id) is uuid.UUID:
+            if len(memo) >= limit:
+                memo.clear()
+            memo[campaign_id.int] = found
+        return found
+
+    campaign_type.memo = memo  # type: ignore[attr-defined]
+    return campaign_type

@@ -28,7 +28,6 @@ import logging
 import pickle
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -49,10 +48,6 @@ _PACKED_ENTRY_OVERHEAD = 240
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshot_match (
-    customer_id TEXT NOT NULL, type TEXT NOT NULL, business INTEGER NOT NULL,
-    PRIMARY KEY (customer_id, type)
-) WITHOUT ROWID;
 """
 # Rows live in a rowid table: new rows are appended and only the unique index on (kind, key)
 # takes the random writes of the source's random version-4 UUID keys (~60 bytes an entry, so few
@@ -373,31 +368,3 @@ class ReferenceState:
         """Close; uncommitted changes are rolled back."""
         self.rollback()
         self.connection.close()
-
-    # -- snapshot de-duplication of customer_event rows ------------------------------------------
-    def count_snapshot_event(self, customer_id: str, event_type: str) -> None:
-        """A business-derived snapshot event of this (customer, type) exists."""
-        self.begin()
-        self.connection.execute(
-            "INSERT INTO snapshot_match VALUES (?, ?, 1) ON CONFLICT (customer_id, type) "
-            "DO UPDATE SET business = business + 1", (customer_id, event_type))
-
-    def add_snapshot_counts(self, counts: Iterable[tuple[str, str, int]]) -> None:
-        """`count_snapshot_event` for many at once: (customer_id, type, business events)."""
-        self.begin()
-        self.connection.executemany(
-            "INSERT INTO snapshot_match VALUES (?, ?, ?) ON CONFLICT (customer_id, type) "
-            "DO UPDATE SET business = business + excluded.business", counts)
-
-    def take_snapshot_match(self, customer_id: str, event_type: str) -> bool:
-        """Pair one customer_event row with an unpaired business event of the same (customer,
-        type); False when none is left (the row is the only record of its event)."""
-        self.begin()
-        cursor = self.connection.execute(
-            "UPDATE snapshot_match SET business = business - 1 "
-            "WHERE customer_id = ? AND type = ? AND business > 0", (customer_id, event_type))
-        return cursor.rowcount == 1
-
-    def clear_snapshot_matches(self) -> None:
-        self.begin()
-        self.connection.execute("DELETE FROM snapshot_match")

@@ -32,14 +32,15 @@ from mappers.codegen import (
     reference_function,
     rule_functions,
 )
+from mappers.directory import directory_record
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
     JSON_OPTIONS,
     UUID5_CLEAR,
     UUID5_SET,
-    Lookup,
     SourceIdentity,
     as_uuid,
+    campaign_type_resolver,
     changed_columns,
     event_source,
     event_time,
@@ -59,6 +60,7 @@ from mappers.plans import (
     table_plans,
 )
 from mappers.scratch import Scratch
+from mappers.snapshot_matches import SnapshotMatches
 from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
 from mappers.state import ReferenceState, uuid_from_int
@@ -73,10 +75,6 @@ _SNAPSHOT = EventSource.SNAPSHOT.value
 _CUSTOMER_EVENT = EventSource.CUSTOMER_EVENT.value
 TENANT_NAMES = 10_000  # tenant names kept in memory (all of them, in any deployment we know)
 CAMPAIGN_TYPES = 100_000  # campaign types kept in memory (~100 bytes each)
-# (customer, type) counts of the snapshot's business events kept in memory (~150 bytes each)
-# before they are added to the state's SQLite table in one statement: counting each event there
-# took one SQLite statement per event, ~12% of the snapshot's time (tests/bench/snapshot.py).
-SNAPSHOT_COUNTS = 100_000
 # Shared by every payload: serialized, never changed.
 _EVENT_SOURCES = {source.value: event_source(source.value) for source in EventSource}
 _DELETE = Op.DELETE  # (reading an Enum member off its class costs ~80 ns in Python 3.11)
@@ -149,15 +147,13 @@ class EventMapper:
             if catalog.passthrough else None)
         self._customer_object = objects.shared["customer"]  # by id: customer references are ids
         self._campaign_object = objects.shared["campaign"]  # campaign references are ids
-        self._campaign_type = _campaign_type_resolver(catalog, lookup, state.row_memo)
+        self._campaign_type = campaign_type_resolver(catalog, lookup, state.row_memo, CAMPAIGN_TYPES)
         self._tenant_names = state.row_memo(TENANT_TABLE)  # tenant id's int -> name
         self._wal_id_prefix = wal_id_prefix(source)
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
-        # (customer id's int, type) -> business events not yet added to the state's counts
-        self._snapshot_counts: dict[tuple[int, str], int] = {}
-        self._snapshot_counts_spilled = False  # the state holds counts too
+        self._snapshot_matches = SnapshotMatches(state)
         self._source_text, self._tables, self._builds, self._passthrough_rows = self._compile()
 
     def _compile(self) -> tuple[str, dict[str, _Table], tuple[Callable | None, ...], Callable | None]:
@@ -180,12 +176,12 @@ class EventMapper:
         runtime = {
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
             "scratch_values": scratch.values, "state_put": state.put, "state_delete": state.delete,
-            "count_snapshot_event": self._count_snapshot_event, "customer_object": self._customer_object,
+            "count_snapshot_event": self._snapshot_matches.count, "customer_object": self._customer_object,
             "customer_memo": self._customer_object.memo, "campaign_object": self._campaign_object,
             "campaign_memo": self._campaign_object.memo, "campaign_type_of": self._campaign_type,
             "campaign_type_memo": self._campaign_type.memo,
             "tenant_names": self._tenant_names, "tenant_name": self._tenant_name,
-            "passthrough": self._passthrough, "directory_record": _directory_record,
+            "passthrough": self._passthrough, "directory_record": directory_record,
             "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_id,
             "event_time": event_time, "CustomerEvent": CustomerEvent, "dumps": orjson.dumps,
             "json_default": json_default, "JSON_OPTIONS": JSON_OPTIONS,
@@ -297,37 +293,9 @@ class EventMapper:
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""
         self._scratch.clear()
-        self._snapshot_counts.clear()
-        self._snapshot_counts_spilled = False
-        self.state.clear_snapshot_matches()
+        self._snapshot_matches.clear()
         self._snapshot_started.clear()
         return []
-
-    def _count_snapshot_event(self, customer: UUID, event_type: str) -> None:
-        """A business-derived snapshot event of this (customer, type) exists."""
-        counts = self._snapshot_counts
-        key = (customer.int, event_type)
-        counts[key] = counts.get(key, 0) + 1
-        if len(counts) >= SNAPSHOT_COUNTS:
-            self._spill_snapshot_counts()
-
-    def _spill_snapshot_counts(self) -> None:
-        self.state.add_snapshot_counts(
-            (str(uuid_from_int(customer)), event_type, count)
-            for (customer, event_type), count in self._snapshot_counts.items())
-        self._snapshot_counts.clear()
-        self._snapshot_counts_spilled = True
-
-    def _take_snapshot_match(self, customer: UUID, event_type: str) -> bool:
-        """Pair one customer_event row with an unpaired business event of the same (customer,
-        type); False when none is left (the row is the only record of its event)."""
-        counts = self._snapshot_counts
-        key = (customer.int, event_type)
-        left = counts.get(key)
-        if left:
-            counts[key] = left - 1
-            return True
-        return self._snapshot_counts_spilled and self.state.take_snapshot_match(str(customer), event_type)
 
     # -- what the generated code calls back ---------------------------------------------------
     def _tenant_name(self, tenant: UUID) -> str:
@@ -356,7 +324,7 @@ class EventMapper:
         if self._passthrough_plan is None:
             pass
         elif snapshot:
-            self._count_snapshot_event(customer_id, rule.type)
+            self._snapshot_matches.count(customer_id, rule.type)
         else:
             # keyed by the UUID's int: C hashing (UUID.__hash__ is Python)
             self._scratch.add("emitted", (rule.type, customer_id.int))
@@ -385,7 +353,7 @@ class EventMapper:
         if event_id is None:
             log.warning("%s row %r skipped: its id is not a UUID", spec.table, row.get("id"))
             return []
-        if context.snapshot and self._take_snapshot_match(customer, event_type):
+        if context.snapshot and self._snapshot_matches.take(customer, event_type):
             return []
         tenant_id = spec.tenant(row, _EMPTY) or (lookup(CUSTOMER_TABLE, customer) or _EMPTY).get("tenant_id")
         tenant_uuid = as_uuid(tenant_id)
@@ -412,42 +380,3 @@ class EventMapper:
             event_id, tenant_uuid, self._tenant_name(tenant_uuid), customer_uuid,
             created_at, event_type, spec.category(row, _EMPTY) or "", campaign_uuid, campaign_type,
             context.group_id, source, serialize(data), spec.table, context.commit_lsn)]
-
-
-def _campaign_type_resolver(catalog: Catalog, lookup: Lookup,
-                            row_memo: Callable[[str], dict[Any, Any]]) -> Callable[[Any], str]:
-    """campaign id -> the `campaign_type` field of its payload object ("" when unknown). A UUID's
-    answer is kept in a memo of the state's (`ReferenceState.row_memo`: dropped when that
-    campaign row changes), the resolver's `memo` attribute, which the generated code reads in
-    place; up to CAMPAIGN_TYPES entries, then it starts over."""
-    spec = catalog.objects["campaign"]
-    column = dict(spec.fields).get("campaign_type")
-    memo = row_memo(spec.table)
-
-    def campaign_type(campaign_id: Any) -> str:
-        row = lookup(spec.table, campaign_id) if column is not None else None
-        found = (row.get(column) if row is not None else None) or ""
-        if type(campaign_id) is UUID:
-            if len(memo) >= CAMPAIGN_TYPES:
-                memo.clear()
-            memo[campaign_id.int] = found
-        return found
-
-    campaign_type.memo = memo  # type: ignore[attr-defined]
-    return campaign_type
-
-
-def _directory_record(table: str, op: Op, new: Row, old: Row, version: int) -> list[Record]:
-    row = new or old
-    identifier = as_uuid(row.get("id"))
-    if identifier is None:
-        return []
-    if table == TENANT_TABLE:
-        if op is _DELETE or row.get("name") is None:
-            return []
-        return [TenantRecord(identifier, row["name"], version)]
-    tenant_id = as_uuid(row.get("tenant_id"))
-    if tenant_id is None:
-        log.warning("customer %s deleted before it was known: no directory record", identifier)
-        return []
-    return [CustomerRecord(identifier, tenant_id, row.get("source_id"), op is _DELETE, version)]

@@ -9,6 +9,7 @@ import pytest
 
 from mappers import state as state_module
 from mappers.scratch import Scratch
+from mappers.snapshot_matches import SnapshotMatches
 from mappers.state import _PACKED_ENTRY_OVERHEAD, ReferenceState
 
 
@@ -100,15 +101,22 @@ def test_cache_stays_bounded_and_everything_stays_reachable(tmp_path):
         "SELECT count(*) FROM entity").fetchone() == (5000,)
 
 
-def test_snapshot_matches_pair_one_to_one(tmp_path):
-    state = ReferenceState.open(tmp_path)
-    state.count_snapshot_event("c1", "customer.created")
-    state.count_snapshot_event("c1", "customer.segment.entered")
-    state.count_snapshot_event("c1", "customer.segment.entered")
-    assert state.take_snapshot_match("c1", "customer.created") is True
-    assert state.take_snapshot_match("c1", "customer.created") is False
-    assert [state.take_snapshot_match("c1", "customer.segment.entered") for _ in range(3)] == [True, True, False]
-    assert state.take_snapshot_match("c2", "customer.created") is False
+@pytest.mark.parametrize("memory_limit", [100, 1])  # 1: every count goes to SQLite
+def test_snapshot_matches_pair_one_to_one(tmp_path, memory_limit):
+    import uuid
+
+    c1, c2 = uuid.UUID(int=1), uuid.UUID(int=2)
+    matches = SnapshotMatches(ReferenceState.open(tmp_path), memory_limit)
+    matches.count(c1, "customer.created")
+    matches.count(c1, "customer.segment.entered")
+    matches.count(c1, "customer.segment.entered")
+    assert matches.take(c1, "customer.created") is True
+    assert matches.take(c1, "customer.created") is False
+    assert [matches.take(c1, "customer.segment.entered") for _ in range(3)] == [True, True, False]
+    assert matches.take(c2, "customer.created") is False
+    matches.count(c2, "customer.created")
+    matches.clear()
+    assert matches.take(c2, "customer.created") is False
 
 
 def test_scratch_keeps_order_and_answers_across_a_spill():
