@@ -135,15 +135,15 @@ class Store:
 
     def __init__(
         self, location: StoreLocation, readers: Sequence[Client], writer: Client, *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, cluster: str | None = None,
     ) -> None:
         self.location = location
+        self.cluster = cluster  # the ClickHouse cluster the tables live on: inserts wait for durability
         self._readers = ReaderPool(readers)
         self._writer = writer
         self._clock = clock
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
-        self.cluster: str | None = None
         self._tunable = all(read_only_level(reader) != 1 for reader in readers)  # see read_only
         self.has_schema = True  # False: opened without creating it, and no reader has yet
 
@@ -155,8 +155,8 @@ class Store:
         `serve`, `status` and `sql` open it as it is, so a user that may only read will do.
         With `cluster`, the tables are created ON CLUSTER and inserts wait for durability."""
         location = parse_store_url(url)
-        store = cls(location, [read_only(connect(location)) for _ in range(readers)], connect(location))
-        store.cluster = cluster
+        store = cls(location, [read_only(connect(location)) for _ in range(readers)], connect(location),
+                    cluster=cluster)
         try:
             if create_schema:
                 store.ensure_schema(cluster)
