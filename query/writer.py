@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from query.schema import (
     CUSTOMER_COLUMNS,
+    CUSTOMERS,
     CUSTOMERS_TABLE,
     EVENT_COLUMNS,
+    EVENTS,
     EVENTS_TABLE,
     TENANT_COLUMNS,
+    TENANTS,
     TENANTS_TABLE,
 )
 
@@ -30,13 +33,9 @@ if TYPE_CHECKING:
 Record = CustomerEvent | TenantRecord | CustomerRecord
 
 # Sent with every insert so the client never asks the server for the table's structure.
-EVENT_TYPES = (
-    "UUID", "UUID", "LowCardinality(String)", "UUID", "DateTime64(6, 'UTC')",
-    "LowCardinality(String)", "LowCardinality(String)", "Nullable(UUID)", "LowCardinality(String)",
-    "String", "LowCardinality(String)", "String", "LowCardinality(String)", "UInt64",
-)
-TENANT_TYPES = ("UUID", "String", "UInt64")
-CUSTOMER_TYPES = ("UUID", "UUID", "Nullable(String)", "Bool", "UInt64")
+EVENT_TYPES = EVENTS.types_of(EVENT_COLUMNS)
+TENANT_TYPES = TENANTS.types_of(TENANT_COLUMNS)
+CUSTOMER_TYPES = CUSTOMERS.types_of(CUSTOMER_COLUMNS)
 
 _event_row = attrgetter(*EVENT_COLUMNS)
 _tenant_row = attrgetter(*TENANT_COLUMNS)
