@@ -54,14 +54,15 @@ def dedup_token(table: str, rows: int, block: bytes) -> str:
     return f"{table}-{rows}-{hashlib.blake2b(block, digest_size=16).hexdigest()}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Block:
     table: str
     columns: tuple[str, ...]
     data: bytes  # JSONEachRow lines
-    token: str
     rows: int
     events: int  # rows of the events table
+    # named when first sent (by the write-behind thread: hashlib releases the GIL), kept for a retry
+    token: str | None = None
 
 
 class EventWriter:
@@ -201,8 +202,8 @@ class EventWriter:
             if records:
                 table, columns = _TABLES[kind]
                 data = _ENCODER.encode_lines(records)
-                self._unsent.append(_Block(table, columns, data, dedup_token(table, len(records), data),
-                                           len(records), events if kind is CustomerEvent else 0))
+                self._unsent.append(_Block(table, columns, data, len(records),
+                                           events if kind is CustomerEvent else 0))
         self._pending = {kind: [] for kind in _TABLES}
         self._count = 0
         self._oldest = None
@@ -216,6 +217,8 @@ class EventWriter:
         rows = events = 0
         while unsent:
             block = unsent[0]
+            if block.token is None:
+                block.token = dedup_token(block.table, block.rows, block.data)
             self.store.insert_rows(block.table, block.columns, block.data, block.token)
             rows += block.rows
             events += block.events
