@@ -1,4 +1,5 @@
-"""The compiled part of the package: the pgoutput decoder, a Cython extension module.
+"""The compiled part of the package: the pgoutput decoder, the change assembler and the column
+value loaders (cdc_reader/*.pyx), Cython extension modules.
 
 Everything else about the package is in pyproject.toml; pip (`pip install .`, `pip install -e .`)
 runs Cython and the C compiler through the build requirements declared there.
@@ -9,7 +10,8 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("cdc_reader.pgoutput", ["cdc_reader/pgoutput.pyx"])],
+        [Extension(f"cdc_reader.{name}", [f"cdc_reader/{name}.pyx"])
+         for name in ("pgoutput", "loaders", "assembler")],
         compiler_directives={"language_level": "3"},
     ),
 )

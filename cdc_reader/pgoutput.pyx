@@ -157,11 +157,8 @@ cdef class Message:
 
 
 cdef class _Reader:
-    """Read position within one message; `pos` is the offset reported when reading fails."""
-
-    cdef const uint8_t* data
-    cdef Py_ssize_t size
-    cdef Py_ssize_t pos
+    """Read position within one message; `pos` is the offset reported when reading fails.
+    (Its fields and methods are declared in pgoutput.pxd.)"""
 
     cdef int need(self, Py_ssize_t count) except -1:
         if self.size - self.pos < count:
@@ -255,9 +252,6 @@ cdef class Decoder:
     """Decodes the messages of whole transactions (Begin, Commit, Origin, Relation, Type,
     Insert, Update, Delete, Truncate, Message); any other kind raises PgoutputDecodeError."""
 
-    cdef readonly int protocol_version
-    cdef _Reader reader
-
     def __init__(self, int protocol_version):
         if not 1 <= protocol_version <= 4:
             raise ValueError(f"pgoutput protocol version must be 1 to 4, not {protocol_version}")
@@ -266,13 +260,21 @@ cdef class Decoder:
 
     def decode(self, payload):
         """One message: bytes, or any object with the buffer protocol (memoryview, bytearray)."""
+        return self.decode_at(payload, 0)
+
+    cdef object decode_at(self, object payload, Py_ssize_t start):
+        """The message in `payload` from byte `start` on (e.g. past an XLogData header), without
+        slicing the buffer first; nothing there is an empty message."""
         cdef Py_buffer view
+        cdef Py_ssize_t size
         if type(payload) is bytes:
-            return self._decode(<const uint8_t*>PyBytes_AS_STRING(payload),
-                                PyBytes_GET_SIZE(payload))
+            size = PyBytes_GET_SIZE(payload)
+            start = min(start, size)
+            return self._decode(<const uint8_t*>PyBytes_AS_STRING(payload) + start, size - start)
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
-            return self._decode(<const uint8_t*>view.buf, view.len)
+            start = min(start, view.len)
+            return self._decode(<const uint8_t*>view.buf + start, view.len - start)
         finally:
             PyBuffer_Release(&view)
 

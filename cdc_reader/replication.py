@@ -1,8 +1,9 @@
 """The replication session: the only code that talks to the replication connection.
 
 It checks the source, sets up the publication and the slot, runs START_REPLICATION with pgoutput,
-and then loops over COPY_BOTH: CopyData goes through the walstream parser, the pgoutput decoder
-and the change assembler, and status updates go back as the feedback policy decides.
+and then loops over COPY_BOTH: XLogData goes through the pgoutput decoder and the change assembler
+(one compiled call per message), keepalives through the walstream parser, and status updates go
+back as the feedback policy decides.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from cdc_reader.assembler import ChangeAssembler
 from cdc_reader.changes import Envelope, format_lsn
 from cdc_reader.checks import no_free_slot, no_free_wal_sender, run_startup_checks
-from cdc_reader.pgoutput import Begin, Commit, Decoder
+from cdc_reader.pgoutput import Decoder
 from cdc_reader.slot import (
     check_slot_usable,
     create_slot,
@@ -43,6 +44,8 @@ SESSION_OPTIONS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_dig
 
 # Upper bound on envelopes returned by one read(), so a huge transaction arrives in pieces.
 MAX_ENVELOPES_PER_READ = 5000
+# The message kinds whose feedback bookkeeping the read loop does (ChangeAssembler.feed_payload).
+BEGIN, COMMIT = ord("B"), ord("C")
 
 
 class ReplicationConnectionError(psycopg.OperationalError):
@@ -223,8 +226,8 @@ class ReplicationSession:
         if self._decoder is None or self._selector is None:
             raise RuntimeError("call start() before read()")
         pgconn = self._conn.pgconn
-        get_copy_data, decode, feed = pgconn.get_copy_data, self._decoder.decode, self._assembler.feed
-        feedback = self._feedback
+        get_copy_data, feed_payload = pgconn.get_copy_data, self._assembler.feed_payload
+        decoder, feedback = self._decoder, self._feedback
         envelopes: list[Envelope] = []
         deadline = time.monotonic() + timeout
         took_in = False  # the socket's input was taken in after the deadline
@@ -233,15 +236,14 @@ class ReplicationSession:
                 size, data = get_copy_data(1)
                 if size > 0:
                     if data[0] == XLOG_DATA:
-                        # The hot path. pgoutput sets XLogData's wal_end only on a Commit, whose
-                        # end LSN the message itself carries, so the header is skipped unread.
-                        message = decode(data[XLOG_DATA_HEADER_SIZE:])
-                        kind = type(message)
-                        if kind is Begin:
+                        # The hot path: one compiled call decodes and assembles the message.
+                        # pgoutput sets XLogData's wal_end only on a Commit, whose end LSN the
+                        # message itself carries, so the header is skipped unread.
+                        kind = feed_payload(decoder, data, XLOG_DATA_HEADER_SIZE, envelopes)
+                        if kind == BEGIN:
                             feedback.transaction_began()
-                        elif kind is Commit:
-                            feedback.transaction_given(message.end_lsn)
-                        envelopes.extend(feed(message))
+                        elif kind == COMMIT:
+                            feedback.transaction_given(envelopes[-1].end_lsn)
                     else:
                         feedback.on_keepalive(parse_copy_data(data))
                     if len(envelopes) < MAX_ENVELOPES_PER_READ:

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 # module path fragment -> stage; the first match wins
 STAGES: tuple[tuple[str, str], ...] = (
     ("cdc_reader/pgoutput", "decode"),
-    ("cdc_reader/assembler.py", "decode"),
-    ("cdc_reader/loaders.py", "decode"),
+    ("cdc_reader/assembler", "decode"),
+    ("cdc_reader/loaders", "decode"),
     ("cdc_reader/changes.py", "decode"),
     ("cdc_reader/snapshot.py", "snapshot read (waiting for the reader threads)"),
     ("cdc_reader/replication.py", "receive"),

@@ -1,3 +1,4 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
 """Python values from pgoutput's text-format column values, loaded by psycopg's own loaders (the
 C code that loads query results), so a change carries what a SELECT of the row returns.
 
@@ -8,15 +9,17 @@ psycopg's values for them (timedelta, lists, ...) are not what events and the re
 carry. Values Python cannot represent do not stop the stream: 'infinity' becomes the type's max
 ('-infinity' its min), as psycopg's documentation suggests, and the rest (years BC or past 9999)
 stay the server's text. Dates and times must come in DateStyle ISO (the session sets it).
+Compiled with Cython (setup.py) for `json_loads`, which runs once per json/jsonb value.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 import orjson
 import psycopg
@@ -30,19 +33,42 @@ LOADED_TYPES = (
 )
 _TEXT = Format.TEXT
 _TYPES = psycopg.postgres.types
-_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
+cdef enum:
+    LONG_DIGIT_RUN = 19  # digits in a row that may be an integer beyond 64 bits
+cdef object _orjson_loads = orjson.loads, _OrjsonError = orjson.JSONDecodeError
 
 
 def json_loads(data: bytes) -> Any:
     """psycopg's json/jsonb `loads`: orjson, except where it would lose precision or refuse:
     integers beyond 64 bits (a run of 19 digits may be one) become floats in orjson and numbers
     beyond a double's range are errors, while json.loads keeps both as psycopg does."""
-    if _LONG_DIGIT_RUN.search(data) is None:
+    if type(data) is not bytes:
+        data = bytes(data)
+    if not _has_digit_run(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), LONG_DIGIT_RUN):
         try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
+            return _orjson_loads(data)
+        except _OrjsonError:
             pass
     return json.loads(data)
+
+
+cdef bint _has_digit_run(const char* text, Py_ssize_t size, Py_ssize_t length) noexcept:
+    """Whether `text` holds `length` ASCII digits in a row. Such a run covers one of every
+    `length`-th bytes, so only those are looked at until one is a digit."""
+    cdef Py_ssize_t probe = length - 1, start, end
+    while probe < size:
+        if ord("0") <= text[probe] <= ord("9"):
+            start = end = probe
+            while start > 0 and ord("0") <= text[start - 1] <= ord("9"):
+                start -= 1
+            while end + 1 < size and ord("0") <= text[end + 1] <= ord("9"):
+                end += 1
+            if end - start + 1 >= length:
+                return True
+            probe = end + length  # the next run lies wholly past this one
+        else:
+            probe += length
+    return False
 
 
 def _adapters() -> AdaptersMap:
