@@ -63,9 +63,13 @@ def wal_id_prefix(source: SourceIdentity) -> Any:
     return hashlib.sha1(EVENT_NAMESPACE.bytes + f"{source.system_id}/{source.database}/".encode())
 
 
-def snapshot_event_id(source: SourceIdentity, table: str, key: str, event_type: str) -> uuid.UUID:
+def snapshot_event_id(source: SourceIdentity, table: str, key: Any, event_type: str) -> uuid.UUID:
     """uuid5(EVENT_NAMESPACE, `<system_id>/<database>/snapshot/<table>/<key>/<type>`), without
-    uuid5's argument checks and UUID.__init__ (one made per snapshot event)."""
+    uuid5's argument checks and UUID.__init__ (one made per snapshot event). A UUID key is
+    spelled as str(key) does, in place: UUID.__str__ is a Python call of its own."""
+    if type(key) is uuid.UUID:
+        digits = "%032x" % key.int
+        key = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
     name = f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}".encode()
     digest = hashlib.sha1(_NAMESPACE_BYTES + name).digest()
     return uuid_from_int(int.from_bytes(digest[:16]) & UUID5_CLEAR | UUID5_SET)
@@ -217,6 +221,8 @@ def as_uuid(value: Any) -> uuid.UUID | None:
 def event_time(value: Any, *fallbacks: Any) -> datetime:
     """The first of the values that is a datetime, as aware UTC (snapshot events: the row's own
     time; the schema's naive timestamps hold UTC)."""
+    if type(value) is datetime:  # the usual case, without building the candidates' tuple
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
     for candidate in (value, *fallbacks):
         if isinstance(candidate, datetime):
             return candidate.replace(tzinfo=UTC) if candidate.tzinfo is None else candidate

@@ -285,12 +285,12 @@ class ReferenceState:
         """Down to 90% of the cache size, the changed rows among the evicted written in one go."""
         cache, dirty = self._cache, self._dirty
         written = []
-        popitem, undirty = cache.popitem, dirty.pop
+        popitem, undirty, append = cache.popitem, dirty.pop, written.append
         for _ in range(len(cache) - (self.cache_size - self.cache_size // 10)):
             evicted_key, evicted = popitem(False)
             key = undirty(evicted_key, _MISSING)
             if key is not _MISSING:
-                written.append(((evicted_key, key), evicted))
+                append((evicted_key, key, evicted))
         if written:
             self._write(written)
 
@@ -304,25 +304,39 @@ class ReferenceState:
             self._packed_size -= len(previous) + _PACKED_ENTRY_OVERHEAD
         packed[cache_key] = blob
         self._packed_size += len(blob) + _PACKED_ENTRY_OVERHEAD
+        self._trim_packed()
+
+    def _trim_packed(self) -> None:
+        packed = self._packed
         while self._packed_size > self.packed_bytes:
             _, dropped = packed.popitem(last=False)
             self._packed_size -= len(dropped) + _PACKED_ENTRY_OVERHEAD
 
     def _write(self, entries: Any) -> None:
-        """Writes ((cache key, key), row) entries into the open SQLite transaction."""
+        """Writes (cache key, key, row) entries into the open SQLite transaction, and keeps
+        their encodings in the second level. (The loop runs for every row a commit or an
+        eviction writes: the packed level's bookkeeping is inline, trimmed once at the end.)"""
         self.begin()
         upserts, deletes = [], []
-        encode, pack = self._codec.encode, self._pack
-        for (cache_key, key), row in entries:
-            table = cache_key[0]
-            disk_key = _disk_key(key)
+        encode, packed, keep = self._codec.encode, self._packed, bool(self.packed_bytes)
+        pop_packed, size = packed.pop, 0
+        for cache_key, key, row in entries:
+            disk_key = key.int.to_bytes(16) if type(key) is UUID else str(key)  # _disk_key
             if row is _ABSENT:
-                deletes.append((table, disk_key))
-                pack(cache_key, _PACKED_ABSENT)
+                deletes.append((cache_key[0], disk_key))
+                blob = _PACKED_ABSENT
             else:
-                blob = encode(table, row)
-                upserts.append((table, disk_key, blob))
-                pack(cache_key, blob)
+                blob = encode(cache_key[0], row)
+                upserts.append((cache_key[0], disk_key, blob))
+            if keep:
+                previous = pop_packed(cache_key, None)
+                if previous is not None:
+                    size -= len(previous) + _PACKED_ENTRY_OVERHEAD
+                packed[cache_key] = blob
+                size += len(blob) + _PACKED_ENTRY_OVERHEAD
+        if keep:
+            self._packed_size += size
+            self._trim_packed()
         self.rows_written += len(upserts) + len(deletes)
         if upserts:
             self.connection.executemany(
@@ -341,7 +355,7 @@ class ReferenceState:
     def commit(self, lsn: int) -> None:
         """Make every change so far durable, as the state at `lsn`."""
         cache = self._cache
-        self._write(((cache_key, key), cache[cache_key]) for cache_key, key in self._dirty.items())
+        self._write([(cache_key, key, cache[cache_key]) for cache_key, key in self._dirty.items()])
         self._dirty.clear()
         self.connection.execute(
             "INSERT INTO meta (name, value) VALUES ('applied_lsn', ?) "
