@@ -12,6 +12,10 @@ import msgspec
 
 
 class Category(enum.Enum):
+    """An event's `category` (SPEC §4): ACTION, something the customer did (an order, a
+    redemption); EFFECT, a change to the customer or what they hold (their record, a segment, a
+    publication, a voucher's balance or points)."""
+
     ACTION = "ACTION"
     EFFECT = "EFFECT"
 

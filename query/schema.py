@@ -23,16 +23,6 @@ REDEEMED = "customer.redemption.succeeded"
 ROLLED_BACK = "customer.redemption.rollback.succeeded"
 FUNNEL_STAGES = (PUBLISHED, REDEEMED, ROLLED_BACK)
 
-# The columns the writer sends, in table order; `ingested_at` is left to its DEFAULT so the
-# time a row became visible is the server's, not the writer's.
-EVENT_COLUMNS = (
-    "id", "tenant_id", "tenant", "customer_id", "created_at", "type", "category", "campaign_id",
-    "campaign_type", "group_id", "source", "data", "source_table", "source_lsn",
-)
-TENANT_COLUMNS = ("id", "name", "version")
-CUSTOMER_COLUMNS = ("tenant_id", "id", "source_id", "deleted", "version")
-READER_COLUMNS = ("slot", "phase", "lsn", "version")
-
 DEDUPLICATION_WINDOW = "non_replicated_deduplication_window = 1000"
 # The API reads one customer's few rows per query: small granules and small compressed blocks
 # mean a point read decompresses kilobytes, not a 8,192-row granule of each key column and a
@@ -49,38 +39,56 @@ class SchemaNameError(ValueError):
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     """One replacing table: its columns, key, and the shard key used on a cluster (rows with
-    equal keys must land on the same shard, or collapsing re-delivered copies cannot work)."""
+    equal keys must land on the same shard, or collapsing re-delivered copies cannot work).
+
+    `column_types` is the one list of the table's columns, (name, ClickHouse type) in table
+    order: the DDL and the writer's column names and types are all read from it."""
 
     name: str
-    columns: str
-    version: str
+    column_types: tuple[tuple[str, str], ...]
     order_by: str
     shard_key: str
+    # The version column of ReplacingMergeTree; "" keeps any one of equal rows.
+    version: str = "version"
     partition_by: str | None = None
+    clauses: tuple[tuple[str, str], ...] = ()  # (column, CODEC or DEFAULT clause)
+    indexes: tuple[str, ...] = ()
     # Lets an insert retried after a lost acknowledgement be dropped by its dedup token
     # (replicated tables deduplicate by default).
     settings: str = DEDUPLICATION_WINDOW
     engine: str = "ReplacingMergeTree"
 
+    @property
+    def written_columns(self) -> tuple[str, ...]:
+        """The columns an insert sends, in table order: all but those left to their DEFAULT."""
+        defaulted = {column for column, clause in self.clauses if clause.startswith("DEFAULT")}
+        return tuple(name for name, _ in self.column_types if name not in defaulted)
+
+    def types_of(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        types = dict(self.column_types)
+        return tuple(types[column] for column in columns)
+
+    @property
+    def columns(self) -> str:
+        """The column and index definitions of CREATE TABLE."""
+        clauses = dict(self.clauses)
+        lines = [f"{name} {kind} {clauses[name]}" if name in clauses else f"{name} {kind}"
+                 for name, kind in self.column_types]
+        return ",".join(f"\n    {line}" for line in (*lines, *self.indexes))
+
 
 EVENTS = TableSpec(
-    name=EVENTS_TABLE,
-    columns="""
-    id UUID,
-    tenant_id UUID,
-    tenant LowCardinality(String),
-    customer_id UUID,
-    created_at DateTime64(6, 'UTC'),
-    type LowCardinality(String),
-    category LowCardinality(String),
-    campaign_id Nullable(UUID),
-    campaign_type LowCardinality(String),
-    group_id String,
-    source LowCardinality(String),
-    data String CODEC(ZSTD(3)),
-    source_table LowCardinality(String),
-    source_lsn UInt64,
-    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)""",
+    EVENTS_TABLE,
+    column_types=(
+        ("id", "UUID"), ("tenant_id", "UUID"), ("tenant", "LowCardinality(String)"), ("customer_id", "UUID"),
+        ("created_at", "DateTime64(6, 'UTC')"), ("type", "LowCardinality(String)"),
+        ("category", "LowCardinality(String)"), ("campaign_id", "Nullable(UUID)"),
+        ("campaign_type", "LowCardinality(String)"), ("group_id", "String"), ("source", "LowCardinality(String)"),
+        ("data", "String"), ("source_table", "LowCardinality(String)"), ("source_lsn", "UInt64"),
+        ("ingested_at", "DateTime64(3, 'UTC')"),
+    ),
+    # `ingested_at` is left to its DEFAULT, so the time a row became visible is the server's.
+    clauses=(("data", "CODEC(ZSTD(3))"), ("ingested_at", "DEFAULT now64(3)")),
     # No version column: re-delivered copies are identical apart from ingested_at, any survivor
     # will do.
     version="",
@@ -89,46 +97,22 @@ EVENTS = TableSpec(
     shard_key="cityHash64(customer_id)",
     settings=f"{DEDUPLICATION_WINDOW}, {POINT_READ_STORAGE}",
 )
-
-TENANTS = TableSpec(
-    name=TENANTS_TABLE,
-    columns="""
-    id UUID,
-    name String,
-    version UInt64""",
-    version="version",
-    order_by="id",
-    shard_key="cityHash64(id)",
-)
-
+TENANTS = TableSpec(TENANTS_TABLE, (("id", "UUID"), ("name", "String"), ("version", "UInt64")),
+                    order_by="id", shard_key="cityHash64(id)")
 CUSTOMERS = TableSpec(
-    name=CUSTOMERS_TABLE,
-    columns="""
-    tenant_id UUID,
-    id UUID,
-    source_id Nullable(String),
-    deleted Bool,
-    version UInt64,
-    INDEX source_id_index source_id TYPE bloom_filter GRANULARITY 1""",
-    version="version",
-    order_by="(tenant_id, id)",
-    shard_key="cityHash64(id)",
+    CUSTOMERS_TABLE,
+    (("tenant_id", "UUID"), ("id", "UUID"), ("source_id", "Nullable(String)"), ("deleted", "Bool"),
+     ("version", "UInt64")),
+    order_by="(tenant_id, id)", shard_key="cityHash64(id)",
+    indexes=("INDEX source_id_index source_id TYPE bloom_filter GRANULARITY 1",),
     settings=f"{DEDUPLICATION_WINDOW}, index_granularity = 256",
 )
-
 # What a reader records beside the history it wrote: whether its slot's initial snapshot is under
 # way or done and streaming has begun. A restart without the local reference state reads it to
 # tell a snapshot to finish from a history to protect (SPEC §7).
 READERS = TableSpec(
-    name=READERS_TABLE,
-    columns="""
-    slot String,
-    phase LowCardinality(String),
-    lsn UInt64,
-    version UInt64""",
-    version="version",
-    order_by="slot",
-    shard_key="cityHash64(slot)",
+    READERS_TABLE, (("slot", "String"), ("phase", "LowCardinality(String)"), ("lsn", "UInt64"), ("version", "UInt64")),
+    order_by="slot", shard_key="cityHash64(slot)",
 )
 
 # The funnel's per-(campaign, customer) facts, kept by a materialized view on every insert into
@@ -137,15 +121,12 @@ READERS = TableSpec(
 # change nothing and the table is exact without FINAL. The all-time funnel reads its ~1 row per
 # (campaign, customer) instead of every stage event (docs/dashboard.md, "Queries and their cost").
 STAGES = TableSpec(
-    name=STAGES_TABLE,
-    columns="""
-    tenant_id UUID,
-    campaign_id UUID,
-    customer_id UUID,
-    campaign_type SimpleAggregateFunction(max, LowCardinality(String)),
-    first_published_at SimpleAggregateFunction(min, Nullable(DateTime64(6, 'UTC'))),
-    last_redeemed_at SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC'))),
-    last_rolled_back_at SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC')))""",
+    STAGES_TABLE,
+    (("tenant_id", "UUID"), ("campaign_id", "UUID"), ("customer_id", "UUID"),
+     ("campaign_type", "SimpleAggregateFunction(max, LowCardinality(String))"),
+     ("first_published_at", "SimpleAggregateFunction(min, Nullable(DateTime64(6, 'UTC')))"),
+     ("last_redeemed_at", "SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC')))"),
+     ("last_rolled_back_at", "SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC')))")),
     version="",
     order_by="(tenant_id, campaign_id, customer_id)",
     shard_key="cityHash64(customer_id)",  # the events' own: a shard's view writes its customers' rows
@@ -154,6 +135,10 @@ STAGES = TableSpec(
 )
 
 TABLES = (EVENTS, TENANTS, CUSTOMERS, READERS, STAGES)
+EVENT_COLUMNS = EVENTS.written_columns
+TENANT_COLUMNS = TENANTS.written_columns
+CUSTOMER_COLUMNS = CUSTOMERS.written_columns
+READER_COLUMNS = READERS.written_columns
 
 
 def check_identifier(name: str, what: str) -> str:

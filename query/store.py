@@ -208,6 +208,15 @@ class Store:
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"insert into {table} failed: {error}") from error
 
+    def insert_rows(self, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
+        """Insert one block of JSONEachRow lines (`query/writer.py`); `dedup_token` as for
+        `insert_columns`."""
+        try:
+            self._writer.raw_insert(table, list(columns), block, fmt="JSONEachRow",
+                                    settings=insert_settings(dedup_token, self.cluster))
+        except (ClickHouseError, OSError) as error:
+            raise StoreError(f"insert into {table} failed: {error}") from error
+
     def record_reader_progress(self, slot: str, progress: ReaderProgress) -> None:
         """Record (durably, like events) that `slot`'s reader has entered `progress.phase`."""
         version = time.time_ns()

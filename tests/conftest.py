@@ -69,9 +69,9 @@ class ClusterPool:
             self.clusters[installation.major] = cluster
         return self.clusters[installation.major]
 
-    def stop_all(self) -> None:
+    def destroy_all(self) -> None:
         for cluster in self.clusters.values():
-            cluster.stop("immediate")
+            cluster.destroy()
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ def cluster_pool() -> Iterator[ClusterPool]:
     root = Path(tempfile.mkdtemp(prefix="va-test-pg-"))
     pool = ClusterPool(root)
     yield pool
-    pool.stop_all()
+    pool.destroy_all()
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -16,6 +16,9 @@ class ConfigError(ValueError):
 
 
 class SnapshotMode(enum.Enum):
+    """`--snapshot` (SPEC §2): INITIAL turns the rows that exist when the slot is created into
+    events before streaming; NEVER streams only."""
+
     INITIAL = "initial"
     NEVER = "never"
 

@@ -152,6 +152,7 @@ class Pipeline:
         self.metrics = metrics
         self.progress = PipelineProgress()
         self._committed_at = 0.0  # monotonic time of the last state commit
+        self._rows_counted = 0
 
     # -- supervision --------------------------------------------------------------------------
     def run(self) -> None:
@@ -233,39 +234,43 @@ class Pipeline:
             slot=settings.slot, scratch_memory_limit=SCRATCH_ROWS,
         )
         writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)
-        if slot.created:
-            if want_snapshot:
+        self._rows_counted = 0  # the writer's rows_written already in progress.events_written
+        try:
+            if slot.created:
+                if want_snapshot:
+                    self.store.record_reader_progress(
+                        settings.slot, ReaderProgress(ReaderPhase.SNAPSHOT, slot.consistent_point))
+                    self._snapshot(slot, mapper, writer)
+                writer.mark(slot.consistent_point)
+                self._checkpoint(writer, state, session, commit=True)
+            elif action is StartAction.ADOPT:
+                state.commit(slot.confirmed_flush)  # an empty state, as of where the slot stands
+            # The state is committed before the store records streaming: a crash in between leaves
+            # a state to resume from, never a recorded history without one.
+            if recorded is None or recorded.phase is not ReaderPhase.STREAMING:
                 self.store.record_reader_progress(
-                    settings.slot, ReaderProgress(ReaderPhase.SNAPSHOT, slot.consistent_point))
-                self._snapshot(slot, mapper, writer)
-            writer.mark(slot.consistent_point)
-            self._checkpoint(writer, state, session, commit=True)
-        elif action is StartAction.ADOPT:
-            state.commit(slot.confirmed_flush)  # an empty state, as of where the slot stands
-        # The state is committed before the store records streaming: a crash in between leaves
-        # a state to resume from, never a recorded history without one.
-        if recorded is None or recorded.phase is not ReaderPhase.STREAMING:
-            self.store.record_reader_progress(
-                settings.slot, ReaderProgress(ReaderPhase.STREAMING, state.applied_lsn))
-        session.start(state.applied_lsn)
-        self.progress.streaming = True
-        self.progress.last_error = None
-        log.info("streaming", extra=fields(slot=settings.slot, from_lsn=format_lsn(state.applied_lsn or 0)))
-        self._consume(session, state, mapper, writer)
+                    settings.slot, ReaderProgress(ReaderPhase.STREAMING, state.applied_lsn))
+            session.start(state.applied_lsn)
+            self.progress.streaming = True
+            self.progress.last_error = None
+            log.info("streaming", extra=fields(slot=settings.slot, from_lsn=format_lsn(state.applied_lsn or 0)))
+            self._consume(session, state, mapper, writer)
+        finally:
+            writer.close()  # a batch still written behind after a failure
 
     def _snapshot(self, slot, mapper: EventMapper, writer: EventWriter) -> None:
         self.progress.snapshot_running = True
         started = time.monotonic()
         rows = 0
-        # Flushed by size only: nothing is confirmed before the snapshot ends, and an insert has a
-        # fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
+        # Written behind by size only: nothing is confirmed before the snapshot ends, and an
+        # insert has a fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
         for table, column_types, batch in read_snapshot_batches(
             self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
         ):
             writer.add(mapper.snapshot_rows(table, batch, column_types))
             rows += len(batch)
             if writer.full:
-                writer.flush()
+                writer.write_behind()
         writer.add(mapper.snapshot_finish())
         self.progress.snapshot_running = False
         log.info("initial snapshot done",
@@ -283,10 +288,11 @@ class Pipeline:
             # Mid-transaction there is nothing to checkpoint, so wait for the stream itself.
             if in_transaction:
                 wait = IDLE_READ_TIMEOUT
-            elif not writer.pending and writer.marked_lsn is None:
-                # Everything read is stored: a short read tells a pause (commit the state now)
-                # from a steady stream (commit it every STATE_COMMIT_INTERVAL).
-                wait = writer.max_age if self._commit_waiting(writer, state) else IDLE_READ_TIMEOUT
+            elif not writer.pending:
+                # Everything read is written: a short read tells a pause (make it durable and
+                # commit the state now) from a steady stream (every STATE_COMMIT_INTERVAL).
+                unsettled = writer.marked_lsn is not None or self._commit_waiting(writer, state)
+                wait = writer.max_age if unsettled else IDLE_READ_TIMEOUT
             else:
                 wait = writer.seconds_until_due()
             if not in_transaction and self._commit_waiting(writer, state):
@@ -297,7 +303,7 @@ class Pipeline:
                     if not skipping:
                         writer.add(mapper.change(envelope))
                         if writer.full:
-                            writer.flush()  # bounded memory; not a checkpoint (mid-transaction)
+                            writer.write_behind()  # bounded memory; not a checkpoint (mid-transaction)
                 elif isinstance(envelope, TransactionBegin):
                     in_transaction = True
                     # Already applied before a restart (the server re-sends from its own,
@@ -318,11 +324,12 @@ class Pipeline:
                     if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
-                if not envelopes and writer.marked_lsn is not None:
-                    # Caught up: nothing is waiting to be read, so store now; the state is
-                    # committed when due, or once a read after this one comes back empty too.
+                if not envelopes and writer.pending:
+                    # Caught up: nothing is waiting to be read, so store now (written behind);
+                    # the state is committed when due, or once a read after this one comes
+                    # back empty too.
                     self._checkpoint(writer, state, session)
-                elif not envelopes and self._commit_waiting(writer, state):
+                elif not envelopes and (writer.marked_lsn is not None or self._commit_waiting(writer, state)):
                     # The stream paused: commit and confirm now (and tell the server at once)
                     # rather than after STATE_COMMIT_INTERVAL.
                     self._checkpoint(writer, state, session, commit=True)
@@ -347,16 +354,18 @@ class Pipeline:
         has passed since the last commit, commit the state as of the durable LSN and confirm it.
         Only between transactions, and the commit only right after a flush: the state must hold
         exactly the transactions up to the LSN it is committed at, no more, no less."""
-        written = writer.pending
+        if not commit and self._seconds_until_commit() > 0:
+            # Not a commit: the batch is written behind while the next changes are mapped.
+            writer.write_behind()
+            return
         durable = writer.flush()
+        written, self._rows_counted = writer.rows_written - self._rows_counted, writer.rows_written
         self.progress.events_written += written
         if writer.marked_lsn is None:  # everything received so far is in the store
             self.progress.pending_since = None
         if written:
             log.debug("flushed", extra=fields(lsn=format_lsn(durable or 0), rows=written))
         if not self._commit_waiting(writer, state):
-            return
-        if not commit and self._seconds_until_commit() > 0:
             return
         state.commit(durable)
         session.confirm(durable)

@@ -31,18 +31,19 @@ from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
+from voucher_activity.pipeline import tune_collector
 
-TARGET_RATE = 50_000
-TARGET_RATIO = 0.4
+TARGET_RATIO = 0.5  # against pg_recvlogical, at every scale
+TARGET_RATE = 40_000  # changes/s, at full scale
 DRAIN_TIMEOUT = 1800
 
 
 def drain_with_pipeline(dsn: str, slot: str, end: int, data_dir: Path, store: Store,
-                        profiler: cProfile.Profile | None = None) -> float:
+                        profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None) -> float:
     """Seconds from starting the pipeline until the slot has confirmed `end`."""
     return source.time_pipeline(
         dsn, slot, data_dir, store, "never",
-        lambda _pipeline, _stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT), profiler)
+        lambda _pipeline, _stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT), profiler, cpu_seconds)
 
 
 def drain_with_pg_recvlogical(cluster: LocalPostgres, dsn: str, slot: str, end: int) -> float:
@@ -77,19 +78,22 @@ def run(scale: Scale, workdir: Path) -> Outcome:
             drain_with_pipeline(dsn, slot, seed_end, workdir / slot, stores[-1])
         for slot in theirs:
             drain_with_pg_recvlogical(cluster, dsn, slot, seed_end)
+        tune_collector()  # as `voucher-activity run` does once started
         started = time.monotonic()
         transactions, changes, end = source.write_backlog(
             dsn, scale.ingest_changes, scale.source_customers, scale.source_vouchers)
         log(f"ingest: wrote {changes:,} changes in {transactions:,} transactions "
             f"({time.monotonic() - started:.1f} s)")
-        their_seconds, our_seconds = [], []
+        their_seconds, our_seconds, our_cpu = [], [], []
         for number in rounds:
             their_seconds.append(drain_with_pg_recvlogical(cluster, dsn, theirs[number], end))
-            our_seconds.append(drain_with_pipeline(dsn, ours[number], end, workdir / ours[number], stores[number]))
+            our_seconds.append(drain_with_pipeline(dsn, ours[number], end, workdir / ours[number], stores[number],
+                                                   cpu_seconds=our_cpu))
             log(f"ingest round {number + 1}: pg_recvlogical {their_seconds[-1]:.2f} s, "
-                f"sidecar {our_seconds[-1]:.2f} s")
+                f"sidecar {our_seconds[-1]:.2f} s (pipeline thread CPU {our_cpu[-1]:.2f} s)")
         profiler = cProfile.Profile()
         profiled_seconds = drain_with_pipeline(dsn, ours[-1], end, workdir / ours[-1], stores[-1], profiler)
+        profiler.dump_stats(workdir / "profile.pstats")  # read it with pstats (bench --keep keeps it)
         events = stores[0].rows("SELECT count() FROM customer_events", {})[0][0]
     finally:
         for store in stores:
@@ -99,14 +103,14 @@ def run(scale: Scale, workdir: Path) -> Outcome:
     figure = Figure(
         "1. ingest", f"drain {changes:,} engine-like row changes ({transactions:,} transactions) end to end",
         "changes/s", ours_rate, their_rate, "pg_recvlogical", higher_is_better=True,
-        target=f">= {TARGET_RATE:,}/s and >= {TARGET_RATIO}x",
-        met=ours_rate >= TARGET_RATE and ours_rate / their_rate >= TARGET_RATIO,
+        target=f">= {TARGET_RATIO}x" + (f" and >= {TARGET_RATE:,}/s" if scale.name == "full" else ""),
+        met=ours_rate / their_rate >= TARGET_RATIO and (scale.name != "full" or ours_rate >= TARGET_RATE),
     )
     notes = "\n".join([
         "### 1. Ingest",
         f"Operation mix: {engine_sql.describe_mix()}. The backlog's {changes:,} changes became "
         f"{events:,} events ({events / min(our_seconds):,.0f} events/s). Rounds (s): sidecar "
-        f"{', '.join(f'{s:.2f}' for s in our_seconds)}; pg_recvlogical {', '.join(f'{s:.2f}' for s in their_seconds)}. "
+        f"{', '.join(f'{s:.2f}' for s in our_seconds)} (pipeline thread CPU {', '.join(f'{s:.2f}' for s in our_cpu)}); pg_recvlogical {', '.join(f'{s:.2f}' for s in their_seconds)}. "
         "The sidecar's figure includes up to 1 s until its confirmed LSN reaches the server "
         "(the pipeline commits and confirms at most once a second; the status update follows within 0.1 s).",
         "",

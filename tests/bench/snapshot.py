@@ -152,9 +152,10 @@ def seed(dsn: str, customers: int) -> dict[str, int]:
 
 
 def snapshot_with_pipeline(dsn: str, slot: str, data_dir: Path, store: Store,
-                           profiler: cProfile.Profile | None = None) -> float:
+                           profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None) -> float:
     """Seconds from starting the pipeline (it creates the slot) until it streams: every snapshot
-    event is stored and the reference state committed."""
+    event is stored and the reference state committed. `cpu_seconds` receives the pipeline
+    thread's CPU time."""
 
     def streaming(pipeline: Pipeline, stop: threading.Event) -> float:
         deadline = time.monotonic() + SNAPSHOT_TIMEOUT
@@ -164,7 +165,7 @@ def snapshot_with_pipeline(dsn: str, slot: str, data_dir: Path, store: Store,
             time.sleep(0.01)
         return time.monotonic()
 
-    seconds = source.time_pipeline(dsn, slot, data_dir, store, "initial", streaming, profiler)
+    seconds = source.time_pipeline(dsn, slot, data_dir, store, "initial", streaming, profiler, cpu_seconds)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     return seconds
@@ -226,17 +227,18 @@ def run(scale: Scale, workdir: Path) -> Outcome:
         log(f"snapshot: seeded {rows:,} rows in {time.monotonic() - started:.1f} s: "
             + ", ".join(f"{table} {count:,}" for table, count in counts.items()))
         tune_collector()  # as `voucher-activity run` does once started
-        their_seconds, our_seconds = [], []
+        their_seconds, our_seconds, our_cpu = [], [], []
         for number in range(ROUNDS):
             their_seconds.append(copy_reference(dsn))
             slot = f"snapshot_{number}"
             stores.append(Store.open(f"chdb://{workdir / 'clickhouse'}?database={slot}"))
-            our_seconds.append(snapshot_with_pipeline(dsn, slot, workdir / slot, stores[-1]))
+            our_seconds.append(snapshot_with_pipeline(dsn, slot, workdir / slot, stores[-1], cpu_seconds=our_cpu))
             log(f"snapshot round {number + 1}: binary COPY {their_seconds[-1]:.2f} s, "
-                f"sidecar {our_seconds[-1]:.2f} s")
+                f"sidecar {our_seconds[-1]:.2f} s (pipeline thread CPU {our_cpu[-1]:.2f} s)")
         profiler = cProfile.Profile()
         stores.append(Store.open(f"chdb://{workdir / 'clickhouse'}?database=snapshot_profiled"))
         profiled_seconds = snapshot_with_pipeline(dsn, "snapshot_profiled", workdir / "profiled", stores[-1], profiler)
+        profiler.dump_stats(workdir / "profile.pstats")  # read it with pstats (bench --keep keeps it)
         events = stores[0].rows("SELECT count() FROM customer_events", {})[0][0]
     finally:
         for store in stores:

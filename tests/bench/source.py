@@ -35,10 +35,11 @@ BENCH_SETTINGS = {"autovacuum": "off", "max_wal_size": "'4GB'", "checkpoint_time
 
 def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: str,
                   finished: Callable[[Pipeline, threading.Event], float],
-                  profiler: cProfile.Profile | None = None) -> float:
+                  profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None) -> float:
     """Seconds from starting the real pipeline in a thread (as `run` hosts it) until the
     monotonic time `finished(pipeline, stop)` returns; the pipeline is stopped afterwards and
-    its failure, if any, raised."""
+    its failure, if any, raised. `cpu_seconds` receives the pipeline thread's CPU time (until it
+    stopped): a figure other processes on the machine do not inflate as they do wall time."""
     settings = build_settings({
         "source": dsn, "store": "chdb://unused", "data-dir": str(data_dir), "slot": slot,
         "publication": PUBLICATION, "snapshot": snapshot, "log-format": "json",
@@ -48,6 +49,7 @@ def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: s
     failure: list[BaseException] = []
 
     def target() -> None:
+        cpu_started = time.thread_time()
         try:
             if profiler is None:
                 pipeline.run()
@@ -56,6 +58,8 @@ def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: s
         except BaseException as error:  # re-raised below
             failure.append(error)
             stop.set()
+        if cpu_seconds is not None:
+            cpu_seconds.append(time.thread_time() - cpu_started)
 
     thread = threading.Thread(target=target, name=f"pipeline-{slot}")
     started = time.monotonic()

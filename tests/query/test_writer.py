@@ -95,12 +95,46 @@ def test_failed_flush_keeps_rows_and_a_retry_writes_them_once(store: Store) -> N
     outsider.close()
     with pytest.raises(StoreError, match="insert into customer_events failed"):
         writer.flush()
-    assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (6, 10, None)
+    # The lookup rows' blocks went in before the events' failed: only the events are pending.
+    assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (4, 10, None)
     store.ensure_schema()
     assert writer.flush() == 10
     assert stored(store) == sorted((e.id, 1) for e in events)
-    # Lookup rows were written by the failed attempt and sent again: the dedup token dropped them.
     assert store.rows("SELECT count() FROM tenants", {}) == [(1,)]
+
+
+def test_write_behind_stores_without_making_anything_durable_and_flush_waits_for_it(store: Store) -> None:
+    writer = EventWriter(store)
+    events = [f.event(ACME, DAVE.id, n, n) for n in range(5)]
+    writer.add([ACME, DAVE, *events[:3]])
+    writer.mark(20)
+    writer.write_behind()
+    writer.add(events[3:])
+    writer.mark(30)
+    assert (writer.marked_lsn, writer.durable_lsn) == (30, None)  # only flush makes durable
+    writer.write_behind()  # waits for the first batch, then sends the second
+    writer.close()
+    assert stored(store) == sorted((e.id, 1) for e in events)
+    assert (writer.pending, writer.durable_lsn) == (0, None)
+    assert writer.flush() == 30
+    assert stored(store) == sorted((e.id, 1) for e in events)
+
+
+def test_a_failed_write_behind_is_raised_by_the_next_call_and_its_rows_flushed_again(store: Store) -> None:
+    writer = EventWriter(store)
+    events = [f.event(ACME, DAVE.id, n, n) for n in range(3)]
+    writer.add(events)
+    writer.mark(5)
+    outsider = connect(store.location)
+    outsider.command(f"DROP TABLE {store.location.database}.customer_events")
+    outsider.close()
+    writer.write_behind()
+    with pytest.raises(StoreError, match="insert into customer_events failed"):
+        writer.flush()
+    assert (writer.pending, writer.marked_lsn, writer.durable_lsn) == (3, 5, None)
+    store.ensure_schema()
+    assert writer.flush() == 5
+    assert stored(store) == sorted((e.id, 1) for e in events)
 
 
 def test_the_same_batch_sent_twice_is_dropped_by_its_token(store: Store) -> None:

@@ -102,7 +102,6 @@ def stop_with_ctrl_c(demo: subprocess.Popen) -> int:
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Not under tmp_path: a concurrent pytest may reset its root to 0700, locking PostgreSQL out.
     path = Path(tempfile.mkdtemp(prefix="va-demo-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -149,7 +148,10 @@ def test_demo_serves_activity_stops_cleanly_and_resumes(tmp_path, data_dir):
         code = stop_with_ctrl_c(demo)
     assert code == 0, first_log.read_text()[-3000:]
     time.sleep(0.5)
-    assert processes_using(data_dir) == []  # neither the sidecar nor its PostgreSQL is left
+    # Neither the sidecar nor its PostgreSQL is left (a root-run cluster's files are where its
+    # data directory links to).
+    assert processes_using(data_dir) == []
+    assert processes_using((data_dir / "demo" / "postgres").resolve()) == []
     first_events = {event["id"] for event in events}
 
     # Once stopped, the printed SQL command reads the demo's store.
