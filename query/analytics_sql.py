@@ -15,13 +15,16 @@ import uuid
 from typing import Any
 
 from query.activity_sql import ActivityQuery, filter_conditions
-from query.schema import CUSTOMERS_TABLE, DEDUP_VIEW, EVENTS_TABLE
-
-# The funnel's stages, in order.
-PUBLISHED = "customer.publication.succeeded"
-REDEEMED = "customer.redemption.succeeded"
-ROLLED_BACK = "customer.redemption.rollback.succeeded"
-FUNNEL_STAGES = (PUBLISHED, REDEEMED, ROLLED_BACK)
+from query.schema import (
+    CUSTOMERS_TABLE,
+    DEDUP_VIEW,
+    EVENTS_TABLE,
+    FUNNEL_STAGES,
+    PUBLISHED,
+    REDEEMED,
+    ROLLED_BACK,
+    STAGES_TABLE,
+)
 
 _TENANT = "tenant_id = {tenant_id:UUID}"
 # Snapshot events carry the row's own time, not a commit time: no ingest lag to speak of.
@@ -51,6 +54,9 @@ def heatmap_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[s
     return sql, parameters
 
 
+_FUNNEL_ORDER = "ORDER BY published DESC, redeemed DESC, campaign LIMIT {limit:UInt32}"
+
+
 def funnel_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[str, Any]]:
     """Per campaign, the distinct customers at each stage, and those who went on from one stage
     to the next (published and redeemed; redeemed and rolled back), so a conversion never
@@ -59,11 +65,30 @@ def funnel_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[st
     customers by publication (then by redemption) first, ties by id so pages are stable.
 
     Customers, not events: a customer who redeems a code twice is one redeemer, and a campaign
-    of generic codes (redeemed without any publication) reads as redemptions alone. Distinct
-    customers are immune to re-delivered copies, so this reads the table without FINAL."""
-    where, parameters = _where(tenant_id, query)
-    parameters |= {"stages": list(FUNNEL_STAGES), "published": PUBLISHED, "redeemed": REDEEMED,
-                   "rolled_back": ROLLED_BACK, "limit": query.limit}
+    of generic codes (redeemed without any publication) reads as redemptions alone.
+
+    Over all time (no filter but a campaign) it reads the stages table, whose FINAL is one row
+    per (campaign, customer) merged in key order, so no hash table of customers is built; a
+    range of dates, a category, a type or a campaign type select events, so those group the
+    events table itself (distinct customers are immune to re-delivered copies: no FINAL)."""
+    parameters: dict[str, Any] = {"tenant_id": tenant_id, "limit": query.limit}
+    if (query.start_date, query.end_date, query.campaign_type, query.category, query.types) == (
+            None, None, None, None, ()):
+        campaign = ""
+        if query.campaign_id is not None:
+            campaign, parameters["campaign_id"] = " AND campaign_id = {campaign_id:UUID}", query.campaign_id
+        published, redeemed, rolled_back = (
+            f"{column} IS NOT NULL" for column in ("first_published_at", "last_redeemed_at", "last_rolled_back_at"))
+        sql = (
+            f"SELECT campaign_id AS campaign, max(campaign_type), countIf({published}) AS published, "
+            f"countIf({redeemed}) AS redeemed, countIf({rolled_back}), countIf({published} AND {redeemed}), "
+            f"countIf({redeemed} AND {rolled_back}) FROM {STAGES_TABLE} FINAL WHERE {_TENANT}{campaign} "
+            f"GROUP BY campaign {_FUNNEL_ORDER}"
+        )
+        return sql, parameters
+    where, filters = _where(tenant_id, query)
+    parameters |= filters | {"stages": list(FUNNEL_STAGES), "published": PUBLISHED, "redeemed": REDEEMED,
+                             "rolled_back": ROLLED_BACK}
     sql = (
         "SELECT campaign, max(kind), sum(was_published) AS published, "
         "sum(was_redeemed) AS redeemed, sum(was_rolled_back) AS rolled_back, "
@@ -72,8 +97,7 @@ def funnel_sql(tenant_id: uuid.UUID, query: ActivityQuery) -> tuple[str, dict[st
         "max(type = {published:String}) AS was_published, max(type = {redeemed:String}) AS was_redeemed, "
         "max(type = {rolled_back:String}) AS was_rolled_back "
         f"FROM {EVENTS_TABLE} WHERE {where} AND campaign_id IS NOT NULL AND type IN {{stages:Array(String)}} "
-        "GROUP BY campaign, customer_id) "
-        "GROUP BY campaign ORDER BY published DESC, redeemed DESC, campaign LIMIT {limit:UInt32}"
+        f"GROUP BY campaign, customer_id) GROUP BY campaign {_FUNNEL_ORDER}"
     )
     return sql, parameters
 

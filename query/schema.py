@@ -14,6 +14,14 @@ DEDUP_VIEW = "customer_events_dedup"
 TENANTS_TABLE = "tenants"
 CUSTOMERS_TABLE = "customers"
 READERS_TABLE = "reader_progress"
+STAGES_TABLE = "customer_campaign_stages"
+STAGES_VIEW = "customer_campaign_stages_writer"
+
+# The funnel's stages, in order (publication -> redemption -> rollback).
+PUBLISHED = "customer.publication.succeeded"
+REDEEMED = "customer.redemption.succeeded"
+ROLLED_BACK = "customer.redemption.rollback.succeeded"
+FUNNEL_STAGES = (PUBLISHED, REDEEMED, ROLLED_BACK)
 
 DEDUPLICATION_WINDOW = "non_replicated_deduplication_window = 1000"
 # The API reads one customer's few rows per query: small granules and small compressed blocks
@@ -48,6 +56,7 @@ class TableSpec:
     # Lets an insert retried after a lost acknowledgement be dropped by its dedup token
     # (replicated tables deduplicate by default).
     settings: str = DEDUPLICATION_WINDOW
+    engine: str = "ReplacingMergeTree"
 
     @property
     def written_columns(self) -> tuple[str, ...]:
@@ -106,7 +115,26 @@ READERS = TableSpec(
     order_by="slot", shard_key="cityHash64(slot)",
 )
 
-TABLES = (EVENTS, TENANTS, CUSTOMERS, READERS)
+# The funnel's per-(campaign, customer) facts, kept by a materialized view on every insert into
+# the events table: when the customer was first published to, last redeemed, last rolled back.
+# min and max give the same answer however often an event is stored, so re-delivered copies
+# change nothing and the table is exact without FINAL. The all-time funnel reads its ~1 row per
+# (campaign, customer) instead of every stage event (docs/dashboard.md, "Queries and their cost").
+STAGES = TableSpec(
+    STAGES_TABLE,
+    (("tenant_id", "UUID"), ("campaign_id", "UUID"), ("customer_id", "UUID"),
+     ("campaign_type", "SimpleAggregateFunction(max, LowCardinality(String))"),
+     ("first_published_at", "SimpleAggregateFunction(min, Nullable(DateTime64(6, 'UTC')))"),
+     ("last_redeemed_at", "SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC')))"),
+     ("last_rolled_back_at", "SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC')))")),
+    version="",
+    order_by="(tenant_id, campaign_id, customer_id)",
+    shard_key="cityHash64(customer_id)",  # the events' own: a shard's view writes its customers' rows
+    settings="",  # written by the view only: an events block dropped as a copy never reaches it
+    engine="AggregatingMergeTree",
+)
+
+TABLES = (EVENTS, TENANTS, CUSTOMERS, READERS, STAGES)
 EVENT_COLUMNS = EVENTS.written_columns
 TENANT_COLUMNS = TENANTS.written_columns
 CUSTOMER_COLUMNS = CUSTOMERS.written_columns
@@ -124,10 +152,10 @@ def check_identifier(name: str, what: str) -> str:
 
 def _engine(spec: TableSpec, database: str, cluster: str | None) -> str:
     if cluster is None:
-        return f"ReplacingMergeTree({spec.version})"
+        return f"{spec.engine}({spec.version})"
     path = f"'/clickhouse/tables/{{shard}}/{database}/{spec.name}_local'"
     version = f", {spec.version}" if spec.version else ""
-    return f"ReplicatedReplacingMergeTree({path}, '{{replica}}'{version})"
+    return f"Replicated{spec.engine}({path}, '{{replica}}'{version})"
 
 
 def _table_ddl(spec: TableSpec, database: str, cluster: str | None) -> str:
@@ -161,6 +189,39 @@ def _dedup_view_ddl(database: str, cluster: str | None) -> str:
     )
 
 
+def _stages_select(source: str) -> str:
+    """The stage facts of the events in `source`, one row per (tenant, campaign, customer)."""
+    def when(stage: str, pick: str) -> str:
+        return f"{pick}If(toNullable(created_at), type = '{stage}')"
+
+    stages = ", ".join(f"'{stage}'" for stage in FUNNEL_STAGES)
+    return (
+        "SELECT tenant_id, assumeNotNull(campaign_id) AS campaign_id, customer_id, "
+        f"max(campaign_type) AS campaign_type, {when(PUBLISHED, 'min')} AS first_published_at, "
+        f"{when(REDEEMED, 'max')} AS last_redeemed_at, {when(ROLLED_BACK, 'max')} AS last_rolled_back_at\n"
+        f"FROM {source}\nWHERE campaign_id IS NOT NULL AND type IN ({stages})\n"
+        "GROUP BY tenant_id, campaign_id, customer_id"
+    )
+
+
+def _stages_view_ddl(database: str, cluster: str | None) -> str:
+    """Runs on each insert into the (local) events table, so on a cluster every shard keeps the
+    stages of the customers it holds."""
+    local = "" if cluster is None else "_local"
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{STAGES_VIEW}{on_cluster} "
+        f"TO {database}.{STAGES_TABLE}{local} AS\n{_stages_select(f'{database}.{EVENTS_TABLE}{local}')}"
+    )
+
+
+def stages_backfill_sql(database: str) -> str:
+    """Fills the stages table from the events already stored (a store created before it had
+    one). Safe to repeat, and with the view already writing: min and max ignore copies."""
+    check_identifier(database, "database")
+    return f"INSERT INTO {database}.{STAGES_TABLE}\n{_stages_select(f'{database}.{EVENTS_TABLE}')}"
+
+
 def render_ddl(database: str, cluster: str | None = None) -> list[str]:
     """Every statement that creates the store, in order; each is idempotent (IF NOT EXISTS).
 
@@ -177,4 +238,5 @@ def render_ddl(database: str, cluster: str | None = None) -> list[str]:
         if cluster is not None:
             statements.append(_distributed_ddl(spec, database, cluster))
     statements.append(_dedup_view_ddl(database, cluster))
+    statements.append(_stages_view_ddl(database, cluster))
     return statements

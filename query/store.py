@@ -35,8 +35,10 @@ from query.schema import (
     EVENTS_TABLE,
     READER_COLUMNS,
     READERS_TABLE,
+    STAGES_TABLE,
     TENANTS_TABLE,
     render_ddl,
+    stages_backfill_sql,
 )
 
 # A tenant name resolves from memory; a name not seen yet reloads the directory at once, and a
@@ -183,8 +185,14 @@ class Store:
 
     # -- schema and writes -----------------------------------------------------------------
     def ensure_schema(self, cluster: str | None = None) -> None:
-        for statement in render_ddl(self.location.database, cluster):
+        database = self.location.database
+        stages_existed = bool(self._writer.query(
+            "SELECT 1 FROM system.tables WHERE database = {database:String} AND name = {table:String}",
+            parameters={"database": database, "table": STAGES_TABLE}).result_rows)
+        for statement in render_ddl(database, cluster):
             self._command(self._writer, statement)
+        if not stages_existed:  # events stored before the table was: fill it from them
+            self._command(self._writer, stages_backfill_sql(database))
 
     def insert_columns(
         self, table: str, columns: Sequence[str], types: Sequence[str],

@@ -46,7 +46,13 @@ from voucher_activity.resume import SlotLostError, StartAction, start_action
 log = logging.getLogger("voucher_activity.pipeline")
 
 IDLE_READ_TIMEOUT = 0.5
-MAX_BATCH_AGE = 0.25  # seconds: the longest an unflushed event waits under steady load (SPEC §7: p99 < 1 s)
+# Flush timing under steady load (commit -> visible in the API; docs/benchmarks.md, freshness).
+# A batch is written once the stream has nothing more to give and its oldest event has waited
+# CAUGHT_UP_BATCH_AGE (an insert costs ~10 ms of CPU whatever its size, so a few milliseconds
+# of gathering halve the inserts per second at 1,000 transactions/s), and at the latest at
+# MAX_BATCH_AGE when the stream never pauses.
+CAUGHT_UP_BATCH_AGE = 0.02
+MAX_BATCH_AGE = 0.08
 # Catching up (the transaction being read committed over CATCH_UP_LAG seconds ago: a backlog after
 # a restart or a burst), batches grow to CATCH_UP_BATCH_AGE or the writer's max_rows instead: an
 # insert has a fixed cost of ~15 ms, and no one is waiting for a particular event yet.
@@ -227,7 +233,7 @@ class Pipeline:
             load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
             slot=settings.slot, scratch_memory_limit=SCRATCH_ROWS,
         )
-        writer = EventWriter(self.store, metrics=self.metrics)
+        writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)
         self._rows_counted = 0  # the writer's rows_written already in progress.events_written
         try:
             if slot.created:
@@ -280,8 +286,13 @@ class Pipeline:
             # holds (a zero-timeout read) and checkpoint when a read comes back empty, so a
             # backlog is written in large inserts; MAX_BATCH_AGE caps the wait under steady load.
             # Mid-transaction there is nothing to checkpoint, so wait for the stream itself.
-            if in_transaction or (not writer.pending and writer.marked_lsn is None):
+            if in_transaction:
                 wait = IDLE_READ_TIMEOUT
+            elif not writer.pending:
+                # Everything read is written: a short read tells a pause (make it durable and
+                # commit the state now) from a steady stream (every STATE_COMMIT_INTERVAL).
+                unsettled = writer.marked_lsn is not None or self._commit_waiting(writer, state)
+                wait = writer.max_age if unsettled else IDLE_READ_TIMEOUT
             else:
                 wait = writer.seconds_until_due()
             if not in_transaction and self._commit_waiting(writer, state):
@@ -313,9 +324,14 @@ class Pipeline:
                     if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
-                if not envelopes and (writer.marked_lsn is not None or self._commit_waiting(writer, state)):
-                    # Caught up: nothing is waiting to be read, so store, commit and confirm now
-                    # (and tell the server at once) rather than after STATE_COMMIT_INTERVAL.
+                if not envelopes and writer.pending:
+                    # Caught up: nothing is waiting to be read, so store now (written behind);
+                    # the state is committed when due, or once a read after this one comes
+                    # back empty too.
+                    self._checkpoint(writer, state, session)
+                elif not envelopes and (writer.marked_lsn is not None or self._commit_waiting(writer, state)):
+                    # The stream paused: commit and confirm now (and tell the server at once)
+                    # rather than after STATE_COMMIT_INTERVAL.
                     self._checkpoint(writer, state, session, commit=True)
                     session.report_confirmed()
                 elif self._commit_waiting(writer, state) and self._seconds_until_commit() == 0:

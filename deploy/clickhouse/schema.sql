@@ -57,6 +57,24 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY slot
 SETTINGS non_replicated_deduplication_window = 1000;
 
+CREATE TABLE IF NOT EXISTS voucher_activity.customer_campaign_stages (
+    tenant_id UUID,
+    campaign_id UUID,
+    customer_id UUID,
+    campaign_type SimpleAggregateFunction(max, LowCardinality(String)),
+    first_published_at SimpleAggregateFunction(min, Nullable(DateTime64(6, 'UTC'))),
+    last_redeemed_at SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC'))),
+    last_rolled_back_at SimpleAggregateFunction(max, Nullable(DateTime64(6, 'UTC')))
+)
+ENGINE = AggregatingMergeTree()
+ORDER BY (tenant_id, campaign_id, customer_id);
+
 CREATE VIEW IF NOT EXISTS voucher_activity.customer_events_dedup AS
 SELECT * FROM voucher_activity.customer_events FINAL
 SETTINGS do_not_merge_across_partitions_select_final = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS voucher_activity.customer_campaign_stages_writer TO voucher_activity.customer_campaign_stages AS
+SELECT tenant_id, assumeNotNull(campaign_id) AS campaign_id, customer_id, max(campaign_type) AS campaign_type, minIf(toNullable(created_at), type = 'customer.publication.succeeded') AS first_published_at, maxIf(toNullable(created_at), type = 'customer.redemption.succeeded') AS last_redeemed_at, maxIf(toNullable(created_at), type = 'customer.redemption.rollback.succeeded') AS last_rolled_back_at
+FROM voucher_activity.customer_events
+WHERE campaign_id IS NOT NULL AND type IN ('customer.publication.succeeded', 'customer.redemption.succeeded', 'customer.redemption.rollback.succeeded')
+GROUP BY tenant_id, campaign_id, customer_id;

@@ -71,5 +71,6 @@ def test_single_server_schema_applies_twice_on_clickhouse():
     result = subprocess.run([sys.executable, "-c", APPLY_ON_CHDB, str(CLICKHOUSE / "schema.sql")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ['"customer_events"', '"customer_events_dedup"', '"customers"', '"reader_progress"',
+    assert result.stdout.split() == ['"customer_campaign_stages"', '"customer_campaign_stages_writer"',
+                                     '"customer_events"', '"customer_events_dedup"', '"customers"', '"reader_progress"',
                                      '"tenants"']

@@ -36,6 +36,8 @@ def test_customer_events_is_the_spec_table(store: Store) -> None:
         "SELECT name, engine, sorting_key, partition_key FROM system.tables WHERE database = {db:String} "
         "ORDER BY name", {"db": database})
     assert tables == [
+        ("customer_campaign_stages", "AggregatingMergeTree", "tenant_id, campaign_id, customer_id", ""),
+        ("customer_campaign_stages_writer", "MaterializedView", "", ""),
         ("customer_events", "ReplacingMergeTree", "tenant_id, customer_id, created_at, id", "toYYYYMM(created_at)"),
         ("customer_events_dedup", "View", "", ""),
         ("customers", "ReplacingMergeTree", "tenant_id, id", ""),
@@ -48,13 +50,13 @@ def test_schema_creation_is_idempotent(store: Store) -> None:
     store.ensure_schema()
     store.ensure_schema()
     assert store.rows("SELECT count() FROM system.tables WHERE database = {db:String}",
-                       {"db": store.location.database}) == [(5,)]
+                       {"db": store.location.database}) == [(7,)]
 
 
 def test_single_server_ddl_has_no_cluster_clause() -> None:
     statements = render_ddl("voucher_activity")
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS voucher_activity"
-    assert len(statements) == 6
+    assert len(statements) == 8
     assert not any("ON CLUSTER" in statement or "Replicated" in statement for statement in statements)
 
 
@@ -74,11 +76,19 @@ def test_cluster_ddl_uses_replicated_locals_and_distributed_contract_names() -> 
     assert statements[4].endswith("ENGINE = Distributed(events, va, tenants_local, cityHash64(id))")
     assert statements[6].endswith("ENGINE = Distributed(events, va, customers_local, cityHash64(id))")
     assert statements[8].endswith("ENGINE = Distributed(events, va, reader_progress_local, cityHash64(slot))")
-    assert statements[9] == (
+    assert statements[11] == (
         "CREATE VIEW IF NOT EXISTS va.customer_events_dedup ON CLUSTER events AS\n"
         "SELECT * FROM va.customer_events FINAL\n"
         "SETTINGS do_not_merge_across_partitions_select_final = 1")
-    assert len(statements) == 10
+    assert statements[10] == (
+        "CREATE TABLE IF NOT EXISTS va.customer_campaign_stages ON CLUSTER events "
+        "AS va.customer_campaign_stages_local\n"
+        "ENGINE = Distributed(events, va, customer_campaign_stages_local, cityHash64(customer_id))")
+    assert statements[12].startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS va.customer_campaign_stages_writer ON CLUSTER events "
+        "TO va.customer_campaign_stages_local AS\n")
+    assert "FROM va.customer_events_local\n" in statements[12]
+    assert len(statements) == 13
 
 
 @pytest.mark.parametrize(("database", "cluster"), [("va; DROP", None), ("va", "c-1"), ("1va", None), ("", None)])
