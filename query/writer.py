@@ -14,6 +14,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
+from query.activity_cache import customer_tag, source_tag
 from query.schema import (
     CUSTOMER_COLUMNS,
     CUSTOMERS_TABLE,
@@ -145,22 +146,42 @@ class EventWriter:
         """
         marked = self._marked
         started = time.perf_counter()
-        # Lookup rows first: once an event is visible its customer resolves.
-        if self._tenants:
-            self._insert(TENANTS_TABLE, TENANT_COLUMNS, TENANT_TYPES, self._tenants, _tenant_row,
-                         lambda record: record.id.bytes + record.version.to_bytes(8, "big"))
-        if self._customers:
-            self._insert(CUSTOMERS_TABLE, CUSTOMER_COLUMNS, CUSTOMER_TYPES, self._customers,
-                         _customer_row, lambda record: record.id.bytes + record.version.to_bytes(8, "big"))
-        if self._events:
-            self._insert(EVENTS_TABLE, EVENT_COLUMNS, EVENT_TYPES, self._events, _event_row,
-                         lambda record: record.id.bytes)
+        try:
+            # Lookup rows first: once an event is visible its customer resolves.
+            if self._tenants:
+                self._insert(TENANTS_TABLE, TENANT_COLUMNS, TENANT_TYPES, self._tenants, _tenant_row,
+                             lambda record: record.id.bytes + record.version.to_bytes(8, "big"))
+            if self._customers:
+                self._insert(CUSTOMERS_TABLE, CUSTOMER_COLUMNS, CUSTOMER_TYPES, self._customers,
+                             _customer_row, lambda record: record.id.bytes + record.version.to_bytes(8, "big"))
+            if self._events:
+                self._insert(EVENTS_TABLE, EVENT_COLUMNS, EVENT_TYPES, self._events, _event_row,
+                             lambda record: record.id.bytes)
+        finally:
+            # Also after a failure: an insert may have reached the store before another failed.
+            self._invalidate_pages()
         if self.metrics is not None and self.pending:
             self.metrics.record_batch(self.pending, len(self._events), time.perf_counter() - started)
         self._events, self._tenants, self._customers = [], [], []
         self._oldest = None
         self._durable = marked
         return marked
+
+    def _invalidate_pages(self) -> None:
+        """The API's cached pages of every customer and source_id just written are stale now."""
+        cache = self.store.activity_cache
+        if cache is None:
+            return
+        if self._tenants:
+            cache.clear()
+            return
+        tags = {customer_tag(event.tenant_id, event.customer_id) for event in self._events}
+        for record in self._customers:
+            tags.add(customer_tag(record.tenant_id, record.id))
+            if record.source_id is not None:
+                tags.add(source_tag(record.tenant_id, record.source_id))
+        if tags:
+            cache.invalidate(tags)
 
     def _insert(
         self, table: str, columns: Sequence[str], types: Sequence[str], records: Sequence[Record],
