@@ -9,8 +9,10 @@ made in query/clients.py (`StoreError`, `connect` and `ReaderPool` are imported 
 from __future__ import annotations
 
 import enum
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +48,9 @@ TENANT_DIRECTORY_SECONDS = 5.0
 # Reads of one customer's key range touch a few granules: a second thread costs more than it
 # saves, and under concurrency the other requests' queries use the cores.
 POINT_READ = {"max_threads": 1}
+# Event positions (a cursor's place) remembered: an event's created_at never changes, so they
+# need no invalidation. ~250 bytes each.
+POSITIONS = 50_000
 # Pages up to this many rows deep are read in one query, `data` of the skipped rows included;
 # deeper ones skip on the key columns first (Store.activity).
 ONE_QUERY_ROWS = 200
@@ -150,6 +155,10 @@ class Store:
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
         self._tunable = all(read_only_level(reader) != 1 for reader in readers)  # see read_only
+        # (tenant, customer, event) -> created_at of the first and last events of pages served:
+        # the cursors clients continue from (more_starting_after, the dashboard's newest event).
+        self._positions: OrderedDict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], datetime] = OrderedDict()
+        self._positions_lock = threading.Lock()
         self.has_schema = True  # False: opened without creating it, and no reader has yet
 
     @classmethod
@@ -272,9 +281,21 @@ class Store:
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
     ) -> Position | None:
         """Where one of the customer's events sits in its history (a cursor's place)."""
+        with self._positions_lock:
+            created_at = self._positions.get((tenant_id, customer_id, event_id))
+        if created_at is not None:
+            return Position(created_at, event_id)
         sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
         rows = self.rows(sql, parameters, POINT_READ)
         return Position(rows[0][0], event_id) if rows else None
+
+    def _remember_positions(self, tenant_id: uuid.UUID, customer_id: uuid.UUID, events: list[StoredEvent]) -> None:
+        with self._positions_lock:
+            for event in (events[0], events[-1]):
+                self._positions[(tenant_id, customer_id, event.id)] = event.created_at
+                self._positions.move_to_end((tenant_id, customer_id, event.id))
+            while len(self._positions) > POSITIONS:
+                self._positions.popitem(last=False)
 
     def activity(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
@@ -282,6 +303,14 @@ class Store:
     ) -> list[StoredEvent]:
         """Up to `query.limit + 1` distinct events after `after`, past `query.offset` of them
         (the extra one tells whether there are more)."""
+        events = self._activity(tenant_id, customer_id, query, after)
+        if events:
+            self._remember_positions(tenant_id, customer_id, events[:query.limit])
+        return events
+
+    def _activity(
+        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery, after: Position | None,
+    ) -> list[StoredEvent]:
         if query.offset and query.offset + query.limit <= ONE_QUERY_ROWS:
             # A near page in one read: the skipped rows' `data` costs less than a second query.
             rows = self._distinct_rows(tenant_id, customer_id, query, after,

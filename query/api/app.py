@@ -162,16 +162,17 @@ class ActivityApi:
         if tenant_id is None:
             raise NotFound(f"no tenant named {tenant!r}")
         tags: tuple[Tag, ...] = (source_tag(tenant_id, customer_key),)
-        # A key that is an id goes straight to the page: rows prove the customer exists, so
-        # the common page is one store query. Only an empty page (or a missing cursor) asks the
-        # directory, which also tells an unknown customer from an empty history and resolves
-        # a source_id that happens to look like a UUID.
+        # A key that is an id goes straight to the page: rows prove the customer exists, and so
+        # does the starting_after_id event when it is theirs (the dashboard's poll, mostly
+        # empty), so the common page is one store query. Only an empty page without a cursor (or
+        # a missing cursor) asks the directory, which also tells an unknown customer from an
+        # empty history and resolves a source_id that happens to look like a UUID.
         as_id = key_as_id(customer_key)
         events = None
         if as_id is not None:
             tags += (customer_tag(tenant_id, as_id),)
             events = self._page(tenant_id, as_id, query)
-            if events:
+            if events or (events is not None and query.starting_after_id is not None):
                 return list_body(events, query.limit), tags
         customer_id = self.store.resolve_customer(tenant_id, customer_key)
         if customer_id is None:
