@@ -20,12 +20,15 @@ from collections.abc import Hashable, Iterable
 
 # Memory for the pages of `run`'s API (bodies plus the bookkeeping charged per page below).
 DEFAULT_BYTES = 32 * 2**20
-# What a page costs beyond its body: key, tags, index entries, dictionary slots (measured with
-# tracemalloc on 10-event pages: ~700 bytes; rounded up).
+# What a page costs beyond its body: dictionary and set entries ~620 bytes (tracemalloc, 5,000
+# pages), plus the key's and the tags' own objects.
 PAGE_OVERHEAD = 1024
 # Invalidations remembered to judge a read still in flight; a read that outlives this many
 # flushes is simply not kept.
 RECENT_INVALIDATIONS = 256
+# Tags remembered per invalidation; a larger flush (a big transaction's 10,000-row batches) is
+# remembered as touching everything, so the memory for in-flight reads stays ~256 x 64 tags.
+RECENT_TAGS = 64
 
 Tag = Hashable
 _EVERYTHING: Tag = ("everything",)
@@ -92,7 +95,7 @@ class ActivityCache:
         tags = frozenset(tags)
         with self._lock:
             self._sequence += 1
-            self._recent.append((self._sequence, tags))
+            self._recent.append((self._sequence, tags if len(tags) <= RECENT_TAGS else frozenset((_EVERYTHING,))))
             for tag in tags:
                 for key in tuple(self._by_tag.get(tag, ())):
                     self._drop(key)

@@ -49,8 +49,8 @@ TENANT_DIRECTORY_SECONDS = 5.0
 # saves, and under concurrency the other requests' queries use the cores.
 POINT_READ = {"max_threads": 1}
 # Event positions (a cursor's place) remembered: an event's created_at never changes, so they
-# need no invalidation. ~250 bytes each.
-POSITIONS = 50_000
+# need no invalidation. ~500 bytes each (tracemalloc), so at most ~10 MB.
+POSITIONS = 20_000
 # Pages up to this many rows deep are read in one query, `data` of the skipped rows included;
 # deeper ones skip on the key columns first (Store.activity).
 ONE_QUERY_ROWS = 200
