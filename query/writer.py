@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
+from query.activity_cache import customer_tag, source_tag
 from query.schema import (
     CUSTOMER_COLUMNS,
     CUSTOMERS_TABLE,
@@ -47,6 +48,7 @@ _TABLES: dict[type, tuple[str, tuple[str, ...]]] = {
 for _kind, (_table, _columns) in _TABLES.items():
     assert set(_kind.__struct_fields__) == set(_columns), (_kind, _table)
 _ENCODER = msgspec.json.Encoder()
+_EVERYTHING: frozenset = frozenset(["everything"])
 
 
 def dedup_token(table: str, rows: int, block: bytes) -> str:
@@ -61,6 +63,9 @@ class _Block:
     data: bytes  # JSONEachRow lines
     rows: int
     events: int  # rows of the events table
+    # the API's cached pages this block can change (query/activity_cache.py): None when the
+    # store keeps no pages, EVERYTHING for tenant rows (a rename changes what a name means)
+    tags: frozenset | None = None
     # named when first sent (by the write-behind thread: hashlib releases the GIL), kept for a retry
     token: str | None = None
 
@@ -203,7 +208,8 @@ class EventWriter:
                 table, columns = _TABLES[kind]
                 data = _ENCODER.encode_lines(records)
                 self._unsent.append(_Block(table, columns, data, len(records),
-                                           events if kind is CustomerEvent else 0))
+                                           events if kind is CustomerEvent else 0,
+                                           self._page_tags(kind, records)))
         self._pending = {kind: [] for kind in _TABLES}
         self._count = 0
         self._oldest = None
@@ -219,13 +225,39 @@ class EventWriter:
             block = unsent[0]
             if block.token is None:
                 block.token = dedup_token(block.table, block.rows, block.data)
-            self.store.insert_rows(block.table, block.columns, block.data, block.token)
+            try:
+                self.store.insert_rows(block.table, block.columns, block.data, block.token)
+            finally:
+                # Also after a failure: the insert may have reached the store all the same.
+                self._invalidate_pages(block.tags)
             rows += block.rows
             events += block.events
             del unsent[0]
             self.rows_written += block.rows
         if self.metrics is not None:
             self.metrics.record_batch(rows, events, time.perf_counter() - started)
+
+    def _page_tags(self, kind: type, records: list[Record]) -> frozenset | None:
+        if self.store.activity_cache is None:
+            return None
+        if kind is TenantRecord:
+            return _EVERYTHING
+        if kind is CustomerEvent:
+            return frozenset([customer_tag(event.tenant_id, event.customer_id) for event in records])
+        tags = {customer_tag(record.tenant_id, record.id) for record in records}
+        tags.update(source_tag(record.tenant_id, record.source_id)
+                    for record in records if record.source_id is not None)
+        return frozenset(tags)
+
+    def _invalidate_pages(self, tags: frozenset | None) -> None:
+        """The API's cached pages of every customer and source_id just written are stale now."""
+        cache = self.store.activity_cache
+        if cache is None or not tags:
+            return
+        if tags is _EVERYTHING:
+            cache.clear()
+        else:
+            cache.invalidate(tags)
 
     def _send_behind(self) -> None:
         try:

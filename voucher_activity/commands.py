@@ -29,6 +29,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.slot import drop_publication, drop_slot
 from mappers.state import StateFormatError
+from query.activity_cache import ActivityCache
 from query.api.app import create_app
 from query.location import redacted
 from query.metrics import Metrics
@@ -143,7 +144,9 @@ def run(args: argparse.Namespace, settings: Settings, *, serve_api: bool = True)
     settings.require_source()
     stop = threading.Event()
     metrics = Metrics()
-    with Store.open(settings.store_url, cluster=settings.cluster) as store:
+    # The API keeps pages that this process's writer invalidates; `serve` has no writer, no cache.
+    cache = ActivityCache() if serve_api else None
+    with Store.open(settings.store_url, cluster=settings.cluster, activity_cache=cache) as store:
         pipeline = Pipeline(settings, store, stop, metrics)
         app = create_app(
             store, tokens=settings.tokens, metrics=metrics, readiness=pipeline.readiness,

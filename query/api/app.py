@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from query.activity_cache import Tag, customer_tag, source_tag
 from query.activity_sql import ActivityQuery
 from query.api.activity import check_text, list_body, parse_activity_query
 from query.api.analytics_api import AnalyticsApi
@@ -138,32 +139,50 @@ class ActivityApi:
         # Credentials first: an unauthenticated caller learns nothing about its parameters.
         tenant = self.authenticator.tenant(request.headers)
         customer_key = check_text("customerId", request.path_params["customerId"])
+        # A cached page was answered for exactly this query string, so it passed validation
+        # then; it is served without a thread hop (query/activity_cache.py says when it is dropped).
+        cache = self.store.activity_cache
+        key = (tenant, customer_key, request.scope["query_string"])
+        if cache is not None and (cached := cache.get(key)) is not None:
+            return Response(cached, media_type=OrjsonResponse.media_type)
         query = parse_activity_query(request.query_params.multi_items())
-        body = await run_in_threadpool(self._activity_page, tenant, customer_key, query)
-        return OrjsonResponse(body)
+        ticket = cache.ticket() if cache is not None else 0
+        page, tags = await run_in_threadpool(self._activity_page, tenant, customer_key, query)
+        body = orjson.dumps(page)
+        if cache is not None:
+            cache.put(key, body, tags, ticket)
+        return Response(body, media_type=OrjsonResponse.media_type)
 
-    def _activity_page(self, tenant: str, customer_key: str, query: ActivityQuery) -> dict[str, Any]:
+    def _activity_page(
+        self, tenant: str, customer_key: str, query: ActivityQuery,
+    ) -> tuple[dict[str, Any], tuple[Tag, ...]]:
+        """The list body, and the tags of the rows it depends on: the customers the key named
+        (by id, then by source_id) and the key as a source_id."""
         tenant_id = self.store.resolve_tenant(tenant)
         if tenant_id is None:
             raise NotFound(f"no tenant named {tenant!r}")
-        # A key that is an id goes straight to the page: rows prove the customer exists, so
-        # the common page is one store query. Only an empty page (or a missing cursor) asks the
-        # directory, which also tells an unknown customer from an empty history and resolves
-        # a source_id that happens to look like a UUID.
+        tags: tuple[Tag, ...] = (source_tag(tenant_id, customer_key),)
+        # A key that is an id goes straight to the page: rows prove the customer exists, and so
+        # does the starting_after_id event when it is theirs (the dashboard's poll, mostly
+        # empty), so the common page is one store query. Only an empty page without a cursor (or
+        # a missing cursor) asks the directory, which also tells an unknown customer from an
+        # empty history and resolves a source_id that happens to look like a UUID.
         as_id = key_as_id(customer_key)
         events = None
         if as_id is not None:
+            tags += (customer_tag(tenant_id, as_id),)
             events = self._page(tenant_id, as_id, query)
-            if events:
-                return list_body(events, query.limit)
+            if events or (events is not None and query.starting_after_id is not None):
+                return list_body(events, query.limit), tags
         customer_id = self.store.resolve_customer(tenant_id, customer_key)
         if customer_id is None:
             raise NotFound(f"no customer with id or source_id {customer_key!r}")
         if customer_id != as_id:
+            tags += (customer_tag(tenant_id, customer_id),)
             events = self._page(tenant_id, customer_id, query)
         if events is None:
             raise NotFound(f"starting_after_id: no event {query.starting_after_id} for this customer")
-        return list_body(events, query.limit)
+        return list_body(events, query.limit), tags
 
     def _page(self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery) -> list | None:
         """The customer's page; None when the starting_after_id event is not theirs."""
