@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ def unit_of(module: str) -> str | None:
 def imported_modules(path: Path, module: str, known: set[str] = frozenset()) -> set[str]:
     """Every module `path` imports, at any depth (function-level imports too). `from package
     import submodule` depends on the submodule, when `known` lists it, not on the package."""
+    if path.suffix in (".pyx", ".pxd"):
+        return cython_imports(path.read_text())
     found: set[str] = set()
     package = module.rpartition(".")[0] if path.name != "__init__.py" else module
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -43,10 +46,22 @@ def imported_modules(path: Path, module: str, known: set[str] = frozenset()) -> 
     return found
 
 
+# Cython sources are not Python: their `import` and `cimport` statements are read by pattern
+# (absolute imports only, which is what the compiled modules use).
+_CYTHON_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+c?import\b|c?import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
+
+
+def cython_imports(source: str) -> set[str]:
+    found: set[str] = set()
+    for base, names in _CYTHON_IMPORT.findall(source):
+        found.update([base] if base else (name.strip() for name in names.split(",")))
+    return found
+
+
 def module_edges() -> dict[str, set[str]]:
     paths = {}
     for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
+        for path in sorted(p for suffix in ("*.py", "*.pyx") for p in (REPO / package).rglob(suffix)):
             paths[".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")] = path
     known = set(paths)
     return {
@@ -69,6 +84,16 @@ def test_the_parser_sees_imports_at_every_depth(tmp_path):
     assert imported_modules(source, "voucher_activity.probe") >= {"mappers.state", "query.store", "demo.traffic.x"}
     assert unit_edges({"voucher_activity.probe": {"query.api.app"}, "query.writer": {"query.api.metrics"}}) == {
         ("voucher_activity", "query.api"), ("query", "query.api")}
+
+
+def test_the_parser_reads_cython_sources():
+    source = "from cpython.ref cimport Py_INCREF\nfrom cdc_reader.pgoutput cimport (\n    Relation,\n)\n" \
+             "import orjson, psycopg\ncdef f():\n    from mappers.state import x\n"
+    assert cython_imports(source) == {"cpython.ref", "cdc_reader.pgoutput", "orjson", "psycopg", "mappers.state"}
+
+
+def test_compiled_modules_are_in_the_graph():
+    assert module_edges()["cdc_reader.assembler"] >= {"cdc_reader.pgoutput", "cdc_reader.changes", "cdc_reader.loaders"}
 
 
 def test_the_root_wires_every_stage():
