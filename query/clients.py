@@ -20,6 +20,24 @@ from query.location import StoreLocation
 READERS = 4
 
 
+# On a cluster an insert counts as durable (and its LSN may be confirmed) only once every shard
+# holds it on a majority of its replicas: the Distributed table forwards it synchronously instead
+# of queueing it on the node that received it, and each shard's Replicated table waits for its
+# quorum. The dedup token lives in the replicated log, so a retry through another node is
+# dropped as a copy.
+CLUSTER_INSERT_SETTINGS = {
+    "distributed_foreground_insert": 1, "insert_quorum": "auto", "insert_quorum_timeout": 60_000,
+}
+
+
+def insert_settings(dedup_token: str, cluster: str | None) -> dict[str, Any]:
+    """What an insert sends: its dedup token, and on a cluster the durability settings."""
+    settings: dict[str, Any] = {"insert_deduplication_token": dedup_token}
+    if cluster is not None:
+        settings |= CLUSTER_INSERT_SETTINGS
+    return settings
+
+
 class StoreError(Exception):
     """The store did not answer or refused a statement; retrying later may succeed."""
 

@@ -8,7 +8,6 @@ made in query/clients.py (`StoreError`, `connect` and `ReaderPool` are imported 
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 import uuid
@@ -29,10 +28,12 @@ from query.clients import (
     ReaderPool,
     StoreError,
     connect,
+    insert_settings,
     read_only,
     read_only_level,
 )
 from query.location import StoreLocation, parse_store_url
+from query.status import ReaderPhase, ReaderProgress, StoreStatus, TenantStatus
 from query.schema import (
     CUSTOMERS_TABLE,
     EVENTS_TABLE,
@@ -76,64 +77,6 @@ class TenantDirectory:
 
     ids: Mapping[str, uuid.UUID] = field(default_factory=dict)
     loaded_at: float = float("-inf")
-
-
-# On a cluster an insert counts as durable (and its LSN may be confirmed) only once every shard
-# holds it on a majority of its replicas: the Distributed table forwards it synchronously instead
-# of queueing it on the node that received it, and each shard's Replicated table waits for its
-# quorum. The dedup token lives in the replicated log, so a retry through another node is
-# dropped as a copy.
-CLUSTER_INSERT_SETTINGS = {
-    "distributed_foreground_insert": 1, "insert_quorum": "auto", "insert_quorum_timeout": 60_000,
-}
-
-
-def insert_settings(dedup_token: str, cluster: str | None) -> dict[str, Any]:
-    """What an insert sends: its dedup token, and on a cluster the durability settings."""
-    settings: dict[str, Any] = {"insert_deduplication_token": dedup_token}
-    if cluster is not None:
-        settings |= CLUSTER_INSERT_SETTINGS
-    return settings
-
-
-class ReaderPhase(enum.Enum):
-    """Where a reader's slot stands, as recorded in the store next to the history it wrote."""
-
-    SNAPSHOT = "snapshot"  # the slot's initial snapshot is under way; nothing streamed yet
-    STREAMING = "streaming"  # the snapshot (if any) is stored and streaming has begun
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderProgress:
-    phase: ReaderPhase
-    lsn: int  # the LSN the phase began at
-
-
-@dataclass(frozen=True, slots=True)
-class TenantStatus:
-    name: str
-    events_stored: int
-    last_event_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStatus:
-    events_stored: int
-    last_event_at: datetime | None
-    tenants: tuple[TenantStatus, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        def iso(moment: datetime | None) -> str | None:
-            return None if moment is None else iso_utc(moment)
-
-        return {
-            "events_stored": self.events_stored,
-            "last_event_at": iso(self.last_event_at),
-            "tenants": [
-                {"name": t.name, "events_stored": t.events_stored, "last_event_at": iso(t.last_event_at)}
-                for t in self.tenants
-            ],
-        }
 
 
 class Store:

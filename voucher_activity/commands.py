@@ -44,8 +44,8 @@ from voucher_activity.config import (
     default_for,
 )
 from voucher_activity.logs import fields
-from voucher_activity.memory import release_library_pages_periodically
-from voucher_activity.pipeline import Pipeline, state_path, tune_collector
+from voucher_activity.memory import release_library_pages_periodically, tune_collector
+from voucher_activity.pipeline import Pipeline, state_path
 from voucher_activity.resume import ReaderStateMissingError, SlotLostError
 from voucher_activity.sql_command import StoreNotFoundError, locate_store, run_sql
 from voucher_activity.status import collect_status, render_table

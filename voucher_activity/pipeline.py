@@ -16,7 +16,6 @@ before its commit.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -37,7 +36,8 @@ from cdc_reader.snapshot import Progress, read_snapshot_batches
 from mappers import open_state, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
-from query.store import ReaderPhase, ReaderProgress, Store, StoreError
+from query.status import ReaderPhase, ReaderProgress
+from query.store import Store, StoreError
 from query.writer import EventWriter
 from voucher_activity.config import Settings, SnapshotMode
 from voucher_activity.logs import fields
@@ -85,25 +85,6 @@ def state_levels(budget: int) -> tuple[int, int]:
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
 # transaction of any size; measured: 1M-row transaction, see tests/voucher_activity/test_big_transaction.py).
 SCRATCH_ROWS = 5_000
-
-
-# The cyclic garbage collector: CPython collects its youngest generation every 700 new container
-# objects and, every 100 of those, all objects. The pipeline makes a dozen dicts per change, most
-# freed by reference counting, so that default rescans the whole heap (the state caches, the
-# store client, the import graph) every few hundred transactions: ~10% of mapping CPU
-# (tests/bench/mapping.py). Only cyclic garbage waits for a collection, and the pipeline makes
-# little; 100,000 young objects between collections costs nothing it keeps.
-COLLECTOR_YOUNG_OBJECTS = 100_000
-
-
-def tune_collector() -> None:
-    """Set the collector for a long-running pipeline process, once everything startup made is
-    in place: freeze that (imports, clients, caches built so far are never rescanned) and raise
-    the young generation's threshold (see COLLECTOR_YOUNG_OBJECTS)."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(COLLECTOR_YOUNG_OBJECTS, middle, old)
 
 
 def log_progress(progress: Progress) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from query.store import ReaderPhase, ReaderProgress
+from query.status import ReaderPhase, ReaderProgress
 from voucher_activity.config import SnapshotMode
 
 

@@ -31,7 +31,7 @@ from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
-from voucher_activity.pipeline import tune_collector
+from voucher_activity.memory import tune_collector
 
 TARGET_RATIO = 0.5  # against pg_recvlogical, at every scale
 TARGET_RATE = 40_000  # changes/s, at full scale

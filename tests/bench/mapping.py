@@ -31,11 +31,8 @@ from mappers.schema import voucher_schema
 from mappers.sqltypes import SqlType
 from mappers.state import normal_key
 from voucher_activity.config import build_settings
-from voucher_activity.pipeline import (
-    STATE_COMMIT_INTERVAL,
-    state_levels,
-    tune_collector,
-)
+from voucher_activity.memory import tune_collector
+from voucher_activity.pipeline import STATE_COMMIT_INTERVAL, state_levels
 
 # The reference state's levels as the pipeline sizes them by default (--state-cache).
 STATE_CACHE_ROWS, STATE_PACKED_BYTES = state_levels(build_settings({}).state_cache)

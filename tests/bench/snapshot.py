@@ -35,7 +35,8 @@ from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
-from voucher_activity.pipeline import Pipeline, tune_collector
+from voucher_activity.memory import tune_collector
+from voucher_activity.pipeline import Pipeline
 
 TARGET_RATE = 100_000
 SNAPSHOT_TIMEOUT = 3600

@@ -7,7 +7,8 @@ import pytest
 
 from query.activity_sql import ActivityQuery
 from query.metrics import Metrics
-from query.store import Store, StoreError, connect, insert_settings
+from query.clients import insert_settings
+from query.store import Store, StoreError, connect
 from query.writer import EventWriter
 from tests.query import factories as f
 

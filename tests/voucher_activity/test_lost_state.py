@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from demo.embedded_pg import free_port
-from query.store import ReaderPhase, ReaderProgress, Store
+from query.status import ReaderPhase, ReaderProgress
+from query.store import Store
 from tests.conftest import unique_name
 from tests.pipeline_helpers import (
     PipelineThread,

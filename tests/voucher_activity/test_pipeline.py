@@ -234,7 +234,7 @@ def test_alter_table_mid_stream_keeps_streaming(voucher_db, store_url, tmp_path,
 def test_tune_collector_freezes_startup_objects_and_raises_the_young_threshold():
     import gc
 
-    from voucher_activity.pipeline import COLLECTOR_YOUNG_OBJECTS, tune_collector
+    from voucher_activity.memory import COLLECTOR_YOUNG_OBJECTS, tune_collector
 
     before = gc.get_threshold()
     startup_object = ["made at startup"]  # a list: tracked by the collector
