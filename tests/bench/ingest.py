@@ -39,11 +39,13 @@ DRAIN_TIMEOUT = 1800
 
 
 def drain_with_pipeline(dsn: str, slot: str, end: int, data_dir: Path, store: Store,
-                        profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None) -> float:
+                        profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None,
+                        process_cpu_seconds: list[float] | None = None) -> float:
     """Seconds from starting the pipeline until the slot has confirmed `end`."""
     return source.time_pipeline(
         dsn, slot, data_dir, store, "never",
-        lambda _pipeline, _stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT), profiler, cpu_seconds)
+        lambda _pipeline, _stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT), profiler, cpu_seconds,
+        process_cpu_seconds)
 
 
 def drain_with_pg_recvlogical(cluster: LocalPostgres, dsn: str, slot: str, end: int) -> float:
@@ -84,13 +86,14 @@ def run(scale: Scale, workdir: Path) -> Outcome:
             dsn, scale.ingest_changes, scale.source_customers, scale.source_vouchers)
         log(f"ingest: wrote {changes:,} changes in {transactions:,} transactions "
             f"({time.monotonic() - started:.1f} s)")
-        their_seconds, our_seconds, our_cpu = [], [], []
+        their_seconds, our_seconds, our_cpu, our_process_cpu = [], [], [], []
         for number in rounds:
             their_seconds.append(drain_with_pg_recvlogical(cluster, dsn, theirs[number], end))
             our_seconds.append(drain_with_pipeline(dsn, ours[number], end, workdir / ours[number], stores[number],
-                                                   cpu_seconds=our_cpu))
+                                                   cpu_seconds=our_cpu, process_cpu_seconds=our_process_cpu))
             log(f"ingest round {number + 1}: pg_recvlogical {their_seconds[-1]:.2f} s, "
-                f"sidecar {our_seconds[-1]:.2f} s (pipeline thread CPU {our_cpu[-1]:.2f} s)")
+                f"sidecar {our_seconds[-1]:.2f} s (CPU: pipeline thread {our_cpu[-1]:.2f} s, "
+                f"process {our_process_cpu[-1]:.2f} s)")
         profiler = cProfile.Profile()
         profiled_seconds = drain_with_pipeline(dsn, ours[-1], end, workdir / ours[-1], stores[-1], profiler)
         profiler.dump_stats(workdir / "profile.pstats")  # read it with pstats (bench --keep keeps it)
@@ -110,7 +113,7 @@ def run(scale: Scale, workdir: Path) -> Outcome:
         "### 1. Ingest",
         f"Operation mix: {engine_sql.describe_mix()}. The backlog's {changes:,} changes became "
         f"{events:,} events ({events / min(our_seconds):,.0f} events/s). Rounds (s): sidecar "
-        f"{', '.join(f'{s:.2f}' for s in our_seconds)} (pipeline thread CPU {', '.join(f'{s:.2f}' for s in our_cpu)}); pg_recvlogical {', '.join(f'{s:.2f}' for s in their_seconds)}. "
+        f"{', '.join(f'{s:.2f}' for s in our_seconds)} (CPU: pipeline thread {', '.join(f'{s:.2f}' for s in our_cpu)}; process {', '.join(f'{s:.2f}' for s in our_process_cpu)}); pg_recvlogical {', '.join(f'{s:.2f}' for s in their_seconds)}. "
         "The sidecar's figure includes up to 1 s until its confirmed LSN reaches the server "
         "(the pipeline commits and confirms at most once a second; the status update follows within 0.1 s).",
         "",

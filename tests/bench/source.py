@@ -35,11 +35,13 @@ BENCH_SETTINGS = {"autovacuum": "off", "max_wal_size": "'4GB'", "checkpoint_time
 
 def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: str,
                   finished: Callable[[Pipeline, threading.Event], float],
-                  profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None) -> float:
+                  profiler: cProfile.Profile | None = None, cpu_seconds: list[float] | None = None,
+                  process_cpu_seconds: list[float] | None = None) -> float:
     """Seconds from starting the real pipeline in a thread (as `run` hosts it) until the
     monotonic time `finished(pipeline, stop)` returns; the pipeline is stopped afterwards and
     its failure, if any, raised. `cpu_seconds` receives the pipeline thread's CPU time (until it
-    stopped): a figure other processes on the machine do not inflate as they do wall time."""
+    stopped): a figure other processes on the machine do not inflate as they do wall time;
+    `process_cpu_seconds` the whole process's (the store's insert and merge threads included)."""
     settings = build_settings({
         "source": dsn, "store": "chdb://unused", "data-dir": str(data_dir), "slot": slot,
         "publication": PUBLICATION, "snapshot": snapshot, "log-format": "json",
@@ -62,6 +64,7 @@ def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: s
             cpu_seconds.append(time.thread_time() - cpu_started)
 
     thread = threading.Thread(target=target, name=f"pipeline-{slot}")
+    process_started = time.process_time()
     started = time.monotonic()
     thread.start()
     try:
@@ -69,6 +72,8 @@ def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: s
     finally:
         stop.set()
         thread.join()
+    if process_cpu_seconds is not None:
+        process_cpu_seconds.append(time.process_time() - process_started)
     if failure:
         raise failure[0]
     return end - started
