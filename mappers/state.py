@@ -352,11 +352,19 @@ class ReferenceState:
             self.connection.execute("BEGIN")
             self._in_transaction = True
 
+    def write_changes(self) -> None:
+        """Write the rows changed since the last commit into the open SQLite transaction, where
+        the next `commit` makes them durable (a rollback forgets them). The pipeline does this
+        while its last batch of events is being inserted, so the two overlap."""
+        if self._dirty:
+            cache = self._cache
+            self._write([(cache_key, key, cache[cache_key]) for cache_key, key in self._dirty.items()])
+            self._dirty.clear()
+
     def commit(self, lsn: int) -> None:
         """Make every change so far durable, as the state at `lsn`."""
-        cache = self._cache
-        self._write([(cache_key, key, cache[cache_key]) for cache_key, key in self._dirty.items()])
-        self._dirty.clear()
+        self.write_changes()
+        self.begin()
         self.connection.execute(
             "INSERT INTO meta (name, value) VALUES ('applied_lsn', ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (lsn,))

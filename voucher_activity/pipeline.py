@@ -17,6 +17,7 @@ before its commit.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,6 +73,12 @@ RETAINED_WAL_INTERVAL = 15.0
 # of it holds the most recently used rows as dicts (~2 kB each), the rest rows in their encoded
 # form (~0.39 kB a customer with its bookkeeping, decoded in ~1 us); a miss of both is a SQLite
 # read. See `state_levels` and README "Memory".
+# How long a thread may hold the interpreter's lock while another waits for it. The store's insert
+# (write-behind) runs in the engine with the lock released, but takes it back a few times per
+# batch, and each time waits for the pipeline thread to yield it: at the interpreter's default
+# 5 ms a backlog drain spent a quarter of its time waiting for inserts; at 1 ms the inserts keep
+# pace and the drain's wall time is the pipeline thread's CPU time plus ~0.15 s (README, row 1).
+GIL_SWITCH_INTERVAL = 0.001
 DICT_ROW_BYTES = 2048
 DICT_SHARE = 4
 
@@ -147,6 +154,7 @@ class Pipeline:
             before_sleep=self._log_retry,
             reraise=True,
         )
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         for attempt in retrying:
             with attempt:
                 self._run_once()
@@ -335,10 +343,12 @@ class Pipeline:
         has passed since the last commit, commit the state as of the durable LSN and confirm it.
         Only between transactions, and the commit only right after a flush: the state must hold
         exactly the transactions up to the LSN it is committed at, no more, no less."""
+        # The batch is written behind: while the next changes are mapped, or, at a commit, while
+        # the state writes its changed rows into its open transaction.
+        writer.write_behind()
         if not commit and self._seconds_until_commit() > 0:
-            # Not a commit: the batch is written behind while the next changes are mapped.
-            writer.write_behind()
             return
+        state.write_changes()
         durable = writer.flush()
         written, self._rows_counted = writer.rows_written - self._rows_counted, writer.rows_written
         self.progress.events_written += written

@@ -44,7 +44,7 @@ def drain_with_pipeline(dsn: str, slot: str, end: int, data_dir: Path, store: St
     """Seconds from starting the pipeline until the slot has confirmed `end`."""
     return source.time_pipeline(
         dsn, slot, data_dir, store, "never",
-        lambda _pipeline, _stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT), profiler, cpu_seconds,
+        lambda _pipeline, stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT, stop=stop), profiler, cpu_seconds,
         process_cpu_seconds)
 
 

@@ -142,13 +142,17 @@ def confirmed_lsn(conn: psycopg.Connection, slot: str) -> int:
     return info.confirmed_flush_lsn or 0 if info is not None else 0
 
 
-def wait_confirmed(dsn: str, slot: str, end: int, timeout: float, poll: float = 0.02) -> float:
-    """Blocks until the slot has confirmed `end`; returns the monotonic time it was seen."""
+def wait_confirmed(dsn: str, slot: str, end: int, timeout: float, poll: float = 0.02,
+                   stop: threading.Event | None = None) -> float:
+    """Blocks until the slot has confirmed `end`; returns the monotonic time it was seen. A set
+    `stop` (the pipeline failed: `time_pipeline` raises its error) ends the wait at once."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
         while confirmed_lsn(conn, slot) < end - PAGE_HEADER_SLACK:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"slot {slot} did not confirm {end:#x} within {timeout:.0f} s")
+            if stop is not None and stop.is_set():
+                return time.monotonic()
             time.sleep(poll)
     return time.monotonic()
 
