@@ -1,5 +1,6 @@
 """The compiled part of the package: the pgoutput decoder, the change assembler and the column
-value loaders (cdc_reader/*.pyx), Cython extension modules.
+value loaders (cdc_reader/*.pyx), and the store's RowBinary encoder (query/rowbinary.pyx),
+Cython extension modules.
 
 Everything else about the package is in pyproject.toml; pip (`pip install .`, `pip install -e .`)
 runs Cython and the C compiler through the build requirements declared there.
@@ -10,8 +11,9 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension(f"cdc_reader.{name}", [f"cdc_reader/{name}.pyx"])
-         for name in ("pgoutput", "loaders", "assembler")],
+        [Extension(module, [module.replace(".", "/") + ".pyx"])
+         for module in ("cdc_reader.pgoutput", "cdc_reader.loaders", "cdc_reader.assembler",
+                        "query.rowbinary")],
         compiler_directives={"language_level": "3"},
     ),
 )

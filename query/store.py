@@ -168,10 +168,10 @@ class Store:
             raise StoreError(f"insert into {table} failed: {error}") from error
 
     def insert_rows(self, table: str, columns: Sequence[str], block: bytes, dedup_token: str) -> None:
-        """Insert one block of JSONEachRow lines (`query/writer.py`); `dedup_token` as for
+        """Insert one block of RowBinary rows (`query/writer.py`); `dedup_token` as for
         `insert_columns`."""
         try:
-            self._writer.raw_insert(table, list(columns), block, fmt="JSONEachRow",
+            self._writer.raw_insert(table, list(columns), block, fmt="RowBinary",
                                     settings=insert_settings(dedup_token, self.cluster))
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"insert into {table} failed: {error}") from error

@@ -1,14 +1,13 @@
-"""Batches the mappers' records and writes them as JSONEachRow blocks; tracks which source LSN
+"""Batches the mappers' records and writes them as RowBinary blocks; tracks which source LSN
 is durable in the store, so the reader confirms to PostgreSQL only what is safely written.
 
 Sizes come from tests/bench/store_engine.py (docs/store.md): about 10k rows or 50 ms per batch
 keeps commit-to-queryable latency well under a second while inserts stay cheap per row.
 
-A block is the records encoded by msgspec in one C call (a Struct's fields are the table's
-columns, by name), which the engine parses in C++ with the interpreter's lock released: ~0.7 us
-a row of the pipeline thread's time, where building Native columns in Python took ~3.5 us
-(`python -m tests.bench store`). Times are RFC 3339 with microseconds ('Z'), which the engine
-reads exactly over DateTime64(6)'s whole range.
+A block is the records encoded by the compiled encoder in one call (query/rowbinary.pyx: a
+Struct's fields are the table's columns, by name, written by the table's column types), which
+the engine reads in C++ with the interpreter's lock released. An event's `data` goes as its
+bytes, where JSONEachRow had to escape and the engine unescape every quote in it.
 """
 
 from __future__ import annotations
@@ -20,18 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from query.activity_cache import customer_tag, source_tag
-from query.schema import (
-    CUSTOMER_COLUMNS,
-    CUSTOMERS_TABLE,
-    EVENT_COLUMNS,
-    EVENTS_TABLE,
-    TENANT_COLUMNS,
-    TENANTS_TABLE,
-)
+from query.rowbinary import column_kind, encode_rows
+from query.schema import CUSTOMERS, EVENTS, TENANTS
 
 if TYPE_CHECKING:
     from query.metrics import Metrics
@@ -39,15 +30,14 @@ if TYPE_CHECKING:
 
 Record = CustomerEvent | TenantRecord | CustomerRecord
 
-# Each record type's table and columns; the Struct's field names are the columns (checked here).
-_TABLES: dict[type, tuple[str, tuple[str, ...]]] = {
-    TenantRecord: (TENANTS_TABLE, TENANT_COLUMNS),
-    CustomerRecord: (CUSTOMERS_TABLE, CUSTOMER_COLUMNS),
-    CustomerEvent: (EVENTS_TABLE, EVENT_COLUMNS),
+# Each record type's table, its columns and how each is encoded; the Struct's field names are
+# the columns (checked here).
+_TABLES: dict[type, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
+    kind: (spec.name, spec.written_columns, tuple(map(column_kind, spec.types_of(spec.written_columns))))
+    for kind, spec in ((TenantRecord, TENANTS), (CustomerRecord, CUSTOMERS), (CustomerEvent, EVENTS))
 }
-for _kind, (_table, _columns) in _TABLES.items():
+for _kind, (_table, _columns, _) in _TABLES.items():
     assert set(_kind.__struct_fields__) == set(_columns), (_kind, _table)
-_ENCODER = msgspec.json.Encoder()
 _EVERYTHING: frozenset = frozenset(["everything"])
 
 
@@ -60,7 +50,7 @@ def dedup_token(table: str, rows: int, block: bytes) -> str:
 class _Block:
     table: str
     columns: tuple[str, ...]
-    data: bytes  # JSONEachRow lines
+    data: bytes  # RowBinary rows
     rows: int
     events: int  # rows of the events table
     # the API's cached pages this block can change (query/activity_cache.py): None when the
@@ -205,8 +195,8 @@ class EventWriter:
         events = len(self._pending[CustomerEvent])
         for kind, records in self._pending.items():
             if records:
-                table, columns = _TABLES[kind]
-                data = _ENCODER.encode_lines(records)
+                table, columns, column_kinds = _TABLES[kind]
+                data = encode_rows(records, columns, column_kinds)
                 self._unsent.append(_Block(table, columns, data, len(records),
                                            events if kind is CustomerEvent else 0,
                                            self._page_tags(kind, records)))

@@ -31,9 +31,10 @@ def test_first_install_says_what_it_does_then_stays_quiet(tmp_path: Path) -> Non
     shutil.copy(REPO / "dev", tmp_path / "dev")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copy(REPO / "setup.py", tmp_path / "setup.py")
-    (tmp_path / "cdc_reader").mkdir()
-    for source in [*(REPO / "cdc_reader").glob("*.pyx"), *(REPO / "cdc_reader").glob("*.pxd")]:
-        shutil.copy(source, tmp_path / "cdc_reader" / source.name)
+    for package, patterns in (("cdc_reader", ("*.pyx", "*.pxd")), ("query", ("*.pyx",))):
+        (tmp_path / package).mkdir()
+        for source in [path for pattern in patterns for path in (REPO / package).glob(pattern)]:
+            shutil.copy(source, tmp_path / package / source.name)
     (tmp_path / "python-stand-in").write_text(STAND_IN)
     (tmp_path / "python-stand-in").chmod(0o755)
 
@@ -53,5 +54,5 @@ def test_first_install_says_what_it_does_then_stays_quiet(tmp_path: Path) -> Non
     with (tmp_path / "pyproject.toml").open("a") as pyproject:
         pyproject.write("\n# a new dependency\n")
     changed = run_setup(tmp_path)
-    assert (changed.returncode, changed.stderr) == (0, "the build inputs changed (pyproject.toml, setup.py, cdc_reader/*.pyx, *.pxd): updating .venv (about a minute)\n")
+    assert (changed.returncode, changed.stderr) == (0, "the build inputs changed (pyproject.toml, setup.py, cdc_reader/*.pyx, *.pxd, query/*.pyx): updating .venv (about a minute)\n")
     assert len(calls(tmp_path)) == made + 2
