@@ -218,14 +218,18 @@ class Pipeline:
                 "changes since the last confirmed LSN are lost; run `voucher-activity teardown`, "
                 "remove the data directory and the store's tables, and start again to rebuild"
             )
-        mapper = EventMapper(
-            load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
-            slot=settings.slot, scratch_memory_limit=SCRATCH_ROWS,
-        )
+        def new_mapper() -> EventMapper:
+            return EventMapper(
+                load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
+                slot=settings.slot, scratch_memory_limit=SCRATCH_ROWS,
+            )
+
+        mapper = None
         writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)
         self._rows_counted = 0  # the writer's rows_written already in progress.events_written
         try:
             if slot.created:
+                mapper = new_mapper()
                 if want_snapshot:
                     self.store.record_reader_progress(
                         settings.slot, ReaderProgress(ReaderPhase.SNAPSHOT, slot.consistent_point))
@@ -240,6 +244,9 @@ class Pipeline:
                 self.store.record_reader_progress(
                     settings.slot, ReaderProgress(ReaderPhase.STREAMING, state.applied_lsn))
             session.start(state.applied_lsn)
+            if mapper is None:
+                # Compiled (~50 ms) while the server starts decoding the WAL it is about to send.
+                mapper = new_mapper()
             self.progress.streaming = True
             self.progress.last_error = None
             log.info("streaming", extra=fields(slot=settings.slot, from_lsn=format_lsn(state.applied_lsn or 0)))
