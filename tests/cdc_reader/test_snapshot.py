@@ -129,7 +129,8 @@ def _fill_every_table(conn: psycopg.Connection, rows: int) -> None:
                 "integer": "(i * 7 - 20)::integer",
                 "bigint": "i * 10000000000",
                 "boolean": "i % 2 = 0",
-                "jsonb": "jsonb_build_object('n', i, 'nested', jsonb_build_array(1.5, 'x', null, true))",
+                "jsonb": "jsonb_build_object('n', i, 'big', 123456789012345678901234 * i, 'small', 0.1 + i, "
+                         "'nested', jsonb_build_array(1.5, 'x', null, true))",
                 "text": "'text ' || i || ' é'",
             }.get(type_name, f"('v' || i)::{type_name}")
             if not not_null:
