@@ -5,10 +5,13 @@ copy, and is left out (SPEC §4: the event appears once). Counts are kept in mem
 in one statement: counting each event there took one statement per event, ~12% of the
 snapshot's time (tests/bench/snapshot.py). A customer is kept by its id's 128-bit int in memory
 and its 16 bytes in SQLite: no UUID is made or spelled as text. The SQLite side lives in the state file's open
-transaction, so a crash mid-snapshot rolls it back with the rest."""
+transaction, so a crash mid-snapshot rolls it back with the rest. Once counts are spilled,
+`prefetch` moves the counts a batch of `customer_event` rows will take back into memory in one
+statement, instead of one statement per row."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from uuid import UUID
 
 from mappers.state import ReferenceState
@@ -22,14 +25,19 @@ CREATE TABLE IF NOT EXISTS snapshot_match (
 ) WITHOUT ROWID
 """
 
+_WANTED = "CREATE TEMP TABLE IF NOT EXISTS snapshot_match_wanted (customer_id BLOB NOT NULL, type TEXT NOT NULL)"
+
 
 class SnapshotMatches:
     def __init__(self, state: ReferenceState, memory_limit: int = MEMORY_LIMIT) -> None:
         self.state = state
         self.memory_limit = memory_limit
         state.connection.execute(_TABLE)
+        state.connection.execute(_WANTED)
         self._counts: dict[tuple[int, str], int] = {}  # (customer id's int, type) -> events
         self._spilled = False  # the state's table holds counts too
+        # pairs whose spilled counts `prefetch` moved into memory: the table holds none of them
+        self._prefetched: set[tuple[int, str]] = set()
 
     def count(self, customer: UUID, event_type: str) -> None:
         """A business-derived snapshot event of this (customer, type) exists."""
@@ -48,17 +56,43 @@ class SnapshotMatches:
         if left:
             counts[key] = left - 1
             return True
-        if not self._spilled:
+        if not self._spilled or key in self._prefetched:
             return False
         self.state.begin()
         return self.state.connection.execute(
             "UPDATE snapshot_match SET business = business - 1 "
             "WHERE customer_id = ? AND type = ? AND business > 0", (customer.int.to_bytes(16), event_type)).rowcount == 1
 
+    def prefetch(self, pairs: Iterable[tuple[UUID, str]]) -> None:
+        """The (customer, type) pairs the next rows will `take`: their spilled counts move into
+        memory in one statement. Memory stays bounded: counts past `memory_limit` spill first."""
+        if not self._spilled:
+            return
+        if len(self._counts) >= self.memory_limit:
+            self._spill()
+        wanted = {(customer.int, event_type) for customer, event_type in pairs}
+        self._prefetched = wanted
+        if not wanted:
+            return
+        connection = self.state.connection
+        self.state.begin()
+        connection.executemany("INSERT INTO temp.snapshot_match_wanted VALUES (?, ?)",
+                               ((customer.to_bytes(16), event_type) for customer, event_type in wanted))
+        moved = connection.execute(
+            "DELETE FROM snapshot_match WHERE (customer_id, type) IN "
+            "(SELECT customer_id, type FROM temp.snapshot_match_wanted) RETURNING customer_id, type, business"
+        ).fetchall()
+        connection.execute("DELETE FROM temp.snapshot_match_wanted")
+        counts = self._counts
+        for customer, event_type, business in moved:
+            key = (int.from_bytes(customer), event_type)
+            counts[key] = counts.get(key, 0) + business
+
     def clear(self) -> None:
         """The snapshot is over: forget every count."""
         self._counts.clear()
         self._spilled = False
+        self._prefetched = set()
         self.state.begin()
         self.state.connection.execute("DELETE FROM snapshot_match")
 
@@ -71,3 +105,4 @@ class SnapshotMatches:
              for (customer, event_type), count in self._counts.items()))
         self._counts.clear()
         self._spilled = True
+        self._prefetched = set()

@@ -60,6 +60,7 @@ from mappers.plans import (
     table_plans,
 )
 from mappers.scratch import Scratch
+from mappers.snapshot_matches import MEMORY_LIMIT as MATCHES_IN_MEMORY
 from mappers.snapshot_matches import SnapshotMatches
 from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
@@ -131,7 +132,8 @@ def _no_records(new: Row, old: Row, unchanged_toast: Any, position: int, context
 
 class EventMapper:
     def __init__(self, catalog: Catalog, state: ReferenceState, source: SourceIdentity,
-                 slot: str, scratch_memory_limit: int = 100_000) -> None:
+                 slot: str, scratch_memory_limit: int = 100_000,
+                 match_memory_limit: int = MATCHES_IN_MEMORY) -> None:
         self.catalog = catalog
         self.state = state
         self.source = source
@@ -153,7 +155,7 @@ class EventMapper:
         self._context: _Context | None = None
         self._snapshot_context = _Context(True, 0, None, snapshot_group_id(slot), _SNAPSHOT, None)
         self._snapshot_started: set[str] = set()  # tables whose snapshot rows have begun
-        self._snapshot_matches = SnapshotMatches(state)
+        self._snapshot_matches = SnapshotMatches(state, match_memory_limit)
         self._source_text, self._tables, self._builds, self._passthrough_rows = self._compile()
 
     def _compile(self) -> tuple[str, dict[str, _Table], tuple[Callable | None, ...], Callable | None]:
@@ -278,17 +280,30 @@ class EventMapper:
             entry.describe(column_types)
         canonical = column_types is not None and entry.canonical
         canonical_row, insert, context = plan.canonical_row, entry.handlers[Op.INSERT], self._snapshot_context
+        rows = [_EMPTY if not row else row if canonical else canonical_row(row) for row in rows]
+        self._prefetch(plan, rows)
         records: list[Record] = []
         extend = records.extend
-        for row in rows:
-            if not row:
-                new = _EMPTY
-            elif canonical:
-                new = row
-            else:
-                new = canonical_row(row)
+        for new in rows:
             extend(insert(new, _EMPTY, (), 0, context))
         return records
+
+    def _prefetch(self, plan: TablePlan, rows: list[Row]) -> None:
+        """What the batch's rows will read from the snapshot's spilled bookkeeping, read at once:
+        the values their events collect (e.g. a publication's voucher codes), and for
+        `customer_event` rows the counts of the events they may be copies of."""
+        for rule in plan.rules.get(Op.INSERT, ()):
+            if rule.collect is not None:
+                key_of = plan.key_of
+                self._scratch.prefetch(rule.collect[0], [key_of(row) for row in rows])
+        spec = self._passthrough_plan
+        if spec is not None and Op.INSERT in plan.passthrough:
+            pairs = []
+            for row in rows:
+                customer, event_type = as_uuid(spec.customer(row, _EMPTY)), spec.type(row, _EMPTY)
+                if customer is not None and event_type:
+                    pairs.append((customer, event_type))
+            self._snapshot_matches.prefetch(pairs)
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""

@@ -129,10 +129,11 @@ class Engine:
                 mapper.state.close()
 
 
-def new_mapper(state_dir: Path, cache_size: int = 1000, scratch_memory_limit: int = 100_000) -> EventMapper:
+def new_mapper(state_dir: Path, cache_size: int = 1000, scratch_memory_limit: int = 100_000,
+               match_memory_limit: int = 100_000) -> EventMapper:
     state = ReferenceState.open(state_dir, cache_size)
     return EventMapper(load_default_catalog(), state, source=SOURCE, slot=SLOT,
-                       scratch_memory_limit=scratch_memory_limit)
+                       scratch_memory_limit=scratch_memory_limit, match_memory_limit=match_memory_limit)
 
 
 def map_transaction(mapper: EventMapper, envelopes: list[Envelope]) -> MappedTransaction:

@@ -10,7 +10,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from cdc_reader.snapshot import read_snapshot
+from cdc_reader.snapshot import read_snapshot, read_snapshot_batches
 from mappers import SnapshotOrderError, tracked_tables
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from mappers.payload import snapshot_event_id
@@ -122,6 +122,57 @@ def test_snapshot_events_keep_history_once(voucher_db, tmp_path):
         "campaign": campaign_object(), "event_source": {"channel": "INTERNAL", "source": "snapshot"}}
 
     assert snapshot_records(voucher_db, tmp_path / "b") == records  # deterministic
+
+
+PUBLICATIONS = 40
+
+
+def many_publications(conn):
+    """Campaign-mode publications, each with its voucher, and the engine's customer_event copy of
+    each; and customer_event rows only they record."""
+    write_world(conn)
+    for number in range(PUBLICATIONS):
+        when = at("2024-03-02 15:00:00")
+        voucher, publication = uid(10_000 + number), uid(20_000 + number)
+        insert(conn, "voucher", id=voucher, tenant_id=TENANT, code=f"PUB-{number}", campaign_id=CAMPAIGN,
+               type="DISCOUNT_VOUCHER", active=True, holder_id=CUSTOMER, created_at=when, updated_at=when)
+        insert(conn, "publication", id=publication, tenant_id=TENANT, voucher_id=None,
+               customer_id=CUSTOMER, campaign_id=CAMPAIGN, result="SUCCESS", source_id=f"pub-{number}",
+               channel="API", created_at=when, updated_at=when)
+        insert(conn, "publication_vouchers", publication_id=publication, voucher_id=voucher)
+        for offset, event_type in ((30_000, "customer.publication.succeeded"), (40_000, "customer.updated")):
+            insert(conn, "customer_event", id=uid(offset + number), tenant_id=TENANT, event_type=event_type,
+                   customer_id=CUSTOMER, campaign_id=None, category="EFFECT", event_source="API",
+                   data={"n": number}, created_at=when, updated_at=when)
+
+
+def test_a_snapshot_read_in_batches_past_every_memory_limit_makes_the_same_events(voucher_db, tmp_path):
+    with voucher_db.connect() as conn:
+        many_publications(conn)
+    records = snapshot_records(voucher_db, tmp_path / "unbounded")
+    # Limits of 2: the collected voucher codes and the event counts go to SQLite at once, and
+    # each batch's rows read them back from there.
+    mapper = new_mapper(tmp_path / "bounded", scratch_memory_limit=2, match_memory_limit=2)
+    batched = []
+    with voucher_db.connect() as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        name = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        for table, column_types, rows in read_snapshot_batches(voucher_db.dsn, name, tracked_tables(),
+                                                               range_rows=7):
+            batched.extend(mapper.snapshot_rows(table, rows, column_types))
+        batched.extend(mapper.snapshot_finish())
+    mapper.state.close()
+    assert batched == records
+    events = [record for record in records if isinstance(record, CustomerEvent)]
+    published = sorted(orjson.loads(event.data)["publication"]["vouchers"] for event in events
+                       if event.type == "customer.publication.succeeded")
+    assert published == sorted([f"PUB-{number}"] for number in range(PUBLICATIONS))
+    # each publication's customer_event copy is left out; the customer.updated rows stay
+    assert Counter((event.type, event.source_table) for event in events
+                   if event.type in ("customer.publication.succeeded", "customer.updated")) == Counter({
+        ("customer.publication.succeeded", "publication"): PUBLICATIONS,
+        ("customer.updated", "customer_event"): PUBLICATIONS,
+    })
 
 
 def test_snapshot_rows_out_of_dependency_order_are_refused(tmp_path):
