@@ -20,7 +20,8 @@ messages, so whole transactions arrive in commit order.
 """
 
 from cpython.dict cimport PyDict_SetItem
-from cpython.list cimport PyList_Append
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
@@ -159,6 +160,17 @@ cdef class _RelationShape:
         return layout
 
 
+cdef int _first_byte(object data) except -2:
+    """The first byte of a bytes-like object (psycopg hands copy data over as a memoryview); -1
+    when it is empty."""
+    cdef Py_buffer view
+    cdef int first
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    first = (<const unsigned char*>view.buf)[0] if view.len > 0 else -1
+    PyBuffer_Release(&view)
+    return first
+
+
 cdef class ChangeAssembler:
     """Feed it every message of one stream, in order; see the module docstring."""
 
@@ -178,6 +190,31 @@ cdef class ChangeAssembler:
         envelopes = []
         self._feed(message, envelopes)
         return tuple(envelopes)
+
+    def feed_copy_data(self, Decoder decoder, get_copy_data, Py_ssize_t start, list envelopes,
+                       Py_ssize_t limit, feedback):
+        """The replication session's receive loop: takes the messages `get_copy_data(1)`
+        (psycopg's non-blocking PGconn.get_copy_data) has ready and feeds each XLogData's payload
+        (from byte `start`) as `feed_payload` does, telling `feedback` (walstream.Feedback) when a
+        transaction begins and ends, until none is ready, one of another kind comes, or
+        `envelopes` holds `limit`. Returns the (size, data) that stopped it: size 0 when none is
+        ready (or at the limit: data None), -1 when the copy ended, a message of another kind
+        (a keepalive) otherwise."""
+        cdef object received, data
+        cdef int kind
+        while PyList_GET_SIZE(envelopes) < limit:
+            received = get_copy_data(1)
+            if <Py_ssize_t>received[0] <= 0:
+                return received
+            data = received[1]
+            if _first_byte(data) != ord("w"):  # XLogData
+                return received
+            kind = self._feed(decoder.decode_at(data, start), envelopes)
+            if kind == ord("B"):
+                feedback.transaction_began()
+            elif kind == ord("C"):
+                feedback.transaction_given(envelopes[PyList_GET_SIZE(envelopes) - 1].end_lsn)
+        return (0, None)
 
     def feed_payload(self, Decoder decoder, payload, Py_ssize_t start, list envelopes):
         """Decode the message in `payload` from byte `start` on (past the XLogData header) and

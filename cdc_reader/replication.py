@@ -32,7 +32,6 @@ from cdc_reader.slot import (
     slot_info,
 )
 from cdc_reader.walstream import (
-    XLOG_DATA,
     XLOG_DATA_HEADER_SIZE,
     Feedback,
     parse_copy_data,
@@ -44,8 +43,6 @@ SESSION_OPTIONS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_dig
 
 # Upper bound on envelopes returned by one read(), so a huge transaction arrives in pieces.
 MAX_ENVELOPES_PER_READ = 5000
-# The message kinds whose feedback bookkeeping the read loop does (ChangeAssembler.feed_payload).
-BEGIN, COMMIT = ord("B"), ord("C")
 
 
 class ReplicationConnectionError(psycopg.OperationalError):
@@ -226,26 +223,20 @@ class ReplicationSession:
         if self._decoder is None or self._selector is None:
             raise RuntimeError("call start() before read()")
         pgconn = self._conn.pgconn
-        get_copy_data, feed_payload = pgconn.get_copy_data, self._assembler.feed_payload
+        get_copy_data, feed_copy_data = pgconn.get_copy_data, self._assembler.feed_copy_data
         decoder, feedback = self._decoder, self._feedback
         envelopes: list[Envelope] = []
         deadline = time.monotonic() + timeout
         took_in = False  # the socket's input was taken in after the deadline
         with _translated_errors():
             while True:
-                size, data = get_copy_data(1)
-                if size > 0:
-                    if data[0] == XLOG_DATA:
-                        # The hot path: one compiled call decodes and assembles the message.
-                        # pgoutput sets XLogData's wal_end only on a Commit, whose end LSN the
-                        # message itself carries, so the header is skipped unread.
-                        kind = feed_payload(decoder, data, XLOG_DATA_HEADER_SIZE, envelopes)
-                        if kind == BEGIN:
-                            feedback.transaction_began()
-                        elif kind == COMMIT:
-                            feedback.transaction_given(envelopes[-1].end_lsn)
-                    else:
-                        feedback.on_keepalive(parse_copy_data(data))
+                # The hot path: one compiled loop takes every XLogData message ready and decodes
+                # and assembles each. pgoutput sets XLogData's wal_end only on a Commit, whose end
+                # LSN the message itself carries, so the header is skipped unread.
+                size, data = feed_copy_data(decoder, get_copy_data, XLOG_DATA_HEADER_SIZE, envelopes,
+                                            MAX_ENVELOPES_PER_READ, feedback)
+                if size > 0:  # a message of another kind: a keepalive
+                    feedback.on_keepalive(parse_copy_data(data))
                     if len(envelopes) < MAX_ENVELOPES_PER_READ:
                         continue
                 elif size == -1:
