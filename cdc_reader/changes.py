@@ -33,13 +33,15 @@ class Op(enum.Enum):
 Row = dict[str, Any]
 
 
-class TransactionBegin(msgspec.Struct, frozen=True):
+# The envelopes are left out of the cyclic garbage collector (gc=False): their fields, rows of
+# plain values included, never refer back to them, so they cannot be part of a cycle.
+class TransactionBegin(msgspec.Struct, frozen=True, gc=False):
     xid: int
     commit_lsn: int  # LSN of the commit record (pgoutput's Begin "final LSN")
     commit_time: datetime  # UTC, aware, microseconds
 
 
-class Change(msgspec.Struct, frozen=True, repr_omit_defaults=True):
+class Change(msgspec.Struct, frozen=True, repr_omit_defaults=True, gc=False):
     """One row change.
 
     before: for UPDATE, the old row when the server sent one (REPLICA IDENTITY FULL or a changed
@@ -67,7 +69,7 @@ class Change(msgspec.Struct, frozen=True, repr_omit_defaults=True):
     column_types: tuple[tuple[str, int], ...] | None = None
 
 
-class TransactionCommit(msgspec.Struct, frozen=True):
+class TransactionCommit(msgspec.Struct, frozen=True, gc=False):
     xid: int
     commit_lsn: int
     end_lsn: int  # LSN just past the commit record: what the consumer confirms once stored
