@@ -8,7 +8,8 @@ TRANSACTION SNAPSHOT`) and read the ranges with binary COPY in background thread
 into a bounded queue of row batches; the caller gets the rows range by range in the planned
 order: tables in the order given (the mappers' dependency order), each table's rows in primary
 key order, as `SELECT * ... ORDER BY <key>` would give them. Values are loaded by psycopg's
-binary loaders, so each row is the same dict of the same Python values that `SELECT *` returns.
+binary loaders (the compiled `cdc_reader/copyrows.pyx` takes the rows off the connection), so
+each row is the same dict of the same Python values that `SELECT *` returns.
 Memory stays bounded for a table of any size: at most SNAPSHOT_CONNECTIONS ranges are in flight,
 each holding at most QUEUE_BATCHES batches of BATCH_ROWS rows.
 """
@@ -28,6 +29,7 @@ from psycopg import sql
 from psycopg.pq import Format
 from psycopg.types.json import set_json_loads
 
+from cdc_reader.copyrows import CopyRows, copy_failure
 from cdc_reader.loaders import json_loads
 
 # Connections reading at once. The machine the sidecar shares with PostgreSQL may have two cores,
@@ -263,15 +265,12 @@ class _Readers:
         columns = part.columns
         query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(range_query(part))
         with conn.cursor() as cursor, cursor.copy(query) as copy:
-            copy.set_types([type_oid for _, type_oid in part.column_types])
-            batch: list[dict] = []
-            for values in copy.rows():
-                batch.append(dict(zip(columns, values)))
-                if len(batch) >= BATCH_ROWS:
-                    self._put(index, batch)
-                    batch = []
-            if batch:
+            rows = CopyRows(conn, columns, [type_oid for _, type_oid in part.column_types])
+            while batch := rows.read(BATCH_ROWS):
                 self._put(index, batch)
+            if rows.failed:
+                raise copy_failure(conn, f"reading {part.table}")
+            copy.read()  # the command's end: its result is taken, the connection ready for the next
         self._put(index, self._END)
 
 

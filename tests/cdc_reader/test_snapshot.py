@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from cdc_reader.copyrows import CopyRows, copy_failure
 from cdc_reader.snapshot import (
     Progress,
     plan_ranges,
@@ -201,3 +202,30 @@ def test_a_consumer_that_stops_early_leaves_no_reader_behind(voucher_db):
 def test_snapshot_of_an_unknown_snapshot_name_fails_clearly(voucher_db):
     with pytest.raises(psycopg.Error, match="(?i)snapshot"):
         list(read_snapshot(voucher_db.dsn, "00000003-00000002-1", ["customer"]))
+
+
+def test_copy_rows_come_in_batches_and_a_failing_copy_gives_its_error(voucher_db):
+    good = "SELECT i AS n, 'row ' || i AS label FROM generate_series(1, 2500) i"
+    failing = "SELECT CASE WHEN i <= 2000 THEN i ELSE 1 / (i - i) END AS n FROM generate_series(1, 3000) i"
+    with voucher_db.connect() as conn:
+        with conn.cursor() as cursor, cursor.copy(f"COPY ({good}) TO STDOUT (FORMAT binary)") as copy:
+            rows = CopyRows(conn, ("n", "label"), [23, 25])
+            batches = []
+            while batch := rows.read(1000):
+                batches.append(batch)
+            assert (rows.ended, rows.failed) == (True, False)
+            copy.read()
+        assert [len(batch) for batch in batches] == [1000, 1000, 500]
+        assert batches[2][-1] == {"n": 2500, "label": "row 2500"}
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is ready again
+        with pytest.raises(psycopg.errors.DivisionByZero, match="^counting failed: division by zero$"):
+            with conn.cursor() as cursor, cursor.copy(f"COPY ({failing}) TO STDOUT (FORMAT binary)"):
+                rows = CopyRows(conn, ("n",), [23])
+                read = []
+                while batch := rows.read(1000):
+                    read.extend(batch)
+                assert rows.failed and not rows.ended
+                assert read == [{"n": number} for number in range(1, 2001)]
+                raise copy_failure(conn, "counting")
+        conn.rollback()  # the failed command left the connection idle, in a failed transaction
+        assert conn.execute("SELECT 2").fetchone() == (2,)
