@@ -63,14 +63,15 @@ class SnapshotMatches:
             "UPDATE snapshot_match SET business = business - 1 "
             "WHERE customer_id = ? AND type = ? AND business > 0", (customer.int.to_bytes(16), event_type)).rowcount == 1
 
-    def prefetch(self, pairs: Iterable[tuple[UUID, str]]) -> None:
-        """The (customer, type) pairs the next rows will `take`: their spilled counts move into
-        memory in one statement. Memory stays bounded: counts past `memory_limit` spill first."""
+    def prefetch(self, pairs: Iterable[tuple[int, str]]) -> None:
+        """The (customer id's int, type) pairs the next rows will `take`: their spilled counts
+        move into memory in one statement. Memory stays bounded: counts past `memory_limit`
+        spill first."""
         if not self._spilled:
             return
         if len(self._counts) >= self.memory_limit:
             self._spill()
-        wanted = {(customer.int, event_type) for customer, event_type in pairs}
+        wanted = set(pairs)
         self._prefetched = wanted
         if not wanted:
             return
