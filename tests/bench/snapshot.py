@@ -56,7 +56,7 @@ def seed_statements(customers: int) -> list[str]:
     orders = n * 6 // 5
     redemptions = n * 6 // 5
     half = vouchers // 2
-    own_voucher = f"((({{x}}) * 7919) % {half}) * 2 + ({{c}}) % 2"
+    own_voucher = f"((({{x}})::bigint * 7919) % {half}) * 2 + ({{c}}) % 2"  # bigint: x * 7919 passes 2^31
     campaign = _id("k", "((v) % 2) * 4 + ((v) / 2) % 4")
     when = "timestamp '2024-01-01' + ({}) * interval '37 seconds'"
     return [
