@@ -2,6 +2,10 @@
 stage (receive, decode, map, serialize, write). Built-in and standard-library functions have no
 stage of their own; their time is charged to the modules that called them, in proportion to
 the calls' measured time (e.g. `orjson.dumps` counts as serialize when mappers/payload.py calls it).
+The compiled modules (cdc_reader/*.pyx, query/rowbinary.pyx) are invisible to cProfile: their
+time is their Python caller's, so the replication session's `read` holds the receive loop, the
+decoding and the assembling (`ChangeAssembler.feed_copy_data`), and the writer's batching holds
+the RowBinary encoding.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("cdc_reader/loaders", "decode"),
     ("cdc_reader/changes.py", "decode"),
     ("cdc_reader/snapshot.py", "snapshot read (waiting for the reader threads)"),
-    ("cdc_reader/replication.py", "receive"),
+    ("cdc_reader/replication.py", "receive, decode, assemble (compiled loop)"),
     ("cdc_reader/walstream.py", "receive"),
     ("psycopg/", "receive"),
     ("mappers/payload.py", "serialize"),
@@ -25,7 +29,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("mappers/state.py", "map: reference state (SQLite)"),
     ("mappers/references.py", "map: reference state (SQLite)"),
     ("mappers/", "map"),
-    ("query/writer.py", "write: batching"),
+    ("query/writer.py", "write: batching and RowBinary encoding"),
     ("clickhouse_connect/", "write: insert (clickhouse-connect + chDB)"),
     ("chdb/", "write: insert (clickhouse-connect + chDB)"),
     ("voucher_activity/pipeline.py", "pipeline loop"),
