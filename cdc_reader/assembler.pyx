@@ -10,7 +10,8 @@ Usage (the replication session's loop)::
         ...  # envelopes gained TransactionBegin, Change ..., TransactionCommit, in commit order
 
 `feed_payload` decodes one message and appends its envelopes to a list, in one C call per
-message; `ChangeAssembler.feed(message)` does the same for a message decoded already and returns
+message; `feed_copy_data` is the replication session's receive loop around it (every XLogData
+message the connection has ready, in one call); `ChangeAssembler.feed(message)` does the same for a message decoded already and returns
 a (possibly empty) tuple. Begin gives a `TransactionBegin`, each Insert/Update/Delete one
 `Change`, a Truncate one `Change` per table, Commit a `TransactionCommit`. Relation messages keep
 the relation cache current, so a column added, dropped or retyped mid-stream takes effect from

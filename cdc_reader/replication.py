@@ -38,7 +38,7 @@ from cdc_reader.walstream import (
 )
 
 # What PostgreSQL's own subscriber sets on its replication connection, so that pgoutput's text
-# values parse the same everywhere (loaders.py expects ISO dates; timestamptz comes out in UTC).
+# values parse the same everywhere (loaders.pyx expects ISO dates; timestamptz comes out in UTC).
 SESSION_OPTIONS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC"
 
 # Upper bound on envelopes returned by one read(), so a huge transaction arrives in pieces.
