@@ -218,6 +218,20 @@ def as_uuid(value: Any) -> uuid.UUID | None:
         return None
 
 
+def uuid_int(value: Any) -> int | None:
+    """`as_uuid(value).int` (None when it is not a UUID), without making the UUID: the 32 hex
+    digits of its text read as `uuid.UUID` reads them."""
+    if type(value) is uuid.UUID:
+        return value.int
+    if type(value) is str and len(value) == 36:
+        try:
+            return int(value.replace("-", ""), 16)
+        except ValueError:
+            return None
+    parsed = as_uuid(value)
+    return None if parsed is None else parsed.int
+
+
 def event_time(value: Any, *fallbacks: Any) -> datetime:
     """The first of the values that is a datetime, as aware UTC (snapshot events: the row's own
     time; the schema's naive timestamps hold UTC)."""

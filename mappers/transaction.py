@@ -49,6 +49,7 @@ from mappers.payload import (
     snapshot_group_id,
     transaction_group_id,
     transaction_id_prefix,
+    uuid_int,
     wal_id_prefix,
 )
 from mappers.plans import (
@@ -124,20 +125,6 @@ class _Table:
     def describe(self, column_types: tuple | None) -> None:
         self.column_types = column_types
         self.canonical = column_types is not None and self.plan.decoded_canonical(column_types)
-
-
-def _uuid_int(value: Any) -> int | None:
-    """`as_uuid(value).int` (None when it is not a UUID), without making the UUID: the 32 hex
-    digits of its text read as `uuid.UUID` reads them."""
-    if type(value) is UUID:
-        return value.int
-    if type(value) is str and len(value) == 36:
-        try:
-            return int(value.replace("-", ""), 16)
-        except ValueError:
-            return None
-    parsed = as_uuid(value)
-    return None if parsed is None else parsed.int
 
 
 def _no_records(new: Row, old: Row, unchanged_toast: Any, position: int, context: Any) -> list[Record]:
@@ -314,7 +301,7 @@ class EventMapper:
         if spec is not None and Op.INSERT in plan.passthrough:
             pairs = []
             for row in rows:
-                customer, event_type = _uuid_int(spec.customer(row, _EMPTY)), spec.type(row, _EMPTY)
+                customer, event_type = uuid_int(spec.customer(row, _EMPTY)), spec.type(row, _EMPTY)
                 if customer is not None and event_type:
                     pairs.append((customer, event_type))
             self._snapshot_matches.prefetch(pairs)

@@ -139,3 +139,15 @@ def test_no_circle_between_modules():
         sorter.prepare()
     except graphlib.CycleError as error:
         pytest.fail(f"import circle between modules: {error.args[1]}")
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_product_module_is_over_400_lines():
+    sources = [path for package in PACKAGES for pattern in ("*.py", "*.pyx", "*.pxd")
+               for path in (REPO / package).rglob(pattern)]
+    assert len(sources) > 50
+    longer = {str(path.relative_to(REPO)): lines for path in sources
+              if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert longer == {}

@@ -69,16 +69,14 @@ CATCH_UP_BATCH_AGE = 2.0
 STATE_COMMIT_INTERVAL = 1.0
 RATE_LOG_INTERVAL = 60.0
 RETAINED_WAL_INTERVAL = 15.0
+# How long a thread may hold the interpreter's lock while another waits. The write-behind insert
+# runs in the engine with the lock released but takes it back a few times a batch: at the 5 ms
+# default a drain spent a quarter of its time waiting for inserts, at 1 ms none (docs/benchmarks.md).
+GIL_SWITCH_INTERVAL = 0.001
 # The reference state's working set lives within --state-cache (Settings.state_cache): a quarter
 # of it holds the most recently used rows as dicts (~2 kB each), the rest rows in their encoded
 # form (~0.39 kB a customer with its bookkeeping, decoded in ~1 us); a miss of both is a SQLite
 # read. See `state_levels` and README "Memory".
-# How long a thread may hold the interpreter's lock while another waits for it. The store's insert
-# (write-behind) runs in the engine with the lock released, but takes it back a few times per
-# batch, and each time waits for the pipeline thread to yield it: at the interpreter's default
-# 5 ms a backlog drain spent a quarter of its time waiting for inserts; at 1 ms the inserts keep
-# pace and the drain's wall time is the pipeline thread's CPU time plus ~0.15 s (README, row 1).
-GIL_SWITCH_INTERVAL = 0.001
 DICT_ROW_BYTES = 2048
 DICT_SHARE = 4
 
@@ -219,10 +217,8 @@ class Pipeline:
                 "remove the data directory and the store's tables, and start again to rebuild"
             )
         def new_mapper() -> EventMapper:
-            return EventMapper(
-                load_default_catalog(), state, source=SourceIdentity(slot.system_id, slot.database),
-                slot=settings.slot, scratch_memory_limit=SCRATCH_ROWS,
-            )
+            return EventMapper(load_default_catalog(), state, SourceIdentity(slot.system_id, slot.database),
+                               settings.slot, scratch_memory_limit=SCRATCH_ROWS)
 
         mapper = None
         writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)
