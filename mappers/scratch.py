@@ -29,9 +29,9 @@ class Scratch:
         self._memory: dict[str, dict[Any, list[Any]]] = {}
         self._size = 0
         self._spilled = False
-        # (kind, {key: its spilled values}) read by `prefetch`; None when there is none (it is
-        # dropped whenever the spilled values change: at a spill or a clear)
-        self._prefetched: tuple[str, dict[Any, list[Any]]] | None = None
+        # kind -> {key: its spilled values}, read by `prefetch`; dropped whenever the spilled
+        # values change (at a spill or a clear)
+        self._prefetched: dict[str, dict[Any, list[Any]]] = {}
         # A key's values reach the table in the order they were added (each spill writes a key's
         # values in order, later spills after earlier ones): rowid order is that order.
         connection.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (kind TEXT, key TEXT, value BLOB)")
@@ -62,19 +62,17 @@ class Scratch:
         in_memory = self._memory.get(kind, {}).get(key, [])
         if not self._spilled:
             return in_memory
-        prefetched = self._prefetched
-        if prefetched is not None and prefetched[0] == kind:
-            spilled = prefetched[1].get(key)
-            if spilled is not None:
-                return spilled + in_memory
+        spilled = self._prefetched.get(kind, {}).get(key)
+        if spilled is not None:
+            return spilled + in_memory
         return [pickle.loads(value) for (value,) in self.connection.execute(
             f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY rowid", (kind, str(key)))] + in_memory
 
     def prefetch(self, kind: str, keys: Iterable[Any]) -> None:
         """Read the spilled values of (kind, key) for every one of `keys` in one query, so that
-        `values` of those keys reads none (until the next spill or clear, or another prefetch).
-        Nothing to do before a spill."""
-        self._prefetched = None
+        `values` of those keys reads none (until the next spill or clear, or the kind's next
+        prefetch). Nothing to do before a spill."""
+        self._prefetched.pop(kind, None)
         if not self._spilled:
             return
         by_text = {str(key): key for key in keys if key is not None}
@@ -86,12 +84,12 @@ class Scratch:
             "ORDER BY rowid", (kind, orjson.dumps(list(by_text)).decode()))
         for text, value in rows:
             found[by_text[text]].append(pickle.loads(value))
-        self._prefetched = (kind, found)
+        self._prefetched[kind] = found
 
     def clear(self) -> None:
         self._memory.clear()
         self._size = 0
-        self._prefetched = None
+        self._prefetched.clear()
         if self._spilled:
             self.connection.execute(f"DELETE FROM {_TABLE}")
             self._spilled = False
@@ -104,4 +102,4 @@ class Scratch:
         self._memory.clear()
         self._size = 0
         self._spilled = True
-        self._prefetched = None
+        self._prefetched.clear()

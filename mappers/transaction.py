@@ -293,10 +293,11 @@ class EventMapper:
         """What the batch's rows will read from the snapshot's spilled bookkeeping, read at once:
         the values their events collect (e.g. a publication's voucher codes), and for
         `customer_event` rows the counts of the events they may be copies of."""
-        for rule in plan.rules.get(Op.INSERT, ()):
-            if rule.collect is not None:
-                key_of = plan.key_of
-                self._scratch.prefetch(rule.collect[0], [key_of(row) for row in rows])
+        kinds = {rule.collect[0] for rule in plan.rules.get(Op.INSERT, ()) if rule.collect is not None}
+        if kinds:
+            keys = [plan.key_of(row) for row in rows]
+            for kind in kinds:
+                self._scratch.prefetch(kind, keys)
         spec = self._passthrough_plan
         if spec is not None and Op.INSERT in plan.passthrough:
             pairs = []
