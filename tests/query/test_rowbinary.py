@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from mappers.events import CustomerEvent
 from query.rowbinary import column_kind, encode_rows
+from query.schema import EVENTS
 from query.store import Store
 from tests.query import factories as f
 from tests.query.conftest import write
 
 ACME = f.tenant("acme")
 DAVE = f.customer(ACME, "dave", "dave-src")
-EVENT_COLUMNS = "id, tenant_id, tenant, customer_id, created_at, type, category, campaign_id, " \
-    "campaign_type, group_id, source, data, source_table, source_lsn"
+EVENT_COLUMNS = ", ".join(EVENTS.written_columns)
 
 
 def stored_event(store: Store, event_id: uuid.UUID) -> tuple:
