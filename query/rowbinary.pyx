@@ -2,10 +2,10 @@
 """Records (msgspec Structs) encoded as ClickHouse RowBinary, in one compiled loop per block.
 
 The writer's blocks are ~1 kB a row, most of it the event's `data` JSON: RowBinary carries it as
-its UTF-8 bytes after a length, where JSONEachRow escapes every quote in it, and the engine
-copies it where it had to unescape it. Each column is read by its attribute name and written by
+its UTF-8 bytes after a length, which the engine copies, where a text format would escape every
+quote in it for the engine to unescape. Each column is read by its attribute name and written by
 its ClickHouse type (`column_kind`); the types are the tables' own (query/schema.py), so a block
-reads back exactly as the JSON it replaces did:
+reads back exactly as the records were:
 
 - UUID: two little-endian 64-bit halves, the high half first.
 - DateTime64(6): microseconds since the epoch, a little-endian Int64. An aware datetime is
