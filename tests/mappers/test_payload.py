@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import pickle
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mappers import load_default_catalog
 from mappers.payload import (
+    EPOCH,
     SourceIdentity,
     build_object,
+    event_time,
     object_resolver,
     serialize,
 )
@@ -84,7 +88,7 @@ def test_a_full_memo_drops_its_older_half(tmp_path):
     assert resolve(uuid.UUID(int=1)) is not made[0]
     assert orjson.dumps(resolve(uuid.UUID(int=1))) == orjson.dumps(made[0])
     assert list(memo) == [uuid.UUID(int=3).int, uuid.UUID(int=4).int, uuid.UUID(int=5).int, uuid.UUID(int=1).int]
-    # entries the state dropped are recounted before anything else is: room for two more
+    # the entries the state dropped are the oldest: dropping the older half leaves room for two more
     state.put("segment", uuid.UUID(int=3), {"id": uuid.UUID(int=3), "name": "A", "type": "STATIC"})
     state.put("segment", uuid.UUID(int=4), {"id": uuid.UUID(int=4), "name": "B", "type": "STATIC"})
     resolve(uuid.UUID(int=6))
@@ -146,3 +150,12 @@ def test_memoized_objects_cost_their_size_not_orjsons_buffer(tmp_path):
     # ~130 bytes of JSON each; orjson's own output would pin a 4 kB buffer per object
     assert per_entry < 500
     state.close()
+
+
+@given(st.datetimes(), st.datetimes(timezones=st.just(UTC)), st.one_of(st.none(), st.datetimes()))
+def test_event_time_is_the_first_datetime_made_aware_as_utc(naive, aware, fallback):
+    assert event_time(naive) == naive.replace(tzinfo=UTC)
+    assert event_time(naive).utcoffset() == timedelta(0)
+    assert event_time(aware) is aware
+    assert event_time(None, "2024-01-01", fallback) == (
+        EPOCH if fallback is None else fallback.replace(tzinfo=UTC))
