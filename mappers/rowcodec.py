@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Union
 
 import msgspec
@@ -58,17 +58,15 @@ CREATE TABLE IF NOT EXISTS row_layout (
 
 
 class RowCodec:
-    """Encodes and decodes the state's rows. `pickle_row`: how rows no layout fits are written.
-    `column_types`: per table, its columns' SQL types (the schema's); rows of other tables, or
+    """Encodes and decodes the state's rows. `column_types`: per table, its columns' SQL types (the schema's); rows of other tables, or
     with other columns, are pickled. Layouts are added
     to `row_layout` in the connection's open transaction: after a rollback, call `reload`."""
 
-    def __init__(self, connection: sqlite3.Connection, pickle_row: Callable[[Mapping[str, Any]], bytes],
+    def __init__(self, connection: sqlite3.Connection,
                  column_types: Mapping[str, Mapping[str, SqlType]] | None = None) -> None:
         self.connection = connection
         self.column_types = column_types or {}
         connection.execute(_SCHEMA)
-        self._pickle = pickle_row
         self._encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
         self.reload()
 
@@ -95,7 +93,7 @@ class RowCodec:
                     return self._encode((tag, *values))
                 except _ENCODE_ERRORS:  # an int past 64 bits, a lone surrogate in a string
                     pass
-        return self._pickle(row)
+        return pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
 
     def decode(self, blob: bytes) -> dict[str, Any]:
         if blob[0] == _PICKLE_START:

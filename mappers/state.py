@@ -8,9 +8,8 @@ in front, so it survives restarts without re-reading the source and stays bounde
 
 Two cache levels: recently used rows as Python dicts (`cache_size` rows, ~2 kB each), and behind
 them rows in their encoded form (`packed_bytes` in total; ~0.39 kB a customer with its
-bookkeeping), so a working set of 100,000 customers costs ~39 MB instead of ~200 MB and a miss of
-the first level is a decode (~1 us) instead of a SQLite read and a decode. The encoded form costs
-nothing extra: it is what a commit or an eviction writes to SQLite, or what a SQLite read
+bookkeeping), so a miss of the first level is a decode (~1 us) instead of a SQLite read and a
+decode. The encoded form is what a commit or an eviction writes to SQLite, or what a SQLite read
 returned. Rows are encoded by `mappers/rowcodec.py`: typed MessagePack, or a pickle for the rare
 row no layout fits.
 
@@ -22,10 +21,7 @@ transaction spills to SQLite's own pages, not to memory.
 
 from __future__ import annotations
 
-import copyreg
-import io
 import logging
-import pickle
 import sqlite3
 from collections import OrderedDict
 from pathlib import Path
@@ -46,27 +42,25 @@ _PACKED_ABSENT = b""  # the packed form of _ABSENT
 # as the dict's table fills (tests/mappers/test_state.py checks the budget bounds it).
 _PACKED_ENTRY_OVERHEAD = 240
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
-"""
+_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID"
 # Rows live in a rowid table: new rows are appended and only the unique index on (kind, key)
 # takes the random writes of the source's random version-4 UUID keys (~60 bytes an entry, so few
 # pages for each commit to rewrite). A UUID key is stored as its 16 bytes (`_disk_key`). The
 # file's layout is recorded as `format` in `meta`; a file of another format is refused.
 _FORMAT = 3
-_ENTITY_TABLE = """
-CREATE TABLE IF NOT EXISTS entity (kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))
-"""
+_ENTITY_TABLE = ("CREATE TABLE IF NOT EXISTS entity "
+                 "(kind TEXT NOT NULL, key TEXT NOT NULL, row BLOB NOT NULL, UNIQUE (kind, key))")
 # SQLite's page cache for the state file, in KiB (default 2 MB). It counts against the process's
-# memory bound (README, "Memory"; a huge transaction fills it before spilling to the file), so
-# it stays modest: 16 to 64 MB measured the same on
-# the mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
+# memory bound (README, "Memory"), so it stays modest: 16 to 64 MB measured the same on the
+# mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
 _PAGE_CACHE_KIB = 32 * 1024
 # WAL pages written before SQLite copies them into the file (default 1,000: 4 MB). The keys are
 # random, so each commit rewrites pages spread over the whole index; a checkpoint copies each
 # page once however often the WAL holds it, so checkpointing every 40 MB instead of every 4 MB
 # takes ~10% less CPU per written row (and fewer fsyncs), for up to 40 MB more disk.
 _CHECKPOINT_PAGES = 10_000
+# Rows `add`ed are encoded and written this many at a time.
+ADD_BATCH = 2_000
 
 
 _new_object = object.__new__
@@ -76,8 +70,8 @@ _SAFE_UNKNOWN = SafeUUID.unknown
 
 def uuid_from_int(value: int) -> UUID:
     """UUID(int=value) without its argument checks (the caller's value fits 128 bits: it came
-    from a UUID, or is an event id's hash); what state rows pickle a UUID as. Its name is part
-    of the state file format: keep it."""
+    from a UUID, or is an event id's hash). State rows pickled by mappers/rowcodec.py may name
+    it: keep its name."""
     made = _new_object(UUID)
     _set_slot(made, "int", value)
     _set_slot(made, "is_safe", _SAFE_UNKNOWN)
@@ -95,31 +89,6 @@ def normal_key(key: Any) -> Any:
         except ValueError:
             return key
     return key
-
-
-def _reduce_uuid(value: UUID) -> tuple:
-    # UUID's own pickling goes through a Python __getstate__ building a dict, and unpickling
-    # through UUID.__init__; this is one call each way.
-    return uuid_from_int, (value.int,)
-
-
-class _RowPickler:
-    """pickle.dumps for state rows (those mappers/rowcodec.py has no layout for), with the
-    cheaper UUID reduction; one pickler reused."""
-
-    def __init__(self) -> None:
-        self._buffer = io.BytesIO()
-        self._pickler = pickle.Pickler(self._buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        self._pickler.dispatch_table = {**copyreg.dispatch_table, UUID: _reduce_uuid}
-
-    def dumps(self, row: dict[str, Any]) -> bytes:
-        buffer = self._buffer
-        self._pickler.dump(row)
-        self._pickler.clear_memo()
-        blob = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return blob
 
 
 def _disk_key(key: Any) -> Any:
@@ -168,13 +137,14 @@ class ReferenceState:
         _prepare_entity_table(self.connection, self.path)
         # `schema`: the column types rows are written by (mappers/rowcodec.py); the voucher
         # engine's unless told otherwise
-        self._codec = RowCodec(self.connection, _RowPickler().dumps,
+        self._codec = RowCodec(self.connection,
                                {name: table.columns for name, table in (schema or voucher_schema()).tables.items()})
         self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
         # second level: committed or written rows, encoded (bytes; _PACKED_ABSENT for none)
         self._packed: OrderedDict[tuple[str, Any], bytes] = OrderedDict()
         self._packed_size = 0
         self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
+        self._added: dict[tuple[str, Any], tuple[Any, Any]] = {}  # `add`: cache key -> (key, row)
         self._memos: dict[str, list[dict[Any, Any]]] = {}  # table -> its row_memo dicts
         self._in_transaction = False
         self.rows_written = 0  # rows written to SQLite since opened (upserts and deletes)
@@ -207,6 +177,9 @@ class ReferenceState:
         if row is not _MISSING:
             cache.move_to_end(cache_key)
             return row
+        added = self._added.get(cache_key)
+        if added is not None:
+            return added[1]
         blob = self._packed.get(cache_key)
         if blob is not None:
             self._packed.move_to_end(cache_key)
@@ -253,6 +226,8 @@ class ReferenceState:
             memo_key = key.int if type(key) is UUID else key
         cache_key = (table, memo_key)
         self._dirty[cache_key] = key
+        if self._added:
+            self._added.pop(cache_key, None)  # replaced before it was written
         memos = self._memos.get(table)
         if memos is not None:
             for memo in memos:
@@ -264,6 +239,36 @@ class ReferenceState:
 
     def delete(self, table: str, key: Any) -> None:
         self.put(table, key, _ABSENT)  # type: ignore[arg-type]
+
+    def add(self, table: str, key: Any, row: dict[str, Any], keep: bool = True) -> None:
+        """`put` of a row that later rows read, if at all, long after (an initial snapshot's):
+        it skips the first level, where it would only push out the rows lookups use, and is
+        encoded and written with the next ADD_BATCH added rows (or `write_changes`); without
+        `keep` (no later row reads it) its encoding is not kept in the second level either."""
+        if type(key) is not UUID:
+            key = normal_key(key)
+        memo_key = key.int if type(key) is UUID else key
+        cache_key = (table, memo_key)
+        if cache_key in self._cache:  # known already (e.g. as absent): replaced there
+            self.put(table, key, row)
+            return
+        memos = self._memos.get(table)
+        if memos is not None:
+            for memo in memos:
+                memo.pop(memo_key, None)
+        stale = self._packed.pop(cache_key, None)
+        if stale is not None:
+            self._packed_size -= len(stale) + _PACKED_ENTRY_OVERHEAD
+        added = self._added
+        added[cache_key] = (key, row, keep)
+        if len(added) >= ADD_BATCH:
+            self._write_added()
+
+    def _write_added(self) -> None:
+        for kept in (True, False):
+            self._write([(cache_key, key, row) for cache_key, (key, row, keep) in self._added.items()
+                         if keep is kept], kept)
+        self._added.clear()
 
     def row_memo(self, table: str) -> dict[Any, Any]:
         """A dict for values derived from rows of `table` (e.g. a payload object, serialized),
@@ -312,13 +317,13 @@ class ReferenceState:
             _, dropped = packed.popitem(last=False)
             self._packed_size -= len(dropped) + _PACKED_ENTRY_OVERHEAD
 
-    def _write(self, entries: Any) -> None:
-        """Writes (cache key, key, row) entries into the open SQLite transaction, and keeps
-        their encodings in the second level. (The loop runs for every row a commit or an
+    def _write(self, entries: Any, keep: bool = True) -> None:
+        """Writes (cache key, key, row) entries into the open SQLite transaction, and with `keep`
+        keeps their encodings in the second level. (The loop runs for every row a commit or an
         eviction writes: the packed level's bookkeeping is inline, trimmed once at the end.)"""
         self.begin()
         upserts, deletes = [], []
-        encode, packed, keep = self._codec.encode, self._packed, bool(self.packed_bytes)
+        encode, packed, keep = self._codec.encode, self._packed, keep and bool(self.packed_bytes)
         pop_packed, size = packed.pop, 0
         for cache_key, key, row in entries:
             disk_key = key.int.to_bytes(16) if type(key) is UUID else str(key)  # _disk_key
@@ -356,6 +361,8 @@ class ReferenceState:
         """Write the rows changed since the last commit into the open SQLite transaction, where
         the next `commit` makes them durable (a rollback forgets them). The pipeline does this
         while its last batch of events is being inserted, so the two overlap."""
+        if self._added:
+            self._write_added()
         if self._dirty:
             cache = self._cache
             self._write([(cache_key, key, cache[cache_key]) for cache_key, key in self._dirty.items()])
@@ -380,6 +387,7 @@ class ReferenceState:
             self._codec.reload()  # row layouts added since the last commit are gone
         self._cache.clear()
         self._dirty.clear()
+        self._added.clear()
         self._packed.clear()  # it may hold rows written since the last commit
         self._packed_size = 0
         for memos in self._memos.values():

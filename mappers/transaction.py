@@ -25,13 +25,8 @@ import orjson
 
 from cdc_reader.changes import Change, Op, TransactionBegin, TransactionCommit
 from mappers.catalog import CUSTOMER_TABLE, TENANT_TABLE, Catalog, load_catalog
-from mappers.codegen import (
-    change_function,
-    change_function_names,
-    passthrough_function,
-    reference_function,
-    rule_functions,
-)
+from mappers.codegen import change_function, change_function_names, passthrough_function
+from mappers.codegen import reference_function, rule_functions
 from mappers.directory import directory_record
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (
@@ -52,14 +47,7 @@ from mappers.payload import (
     uuid_int,
     wal_id_prefix,
 )
-from mappers.plans import (
-    RulePlan,
-    TablePlan,
-    object_resolvers,
-    passthrough_plan,
-    rule_plan,
-    table_plans,
-)
+from mappers.plans import RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans
 from mappers.scratch import Scratch
 from mappers.snapshot_matches import MEMORY_LIMIT as MATCHES_IN_MEMORY
 from mappers.snapshot_matches import SnapshotMatches
@@ -178,7 +166,8 @@ class EventMapper:
         state, scratch = self.state, self._scratch
         runtime = {
             "lookup": self._lookup, "scratch_add": scratch.add, "scratch_has": scratch.has,
-            "scratch_values": scratch.values, "state_put": state.put, "state_delete": state.delete,
+            "scratch_values": scratch.values, "state_put": state.put, "state_add": state.add,
+            "state_delete": state.delete,
             "count_snapshot_event": self._snapshot_matches.count, "customer_object": self._customer_object,
             "customer_memo": self._customer_object.memo, "campaign_object": self._campaign_object,
             "campaign_memo": self._campaign_object.memo, "campaign_type_of": self._campaign_type,
@@ -306,6 +295,18 @@ class EventMapper:
                 if customer is not None and event_type:
                     pairs.append((customer, event_type))
             self._snapshot_matches.prefetch(pairs)
+
+    def snapshot_pairing_column(self) -> tuple[str, str] | None:
+        """(table, column) where the pass-through rows hold their event types, when the catalog's
+        type reference is a column of the row: given the values found there before the snapshot
+        (`snapshot_pairing_types`), it counts only events of those types for pairing."""
+        spec = self.catalog.passthrough
+        if spec is None or spec.type.hops or spec.type.column is None or spec.type.side == "old":
+            return None
+        return spec.table, spec.type.column
+
+    def snapshot_pairing_types(self, types: Iterable[str]) -> None:
+        self._snapshot_matches.count_only(types)
 
     def snapshot_finish(self) -> list[Record]:
         """End of the snapshot: its bookkeeping is dropped (every event was already returned)."""

@@ -217,7 +217,7 @@ def floor(changes: int, events: int, stored: int) -> float:
     import orjson
 
     from mappers.rowcodec import RowCodec
-    from mappers.state import _RowPickler, uuid_from_int
+    from mappers.state import uuid_from_int
 
     row = {"id": uuid.UUID(int=7), "created_at": NOW, "updated_at": NOW, "code": "V-1",
            "campaign_id": CAMPAIGN, "type": "DISCOUNT_VOUCHER", "holder_id": uuid.UUID(int=8),
@@ -228,7 +228,7 @@ def floor(changes: int, events: int, stored: int) -> float:
     cache: OrderedDict = OrderedDict()
     fragment = orjson.Fragment(orjson.dumps({"id": str(row["holder_id"]), "name": "n", "object": "customer"}))
     prefix = hashlib.sha1(b"7400000000000000001/bench/")
-    encode = RowCodec(sqlite3.connect(":memory:", isolation_level=None), _RowPickler().dumps,
+    encode = RowCodec(sqlite3.connect(":memory:", isolation_level=None),
                       {"voucher": voucher_schema().table("voucher").columns}).encode
     started = time.process_time()
     for number in range(changes):  # the pipeline's cache is bounded: so is this one

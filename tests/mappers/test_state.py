@@ -169,6 +169,33 @@ def test_packed_level_never_serves_a_replaced_or_deleted_row(tmp_path):
     assert state.get("customer", "c2") == {"name": "Bob"}
 
 
+def test_added_rows_read_back_like_put_ones_and_a_later_put_wins(tmp_path, monkeypatch):
+    monkeypatch.setattr(state_module, "ADD_BATCH", 3)
+    state = ReferenceState.open(tmp_path, cache_size=2, packed_bytes=10_000)
+    assert state.get("customer", "c9") is None  # known to be absent, then added
+    for number in range(10):
+        state.add("customer", f"c{number}", {"id": f"c{number}", "name": "added"})
+    state.put("customer", "c1", {"id": "c1", "name": "put"})  # c1 is on disk already
+    state.add("customer", "c10", {"id": "c10", "name": "added"})
+    state.put("customer", "c10", {"id": "c10", "name": "put"})  # c10 is not written yet
+    for number in range(3):  # the puts are evicted to disk before the next adds are written
+        state.put("voucher", f"v{number}", {"id": f"v{number}"})
+    for number in range(11, 14):  # rows no one reads soon: not kept encoded, read back from disk
+        state.add("customer", f"c{number}", {"id": f"c{number}", "name": "added"}, keep=False)
+    names = ["added", "put", *["added"] * 8, "put", "added", "added", "added"]
+    assert [state.get("customer", f"c{number}")["name"] for number in range(14)] == names
+    state.commit(7)
+    state.add("customer", "c20", {"id": "c20"})
+    state.rollback()
+    assert state.get("customer", "c20") is None
+    state.close()
+    reopened = ReferenceState.open(tmp_path, cache_size=2)
+    assert [reopened.get("customer", f"c{number}")["name"] for number in range(14)] == names
+    assert reopened.get("customer", "c20") is None
+    assert reopened.get("voucher", "v2") == {"id": "v2"}
+    reopened.close()
+
+
 def test_rows_round_trip_with_uuids(tmp_path):
     import uuid
     from datetime import datetime
