@@ -93,13 +93,18 @@ def read_snapshot_batches(
     range_rows: int = RANGE_ROWS,
     connections: int = SNAPSHOT_CONNECTIONS,
     on_progress: Callable[[Progress], None] | None = None,
+    prepare: Callable[[psycopg.Connection], None] | None = None,
 ) -> Iterator[tuple[str, tuple[tuple[str, int], ...], list[dict]]]:
     """`read_snapshot`'s rows in batches: (table, column_types, rows), where `column_types` is
-    the table's (column, type OID) pairs as read (one tuple per table, shared by its batches)."""
+    the table's (column, type OID) pairs as read (one tuple per table, shared by its batches).
+    `prepare` is called with a connection in the snapshot before the first batch (e.g. to read
+    what mapping the rows needs to know, with `distinct_values`)."""
     report = on_progress or (lambda _progress: None)
     with psycopg.connect(dsn) as conn:
         _enter_snapshot(conn, snapshot_name)
         ranges = plan_ranges(conn, tables, schema=schema, range_rows=range_rows)
+        if prepare is not None:
+            prepare(conn)
         conn.rollback()
     readers = _Readers(dsn, snapshot_name, ranges, connections)
     try:
@@ -123,6 +128,12 @@ def read_snapshot_batches(
         # (tables without rows still report: their one range ends at once)
     finally:
         readers.close()
+
+
+def distinct_values(conn: psycopg.Connection, table: str, column: str, schema: str = "public") -> set[Any]:
+    """The values of `column` in `table`, each once."""
+    query = sql.SQL("SELECT DISTINCT {} FROM {}").format(sql.Identifier(column), sql.Identifier(schema, table))
+    return {value for (value,) in conn.execute(query)}
 
 
 def plan_ranges(conn: psycopg.Connection, tables: Sequence[str], *, schema: str = "public",

@@ -38,9 +38,17 @@ class SnapshotMatches:
         self._spilled = False  # the state's table holds counts too
         # pairs whose spilled counts `prefetch` moved into memory: the table holds none of them
         self._prefetched: set[tuple[int, str]] = set()
+        self._types: frozenset[str] | None = None  # `count_only`'s; None: every type
+
+    def count_only(self, types: Iterable[str]) -> None:
+        """Until `clear`, count only events of these types: those the snapshot's pass-through rows
+        hold (an event of another type has no row to pair with)."""
+        self._types = frozenset(types)
 
     def count(self, customer: UUID, event_type: str) -> None:
         """A business-derived snapshot event of this (customer, type) exists."""
+        if self._types is not None and event_type not in self._types:
+            return
         counts = self._counts
         key = (customer.int, event_type)
         counts[key] = counts.get(key, 0) + 1
@@ -94,6 +102,7 @@ class SnapshotMatches:
         self._counts.clear()
         self._spilled = False
         self._prefetched = set()
+        self._types = None
         self.state.begin()
         self.state.connection.execute("DELETE FROM snapshot_match")
 

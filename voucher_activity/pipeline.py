@@ -23,17 +23,12 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_when_event_set,
-    wait_exponential_jitter,
-)
+from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exponential_jitter
 
 from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, format_lsn
 from cdc_reader.replication import ReplicationSession
 from cdc_reader.slot import slot_info
-from cdc_reader.snapshot import Progress, read_snapshot_batches
+from cdc_reader.snapshot import Progress, distinct_values, read_snapshot_batches
 from mappers import open_state, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
@@ -254,10 +249,14 @@ class Pipeline:
         self.progress.snapshot_running = True
         started = time.monotonic()
         rows = 0
+        # Only the event types the snapshot's pass-through rows hold are counted for pairing.
+        pairing = mapper.snapshot_pairing_column()
+        prepare = (lambda conn: mapper.snapshot_pairing_types(distinct_values(conn, *pairing))) if pairing else None
         # Written behind by size only: nothing is confirmed before the snapshot ends, and an
         # insert has a fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
         for table, column_types, batch in read_snapshot_batches(
             self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
+            prepare=prepare,
         ):
             writer.add(mapper.snapshot_rows(table, batch, column_types))
             rows += len(batch)

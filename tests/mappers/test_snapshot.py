@@ -10,7 +10,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from cdc_reader.snapshot import read_snapshot, read_snapshot_batches
+from cdc_reader.snapshot import distinct_values, read_snapshot, read_snapshot_batches
 from mappers import SnapshotOrderError, tracked_tables
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from mappers.payload import snapshot_event_id
@@ -173,6 +173,37 @@ def test_a_snapshot_read_in_batches_past_every_memory_limit_makes_the_same_event
         ("customer.publication.succeeded", "publication"): PUBLICATIONS,
         ("customer.updated", "customer_event"): PUBLICATIONS,
     })
+
+
+def test_only_the_types_customer_event_rows_hold_are_counted_for_pairing(voucher_db, tmp_path):
+    with voucher_db.connect() as conn:
+        many_publications(conn)
+    records = snapshot_records(voucher_db, tmp_path / "every type")
+
+    def limited(directory, types_of):
+        mapper = new_mapper(directory, match_memory_limit=2)
+        assert mapper.snapshot_pairing_column() == ("customer_event", "event_type")
+        made = []
+        with voucher_db.connect() as holder:
+            holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            name = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            for table, column_types, rows in read_snapshot_batches(
+                    voucher_db.dsn, name, tracked_tables(), range_rows=7,
+                    prepare=lambda conn: mapper.snapshot_pairing_types(types_of(conn))):
+                made.extend(mapper.snapshot_rows(table, rows, column_types))
+            made.extend(mapper.snapshot_finish())
+        mapper.state.close()
+        return made
+
+    found = []
+    assert limited(tmp_path / "found", lambda conn: found.append(
+        distinct_values(conn, "customer_event", "event_type")) or found[0]) == records
+    assert found == [{"customer.publication.succeeded", "customer.updated"}]
+    # a type left out is not counted, so its customer_event copies are not paired: they stay
+    events = limited(tmp_path / "wrong", lambda conn: {"customer.updated"})
+    assert Counter(event.source_table for event in events if isinstance(event, CustomerEvent)
+                   and event.type == "customer.publication.succeeded") == Counter(
+        {"publication": PUBLICATIONS, "customer_event": PUBLICATIONS})
 
 
 def test_snapshot_rows_out_of_dependency_order_are_refused(tmp_path):
