@@ -5,6 +5,7 @@ as operators run it (`voucher-activity run` in its own process)."""
 from __future__ import annotations
 
 import cProfile
+import os
 import re
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def time_pipeline(dsn: str, slot: str, data_dir: Path, store: Store, snapshot: s
     settings = build_settings({
         "source": dsn, "store": "chdb://unused", "data-dir": str(data_dir), "slot": slot,
         "publication": PUBLICATION, "snapshot": snapshot, "log-format": "json",
+        "state-cache": os.environ.get("VA_STATE_CACHE"),  # as `voucher-activity run` reads it
     })
     stop = threading.Event()
     pipeline = Pipeline(settings, store, stop)
