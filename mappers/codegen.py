@@ -269,10 +269,10 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
                         out.when("merged != previous", f"state_put({table!r}, key, merged)")
                     elif op is Op.INSERT:
                         # a snapshot's rows are read back by later tables, if at all (`add`); the
-                        # encodings of a table no other table's events read are not kept
+                        # encodings of a table the snapshot never looks up are not kept
                         out.line("if context.snapshot:")
                         with out.indent():
-                            out.line(f"state_add({table!r}, key, merged, {bool(plan.dependents)!r})")
+                            out.line(f"state_add({table!r}, key, merged, {plan.snapshot_read!r})")
                         out.line("else:")
                         with out.indent():
                             out.line(f"state_put({table!r}, key, merged)")

@@ -98,6 +98,7 @@ class TablePlan:
     directory: bool  # tenant or customer: directory records
     passthrough: frozenset[Op]  # the changes whose rows are events themselves
     dependents: frozenset[str]  # tables whose events look this table's rows up
+    snapshot_read: bool  # the initial snapshot's mapping may look its rows up (`snapshot_lookups`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +145,37 @@ def rule_plan(index: int, rule: Rule, catalog: Catalog, objects: ObjectResolvers
     )
 
 
+def snapshot_lookups(catalog: Catalog) -> frozenset[str]:
+    """The tables the initial snapshot's mapping may look rows up in: what rules applied to
+    inserted rows read (one with `unless_changed` makes no snapshot event: every row it would
+    look at is read anyway), what collected values read, and what pass-through rows read."""
+    objects = catalog.objects
+    tables = {TENANT_TABLE, objects["customer"].table}
+    for rule in catalog.rules:
+        if Op.INSERT not in rule.ops or rule.unless_changed:
+            continue
+        references = [rule.customer, rule.campaign, rule.voucher, rule.tenant, rule.subject,
+                      rule.snapshot_time, *(reference for _, reference in rule.objects)]
+        tables.update(table for reference in references if reference for table in reference.tables)
+        tables.update(objects[name].table for name, reference in rule.objects if not reference.yields_row)
+        if rule.campaign:
+            tables.add(objects["campaign"].table)
+        if rule.voucher and not rule.voucher.yields_row:
+            tables.add(objects["voucher"].table)
+        if rule.collect:
+            tables.update(rule.collect.value.tables)
+    spec = catalog.passthrough
+    if spec is not None:
+        tables.add(objects["campaign"].table)
+        tables.update(table for reference in (spec.id, spec.type, spec.customer, spec.campaign, spec.category,
+                                              spec.data, spec.tenant, spec.snapshot_time)
+                      for table in reference.tables)
+    return frozenset(tables)
+
+
 def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...]) -> dict[str, TablePlan]:
     plans = {}
+    read_by_snapshot = snapshot_lookups(catalog)
     touch_tables = catalog.touch_tables
     passthrough = catalog.passthrough
     for table in catalog.tables:
@@ -176,7 +206,8 @@ def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...]) -> dict[str, Tabl
             touched_kind=touched_kind(table) if table in touch_tables else None,
             directory=table in (TENANT_TABLE, CUSTOMER_TABLE),
             passthrough=passthrough.ops if passthrough is not None and passthrough.table == table else frozenset(),
-            dependents=frozenset(other for other, needs in catalog.dependencies.items() if table in needs))
+            dependents=frozenset(other for other, needs in catalog.dependencies.items() if table in needs),
+            snapshot_read=table in read_by_snapshot)
     return plans
 
 

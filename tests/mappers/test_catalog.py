@@ -158,3 +158,11 @@ def test_a_malformed_catalog_is_refused_naming_the_entry_and_field(edit, message
     edit(document)
     with pytest.raises(CatalogError, match=message):
         build_catalog(document, voucher_schema())
+
+
+def test_the_snapshot_looks_rows_up_only_in_the_tables_its_events_read():
+    from mappers.plans import snapshot_lookups
+
+    # orders only for item-derived order updates, which the snapshot does not make; order items never
+    assert snapshot_lookups(load_default_catalog()) == {
+        "campaign", "customer", "redemption", "segment", "tenant", "voucher"}
