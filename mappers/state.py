@@ -228,6 +228,11 @@ class ReferenceState:
         self._dirty[cache_key] = key
         if self._added:
             self._added.pop(cache_key, None)  # replaced before it was written
+        self._forget(table, memo_key, cache_key)
+        self._remember(cache_key, row)
+
+    def _forget(self, table: str, memo_key: Any, cache_key: tuple[str, Any]) -> None:
+        """Drop what derives from a row about to change: memo entries, its stale encoding."""
         memos = self._memos.get(table)
         if memos is not None:
             for memo in memos:
@@ -235,7 +240,6 @@ class ReferenceState:
         stale = self._packed.pop(cache_key, None)
         if stale is not None:
             self._packed_size -= len(stale) + _PACKED_ENTRY_OVERHEAD
-        self._remember(cache_key, row)
 
     def delete(self, table: str, key: Any) -> None:
         self.put(table, key, _ABSENT)  # type: ignore[arg-type]
@@ -252,13 +256,7 @@ class ReferenceState:
         if cache_key in self._cache:  # known already (e.g. as absent): replaced there
             self.put(table, key, row)
             return
-        memos = self._memos.get(table)
-        if memos is not None:
-            for memo in memos:
-                memo.pop(memo_key, None)
-        stale = self._packed.pop(cache_key, None)
-        if stale is not None:
-            self._packed_size -= len(stale) + _PACKED_ENTRY_OVERHEAD
+        self._forget(table, memo_key, cache_key)
         added = self._added
         added[cache_key] = (key, row, keep)
         if len(added) >= ADD_BATCH:
