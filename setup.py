@@ -1,4 +1,4 @@
-"""The compiled part of the package: the pgoutput decoder, the change assembler, the column
+"""The compiled part of the package: the pgoutput decoder and its timestamps, the change assembler, the column
 value loaders and the snapshot's COPY row reader (cdc_reader/*.pyx), and the store's RowBinary encoder (query/rowbinary.pyx),
 Cython extension modules.
 
@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 setup(
     ext_modules=cythonize(
         [Extension(module, [module.replace(".", "/") + ".pyx"])
-         for module in ("cdc_reader.pgoutput", "cdc_reader.loaders", "cdc_reader.assembler",
+         for module in ("cdc_reader.pgtime", "cdc_reader.pgoutput", "cdc_reader.loaders", "cdc_reader.assembler",
                         "cdc_reader.copyrows", "query.rowbinary")],
         compiler_directives={"language_level": "3"},
     ),

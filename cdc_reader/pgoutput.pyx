@@ -17,9 +17,8 @@ from cython.dataclasses cimport dataclass
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr
 
-from datetime import datetime, timedelta, timezone
+from cdc_reader.pgtime cimport timestamp
 
-POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 # Message kinds of streamed (protocol 2+) and two-phase (protocol 3+) transactions.
 _UNSUPPORTED = {
@@ -52,11 +51,6 @@ class UnsupportedMessageError(PgoutputDecodeError):
         )
         self.reason = f"{name} message"
         self.offset = 0
-
-
-def pg_timestamp(microseconds: int) -> datetime:
-    """PostgreSQL's TimestampTz (microseconds since 2000-01-01 UTC) as an aware UTC datetime."""
-    return POSTGRES_EPOCH + timedelta(microseconds=microseconds)
 
 
 @dataclass(frozen=True)
@@ -200,7 +194,7 @@ cdef class _Reader:
         return text
 
     cdef object timestamp(self):
-        return pg_timestamp(<int64_t>self.u64())
+        return timestamp(<int64_t>self.u64())
 
     cdef TupleData tuple_data(self):
         # The hot loop of the whole reader. On an error, `pos` is the start of the column that

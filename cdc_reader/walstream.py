@@ -31,7 +31,7 @@ class StreamProtocolError(Exception):
 class XLogData:
     """A chunk of WAL-derived data: for logical replication, one output plugin message.
 
-    Times are microseconds since 2000-01-01 UTC (the server's clock; `pgoutput.pg_timestamp`
+    Times are microseconds since 2000-01-01 UTC (the server's clock; `pgtime.pg_timestamp`
     turns them into datetimes).
     """
 

@@ -1,11 +1,13 @@
 """The replication protocol's CopyData framing and the feedback policy: bytes in, values out."""
 
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cdc_reader.pgoutput import pg_timestamp
+from cdc_reader.pgtime import POSTGRES_EPOCH, pg_timestamp
 from cdc_reader.walstream import (
     ConfirmBeyondReceivedError,
     Feedback,
@@ -68,6 +70,21 @@ def test_time_conversion_uses_the_postgres_epoch():
     micros = from_unix_time(unix)
     assert micros == 762_523_200_250_000
     assert pg_timestamp(micros) == datetime(2024, 2, 29, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+MIN_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - POSTGRES_EPOCH) // timedelta(microseconds=1)
+MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - POSTGRES_EPOCH) // timedelta(microseconds=1)
+
+
+@given(st.integers(MIN_MICROS, MAX_MICROS) | st.sampled_from([MIN_MICROS, MAX_MICROS, -1, 0, 1, -86_400_000_000]))
+def test_a_timestamp_is_the_postgres_epoch_plus_its_microseconds(micros):
+    assert pg_timestamp(micros) == POSTGRES_EPOCH + timedelta(microseconds=micros)
+    assert pg_timestamp(micros).tzinfo is UTC
+
+
+def test_a_timestamp_past_the_datetime_range_is_an_overflow_error():
+    with pytest.raises(OverflowError):
+        pg_timestamp(2**63 - 1)  # PostgreSQL's 'infinity'
 
 
 def unpack_status(message: bytes) -> tuple[int, int, int]:
