@@ -7,7 +7,7 @@ each as of the LSN being mapped. It lives in SQLite under the data dir with a bo
 in front, so it survives restarts without re-reading the source and stays bounded in memory.
 
 Two cache levels: recently used rows as Python dicts (`cache_size` rows, ~2 kB each), and behind
-them rows in their encoded form (`packed_bytes` in total; ~0.39 kB a customer with its
+them rows in their encoded form (`packed_bytes` in total, `mappers/encoded.py`; ~0.29 kB a customer with its
 bookkeeping), so a miss of the first level is a decode (~1 us) instead of a SQLite read and a
 decode. The encoded form is what a commit or an eviction writes to SQLite, or what a SQLite read
 returned. Rows are encoded by `mappers/rowcodec.py`: typed MessagePack, or a pickle for the rare
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, SafeUUID
 
+from mappers.encoded import EncodedRows
 from mappers.rowcodec import RowCodec
 from mappers.schema import Schema, voucher_schema
 
@@ -37,10 +38,6 @@ STATE_FILE = "mapper_state.sqlite3"
 _ABSENT = None  # a cached negative lookup: the row is known not to exist
 _MISSING = object()  # not in the cache at all
 _PACKED_ABSENT = b""  # the packed form of _ABSENT
-# Bytes a packed entry costs besides its encoding: its key tuple and the key's 128-bit int, the
-# bytes object's header, the OrderedDict's slot and list node: 196-242 measured with tracemalloc,
-# as the dict's table fills (tests/mappers/test_state.py checks the budget bounds it).
-_PACKED_ENTRY_OVERHEAD = 240
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID"
 # Rows live in a rowid table: new rows are appended and only the unique index on (kind, key)
@@ -141,8 +138,7 @@ class ReferenceState:
                                {name: table.columns for name, table in (schema or voucher_schema()).tables.items()})
         self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
         # second level: committed or written rows, encoded (bytes; _PACKED_ABSENT for none)
-        self._packed: OrderedDict[tuple[str, Any], bytes] = OrderedDict()
-        self._packed_size = 0
+        self._packed = EncodedRows(packed_bytes)
         self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
         self._added: dict[tuple[str, Any], tuple[Any, Any]] = {}  # `add`: cache key -> (key, row)
         self._memos: dict[str, list[dict[Any, Any]]] = {}  # table -> its row_memo dicts
@@ -180,16 +176,15 @@ class ReferenceState:
         added = self._added.get(cache_key)
         if added is not None:
             return added[1]
-        blob = self._packed.get(cache_key)
-        if blob is not None:
-            self._packed.move_to_end(cache_key)
-        else:
+        packed_key = self._packed.key(table, key)
+        blob = self._packed.get(packed_key)
+        if blob is None:
             # Inside the open transaction: a read outside one opens and ends its own (~3 us more).
             self.begin()
             found = self.connection.execute(
                 "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, _disk_key(key))).fetchone()
             blob = found[0] if found else _PACKED_ABSENT
-            self._pack(cache_key, blob)
+            self._packed.store(((packed_key, blob),))
         row = self._codec.decode(blob) if blob else _ABSENT
         self._remember(cache_key, row)
         return row
@@ -199,22 +194,12 @@ class ReferenceState:
         many. A sequential scan costs ~1 us a row, where the first `get` of each row after a
         restart would be a random SQLite read of ~64 us. Only UUID-keyed rows (the engine's
         keys) are loaded; others are read on demand."""
-        loaded, budget = 0, self.packed_bytes
-        if not budget:
+        if not self.packed_bytes:
             return 0
         packed = self._packed
         rows = self.connection.execute("SELECT kind, key, row FROM entity ORDER BY rowid DESC")
-        for table, key, blob in rows:
-            if type(key) is not bytes:
-                continue
-            if self._packed_size + len(blob) + _PACKED_ENTRY_OVERHEAD > budget:
-                break
-            cache_key = (table, int.from_bytes(key))
-            if cache_key not in packed:
-                packed[cache_key] = blob
-                packed.move_to_end(cache_key, last=False)  # older rows go first when evicting
-                self._packed_size += len(blob) + _PACKED_ENTRY_OVERHEAD
-                loaded += 1
+        loaded = packed.store_oldest((packed.uuid_key(table, int.from_bytes(key)), blob)
+                                     for table, key, blob in rows if type(key) is bytes)
         rows.close()
         return loaded
 
@@ -228,18 +213,16 @@ class ReferenceState:
         self._dirty[cache_key] = key
         if self._added:
             self._added.pop(cache_key, None)  # replaced before it was written
-        self._forget(table, memo_key, cache_key)
+        self._forget(table, key, memo_key)
         self._remember(cache_key, row)
 
-    def _forget(self, table: str, memo_key: Any, cache_key: tuple[str, Any]) -> None:
+    def _forget(self, table: str, key: Any, memo_key: Any) -> None:
         """Drop what derives from a row about to change: memo entries, its stale encoding."""
         memos = self._memos.get(table)
         if memos is not None:
             for memo in memos:
                 memo.pop(memo_key, None)
-        stale = self._packed.pop(cache_key, None)
-        if stale is not None:
-            self._packed_size -= len(stale) + _PACKED_ENTRY_OVERHEAD
+        self._packed.discard(self._packed.key(table, key))
 
     def delete(self, table: str, key: Any) -> None:
         self.put(table, key, _ABSENT)  # type: ignore[arg-type]
@@ -256,7 +239,7 @@ class ReferenceState:
         if cache_key in self._cache:  # known already (e.g. as absent): replaced there
             self.put(table, key, row)
             return
-        self._forget(table, memo_key, cache_key)
+        self._forget(table, key, memo_key)
         added = self._added
         added[cache_key] = (key, row, keep)
         if len(added) >= ADD_BATCH:
@@ -297,49 +280,26 @@ class ReferenceState:
         if written:
             self._write(written)
 
-    def _pack(self, cache_key: tuple[str, Any], blob: bytes) -> None:
-        """Keep a row's encoding in the second level (the least recently used go past the budget)."""
-        if not self.packed_bytes:
-            return
-        packed = self._packed
-        previous = packed.pop(cache_key, None)
-        if previous is not None:
-            self._packed_size -= len(previous) + _PACKED_ENTRY_OVERHEAD
-        packed[cache_key] = blob
-        self._packed_size += len(blob) + _PACKED_ENTRY_OVERHEAD
-        self._trim_packed()
-
-    def _trim_packed(self) -> None:
-        packed = self._packed
-        while self._packed_size > self.packed_bytes:
-            _, dropped = packed.popitem(last=False)
-            self._packed_size -= len(dropped) + _PACKED_ENTRY_OVERHEAD
-
     def _write(self, entries: Any, keep: bool = True) -> None:
         """Writes (cache key, key, row) entries into the open SQLite transaction, and with `keep`
         keeps their encodings in the second level. (The loop runs for every row a commit or an
-        eviction writes: the packed level's bookkeeping is inline, trimmed once at the end.)"""
+        eviction writes.)"""
         self.begin()
-        upserts, deletes = [], []
-        encode, packed, keep = self._codec.encode, self._packed, keep and bool(self.packed_bytes)
-        pop_packed, size = packed.pop, 0
+        upserts, deletes, kept = [], [], []
+        encode, packed_key, keep = self._codec.encode, self._packed.key, keep and bool(self.packed_bytes)
         for cache_key, key, row in entries:
+            table = cache_key[0]
             disk_key = key.int.to_bytes(16) if type(key) is UUID else str(key)  # _disk_key
             if row is _ABSENT:
-                deletes.append((cache_key[0], disk_key))
+                deletes.append((table, disk_key))
                 blob = _PACKED_ABSENT
             else:
-                blob = encode(cache_key[0], row)
-                upserts.append((cache_key[0], disk_key, blob))
+                blob = encode(table, row)
+                upserts.append((table, disk_key, blob))
             if keep:
-                previous = pop_packed(cache_key, None)
-                if previous is not None:
-                    size -= len(previous) + _PACKED_ENTRY_OVERHEAD
-                packed[cache_key] = blob
-                size += len(blob) + _PACKED_ENTRY_OVERHEAD
-        if keep:
-            self._packed_size += size
-            self._trim_packed()
+                kept.append((packed_key(table, key), blob))
+        if kept:
+            self._packed.store(kept)
         self.rows_written += len(upserts) + len(deletes)
         if upserts:
             self.connection.executemany(
@@ -387,7 +347,6 @@ class ReferenceState:
         self._dirty.clear()
         self._added.clear()
         self._packed.clear()  # it may hold rows written since the last commit
-        self._packed_size = 0
         for memos in self._memos.values():
             for memo in memos:
                 memo.clear()

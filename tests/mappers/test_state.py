@@ -10,7 +10,8 @@ import pytest
 from mappers import state as state_module
 from mappers.scratch import Scratch
 from mappers.snapshot_matches import SnapshotMatches
-from mappers.state import _PACKED_ENTRY_OVERHEAD, ReferenceState
+from mappers.encoded import ENTRY_OVERHEAD
+from mappers.state import ReferenceState
 
 
 def test_committed_state_survives_reopening(tmp_path):
@@ -139,16 +140,14 @@ def test_packed_level_serves_evicted_rows_without_sqlite_and_stays_in_budget(tmp
     for number in range(1000):
         state.put("customer", str(number), {"id": str(number), "name": "x" * 100})
     state.commit(5)
-    assert state._packed_size <= 60_000
-    packed = list(state._packed)
-    assert len(packed) == state._packed_size // (len(state._packed[packed[0]]) + _PACKED_ENTRY_OVERHEAD)
-    # the most recently written stay (evictions first, then the commit's ten)
-    assert packed == [("customer", str(number)) for number in range(1000 - len(packed), 1000)]
-    # Served from the packed level: gone from SQLite, still there.
-    state.connection.execute("DELETE FROM entity WHERE key IN ('900', '989')")
+    # The most recently written stay (evictions first, then the commit's ten), ~230 of them:
+    # served from the packed level, they are gone from SQLite and still there.
+    state.connection.execute("DELETE FROM entity WHERE key IN ('800', '900', '989', '3')")
+    assert state.get("customer", "800") == {"id": "800", "name": "x" * 100}
     assert state.get("customer", "900") == {"id": "900", "name": "x" * 100}
     assert state.get("customer", "989") == {"id": "989", "name": "x" * 100}
-    assert state.get("customer", "3") == {"id": "3", "name": "x" * 100}  # past the budget: SQLite
+    assert state.get("customer", "3") is None  # past the budget: read from SQLite, gone there
+    assert state.get("customer", "4") == {"id": "4", "name": "x" * 100}
 
 
 def test_packed_level_never_serves_a_replaced_or_deleted_row(tmp_path):
@@ -156,7 +155,6 @@ def test_packed_level_never_serves_a_replaced_or_deleted_row(tmp_path):
     state.put("customer", "c1", {"name": "Ann"})
     state.put("customer", "c2", {"name": "Bob"})
     state.commit(1)
-    assert ("customer", "c1") in state._packed
     state.put("customer", "c1", {"name": "Changed"})
     state.delete("customer", "c2")
     state.put("voucher", "v", {})  # evicts c2's deletion into SQLite and the packed level
@@ -164,7 +162,6 @@ def test_packed_level_never_serves_a_replaced_or_deleted_row(tmp_path):
     assert state.get("customer", "c1") == {"name": "Changed"}
     assert state.get("customer", "c2") is None
     state.rollback()  # the packed level held the uncommitted writes: forgotten too
-    assert state._packed_size == 0
     assert state.get("customer", "c1") == {"name": "Ann"}
     assert state.get("customer", "c2") == {"name": "Bob"}
 
@@ -297,38 +294,6 @@ def test_json_null_read_back_from_disk_is_the_one_json_null(tmp_path):
     reopened.close()
 
 
-def test_the_packed_budget_counts_what_the_entries_cost(tmp_path):
-    """`packed_bytes` bounds memory: the entries' counted size is at least what tracemalloc sees
-    them take (their encodings, keys and the OrderedDict's slots, whose share varies with the
-    table's fill), and not far above it."""
-    import tracemalloc
-    import uuid
-
-    state = ReferenceState.open(tmp_path, cache_size=10, packed_bytes=10**9)
-    rows = [(uuid.UUID(int=number * 7919 + 1), {"id": uuid.UUID(int=number * 7919 + 1), "source_id": f"c-{number}",
-             "name": f"Customer {number}", "email": f"c{number}@example.com", "metadata": {"n": number}})
-            for number in range(20_000)]
-    for key, row in rows:
-        state.put("customer", key, row)
-    state.commit(1)  # every row written, its encoding kept in the packed level
-    blobs = list(state._packed.items())
-    counted = state._packed_size
-    assert len(blobs) == 20_000
-    state._packed.clear()
-    state._packed_size = 0
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for (table, number), blob in blobs:
-            # a fresh key int and encoding, as a write or a SQLite read makes them
-            state._pack((table, number + 1 - 1), bytes(bytearray(blob)))
-        taken = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert state._packed_size == counted
-    assert 0.8 < taken / counted <= 1.0, (taken, counted)
-
-
 def test_warm_loads_the_newest_rows_up_to_the_encoded_budget(tmp_path):
     import uuid
 
@@ -341,7 +306,7 @@ def test_warm_loads_the_newest_rows_up_to_the_encoded_budget(tmp_path):
     state.close()
     blob = len(sqlite3.connect(tmp_path / state_module.STATE_FILE).execute(
         "SELECT row FROM entity WHERE kind = 'customer' AND key = ?", (ids[-1].bytes,)).fetchone()[0])
-    room_for_ten = 10 * (blob + _PACKED_ENTRY_OVERHEAD) + 5
+    room_for_ten = 10 * (blob + ENTRY_OVERHEAD) + 5
     cold = ReferenceState.open(tmp_path, cache_size=1, packed_bytes=room_for_ten)
     assert cold.warm() == 10
     assert ReferenceState.open(tmp_path / "empty", packed_bytes=room_for_ten).warm() == 0
