@@ -26,7 +26,7 @@ def test_what_is_not_a_size_is_refused_naming_the_flag(text):
 
 
 def test_the_default_and_the_floor():
-    assert build_settings({}).state_cache == 256 * 2**20
+    assert build_settings({}).state_cache == 512 * 2**20
     assert build_settings({"state-cache": "16MiB"}).state_cache == 16 * 2**20
     with pytest.raises(ConfigError, match=r"^--state-cache/VA_STATE_CACHE must be at least 16MiB$"):
         build_settings({"state-cache": "15MiB"})
