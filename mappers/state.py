@@ -7,7 +7,7 @@ each as of the LSN being mapped. It lives in SQLite under the data dir with a bo
 in front, so it survives restarts without re-reading the source and stays bounded in memory.
 
 Two cache levels: recently used rows as Python dicts (`cache_size` rows, ~2 kB each), and behind
-them rows in their encoded form (`packed_bytes` in total, `mappers/encoded.py`; ~0.29 kB a customer with its
+them rows in their encoded form (`packed_bytes` in total, `mappers/encoded.py`; ~0.34 kB a customer with its
 bookkeeping), so a miss of the first level is a decode (~1 us) instead of a SQLite read and a
 decode. The encoded form is what a commit or an eviction writes to SQLite, or what a SQLite read
 returned. Rows are encoded by `mappers/rowcodec.py`: typed MessagePack, or a pickle for the rare

@@ -70,7 +70,7 @@ RETAINED_WAL_INTERVAL = 15.0
 GIL_SWITCH_INTERVAL = 0.001
 # The reference state's working set lives within --state-cache (Settings.state_cache): a quarter
 # of it holds the most recently used rows as dicts (~2 kB each), the rest rows in their encoded
-# form (~0.29 kB a customer with its bookkeeping, decoded in ~1 us); a miss of both is a SQLite
+# form (~0.34 kB a customer with its bookkeeping, decoded in ~1 us); a miss of both is a SQLite
 # read. See `state_levels` and README "Memory".
 DICT_ROW_BYTES = 2048
 DICT_SHARE = 4
