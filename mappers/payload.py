@@ -116,18 +116,63 @@ def build_object(spec: ObjectSpec, row: Row | None, identifier: Any = None) -> d
     return object_builder(spec)(row, identifier)
 
 
-# What a memo of serialized objects may hold (per object kind), counted as each object's JSON
-# bytes plus MEMO_ENTRY_OVERHEAD (its key, dict slots, Fragment and bytes headers, its cost; a
-# customer with small metadata is ~330 bytes in all, measured with tracemalloc: ~25,000 fit). When full,
-# the older half of its entries is dropped. Counted in bytes, not entries: customers' metadata
-# can be large.
-MEMO_BYTES = 8 * 2**20
+# What the memos of serialized objects hold together when not told (the pipeline gives them a
+# share of --state-cache: voucher_activity/config.py, state_levels). Each object counts as its
+# JSON bytes plus MEMO_ENTRY_OVERHEAD (its key, dict slots, Fragment and bytes headers, its cost;
+# a customer with small metadata is ~340 bytes in all, measured with tracemalloc). Counted in
+# bytes, not entries: customers' metadata can be large.
+MEMO_BYTES = 32 * 2**20
 MEMO_ENTRY_OVERHEAD = 160
+
+
+class MemoBudget:
+    """The bytes the memos of serialized objects (one per object kind) share. Entries are kept in
+    the order they were made, whichever memo holds them; one that would pass the limit first drops
+    the older half of them all. The state drops a memo's entry when its row changes; such entries
+    still count until they are the oldest and are dropped here too, so `held` only ever overstates
+    what the memos hold, and keeping it costs nothing per entry beyond its own insertion."""
+
+    __slots__ = ("limit", "held", "_memos", "_costs")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._memos: list[dict[Any, Any]] = []
+        self._costs: dict[tuple[int, Any], int] = {}  # (memo number, key) -> cost, oldest first
+
+    def add_memo(self, memo: dict[Any, Any]) -> int:
+        """Count `memo`'s entries in this budget from now on; returns its number for `keep`."""
+        self._memos.append(memo)
+        return len(self._memos) - 1
+
+    def keep(self, number: int, key: Any, made: Any, cost: int) -> None:
+        """`made` into memo `number` under `key`, counted at `cost`; one bigger than the whole
+        budget is not kept."""
+        if cost > self.limit:
+            return
+        costs, entry = self._costs, (number, key)
+        previous = costs.pop(entry, None)  # an entry the state dropped: counted anew
+        if previous is not None:
+            self.held -= previous
+        if self.held + cost > self.limit:
+            self._make_room(cost)
+        self._memos[number][key] = made
+        costs[entry] = cost
+        self.held += cost
+
+    def _make_room(self, cost: int) -> None:
+        costs, memos = self._costs, self._memos
+        while self.held + cost > self.limit and costs:
+            for stale in list(itertools.islice(costs, max(len(costs) // 2, 1))):
+                self.held -= costs.pop(stale)
+                memos[stale[0]].pop(stale[1], None)
+
+
 ObjectResolver = Callable[[Any], Any]  # a reference's target -> the payload object, or None
 
 
 def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | None = None,
-                    limit: int = MEMO_BYTES) -> ObjectResolver:
+                    budget: MemoBudget | None = None) -> ObjectResolver:
     """The payload object of a resolved reference: of a row, or of the row of `spec.table` an id
     names (only its id is known of an unknown row). Objects are dicts built each time, except
     with a `memo` (`ReferenceState.row_memo(spec.table)`): then the object of an id is serialized
@@ -136,7 +181,8 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
     row's entry when the row changes, so a hit needs no lookup at all: an event of a customer
     whose row left the state's cache costs no unpickle. Objects the mapper adds fields to, or of
     the changed row itself, are resolved without a memo. The memo is the resolver's `memo`
-    attribute: the generated code reads a UUID's entry in place and calls the resolver on a miss."""
+    attribute: the generated code reads a UUID's entry in place and calls the resolver on a miss.
+    `budget` bounds the memo together with the others it bounds (its own of MEMO_BYTES if none)."""
     build = object_builder(spec)
     table = spec.table
     if memo is None:
@@ -152,21 +198,10 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
         return resolve
 
     memo_get = memo.get
-    # Each entry's cost, in the memo's order, and their total. Entries the state dropped still
-    # count until they are the oldest and dropped here too: the total only ever overstates what
-    # the memo holds, and keeping it costs nothing per entry beyond its own insertion.
-    costs: dict[Any, int] = {}
-    held = 0
-
-    def make_room(cost: int) -> None:
-        nonlocal held
-        while held + cost > limit and costs:
-            for stale in list(itertools.islice(costs, max(len(costs) // 2, 1))):
-                held -= costs.pop(stale)
-                memo.pop(stale, None)
+    budget = MemoBudget(MEMO_BYTES) if budget is None else budget
+    keep, number = budget.keep, budget.add_memo(memo)
 
     def resolve_shared(target: Any) -> Any:
-        nonlocal held
         if target is None:
             return None
         kind = type(target)
@@ -184,16 +219,7 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
             serialized = memoryview(orjson.dumps(
                 build(lookup(table, target), target), default=json_default, option=JSON_OPTIONS)).tobytes()
             made = orjson.Fragment(serialized)
-            cost = len(serialized) + MEMO_ENTRY_OVERHEAD
-            if cost <= limit:  # else served, not kept
-                previous = costs.pop(memo_key, None)  # an entry the state dropped: counted anew
-                if previous is not None:
-                    held -= previous
-                if held + cost > limit:
-                    make_room(cost)
-                memo[memo_key] = made
-                costs[memo_key] = cost
-                held += cost
+            keep(number, memo_key, made, len(serialized) + MEMO_ENTRY_OVERHEAD)
         return made
 
     resolve_shared.memo = memo  # type: ignore[attr-defined]  # read in place: mappers/codegen.py

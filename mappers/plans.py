@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdc_reader.changes import Op
 from mappers.catalog import (
@@ -19,9 +19,12 @@ from mappers.catalog import (
     Rule,
     StateSpec,
 )
-from mappers.payload import Lookup, ObjectResolver, object_resolver
+from mappers.payload import MEMO_BYTES, MemoBudget, ObjectResolver, object_resolver
 from mappers.references import Reference, Resolve
 from mappers.sqltypes import SqlType
+
+if TYPE_CHECKING:
+    from mappers.state import ReferenceState
 
 Row = Mapping[str, Any]
 
@@ -40,11 +43,14 @@ class ObjectResolvers:
         return (self.shared if from_state and not filled else self.fresh)[name]
 
 
-def object_resolvers(catalog: Catalog, lookup: Lookup, row_memo: Callable[[str], dict]) -> ObjectResolvers:
-    """`row_memo`: `ReferenceState.row_memo`, a memo per kind kept valid by the state."""
+def object_resolvers(catalog: Catalog, state: ReferenceState, memo_bytes: int = MEMO_BYTES) -> ObjectResolvers:
+    """The shared resolvers keep a memo per kind (`ReferenceState.row_memo`, kept valid by the
+    state; together they hold up to `memo_bytes`) and read what they keep with `peek`."""
+    budget = MemoBudget(memo_bytes)
     return ObjectResolvers(
-        {name: object_resolver(spec, lookup, row_memo(spec.table)) for name, spec in catalog.objects.items()},
-        {name: object_resolver(spec, lookup) for name, spec in catalog.objects.items()})
+        {name: object_resolver(spec, state.peek, state.row_memo(spec.table), budget)
+         for name, spec in catalog.objects.items()},
+        {name: object_resolver(spec, state.get) for name, spec in catalog.objects.items()})
 
 
 def collect_kind(collect: Collect) -> str:

@@ -88,6 +88,13 @@ def normal_key(key: Any) -> Any:
     return key
 
 
+def _keyed(table: str, key: Any) -> tuple[Any, tuple[str, Any]]:
+    """A key that is not a UUID object: as `normal_key` gives it, and its cache key (a UUID by
+    its int: hashing that is C, UUID.__hash__ is Python)."""
+    key = normal_key(key)
+    return key, (table, key.int if type(key) is UUID else key)
+
+
 def _disk_key(key: Any) -> Any:
     """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes,
     anything else as text. (The column's TEXT affinity leaves blobs as they are.)"""
@@ -166,8 +173,7 @@ class ReferenceState:
         if type(key) is UUID:
             cache_key = (table, key.int)
         else:
-            key = normal_key(key)
-            cache_key = (table, key.int if type(key) is UUID else key)
+            key, cache_key = _keyed(table, key)
         cache = self._cache
         row = cache.get(cache_key, _MISSING)
         if row is not _MISSING:
@@ -176,6 +182,26 @@ class ReferenceState:
         added = self._added.get(cache_key)
         if added is not None:
             return added[1]
+        row = self._read(table, key)
+        self._remember(cache_key, row)
+        return row
+
+    def peek(self, table: str, key: Any) -> dict[str, Any] | None:
+        """`get` for a caller that keeps what it derives from the row (the mapper's memos of
+        payload objects): a row read from the second level or SQLite is not made one of the
+        first level's, where it would only push out rows that rules read again."""
+        if type(key) is UUID:
+            cache_key = (table, key.int)
+        else:
+            key, cache_key = _keyed(table, key)
+        row = self._cache.get(cache_key, _MISSING)
+        if row is not _MISSING:
+            return row
+        added = self._added.get(cache_key)
+        return added[1] if added is not None else self._read(table, key)
+
+    def _read(self, table: str, key: Any) -> dict[str, Any] | None:
+        """The row from the second level, else from SQLite (its encoding then kept there)."""
         packed_key = self._packed.key(table, key)
         blob = self._packed.get(packed_key)
         if blob is None:
@@ -185,9 +211,7 @@ class ReferenceState:
                 "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, _disk_key(key))).fetchone()
             blob = found[0] if found else _PACKED_ABSENT
             self._packed.store(((packed_key, blob),))
-        row = self._codec.decode(blob) if blob else _ABSENT
-        self._remember(cache_key, row)
-        return row
+        return self._codec.decode(blob) if blob else _ABSENT
 
     def warm(self) -> int:
         """Fill the encoded level with the newest rows on disk, up to its budget; returns how

@@ -29,24 +29,10 @@ from mappers.codegen import change_function, change_function_names, passthrough_
 from mappers.codegen import reference_function, rule_functions
 from mappers.directory import directory_record
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
-from mappers.payload import (
-    JSON_OPTIONS,
-    UUID5_CLEAR,
-    UUID5_SET,
-    SourceIdentity,
-    as_uuid,
-    campaign_type_resolver,
-    changed_columns,
-    event_source,
-    event_time,
-    serialize,
-    snapshot_event_id,
-    snapshot_group_id,
-    transaction_group_id,
-    transaction_id_prefix,
-    uuid_int,
-    wal_id_prefix,
-)
+from mappers.payload import (JSON_OPTIONS, MEMO_BYTES, UUID5_CLEAR, UUID5_SET, SourceIdentity, as_uuid,
+                             campaign_type_resolver, changed_columns, event_source, event_time, serialize,
+                             snapshot_event_id, snapshot_group_id, transaction_group_id,
+                             transaction_id_prefix, uuid_int, wal_id_prefix)
 from mappers.plans import RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans
 from mappers.scratch import Scratch
 from mappers.snapshot_matches import MEMORY_LIMIT as MATCHES_IN_MEMORY
@@ -122,14 +108,14 @@ def _no_records(new: Row, old: Row, unchanged_toast: Any, position: int, context
 class EventMapper:
     def __init__(self, catalog: Catalog, state: ReferenceState, source: SourceIdentity,
                  slot: str, scratch_memory_limit: int = 100_000,
-                 match_memory_limit: int = MATCHES_IN_MEMORY) -> None:
+                 match_memory_limit: int = MATCHES_IN_MEMORY, memo_bytes: int = MEMO_BYTES) -> None:
         self.catalog = catalog
         self.state = state
         self.source = source
         self.slot = slot
         self._scratch = Scratch(state.connection, scratch_memory_limit)
         lookup = self._lookup = state.get
-        objects = object_resolvers(catalog, lookup, state.row_memo)
+        objects = object_resolvers(catalog, state, memo_bytes)
         self._rules = tuple(rule_plan(index, rule, catalog, objects)
                             for index, rule in enumerate(catalog.rules))
         self._plans = table_plans(catalog, self._rules)

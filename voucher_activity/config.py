@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 class ConfigError(ValueError):
@@ -68,7 +69,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "log-format": ("VA_LOG_FORMAT", None),
     # The full-scale snapshot benchmark's working set (450,000 customers and vouchers, 540,000
     # redemptions: 346 MiB encoded, 19.2 MiB per 25,000 customers measured) fits the encoded
-    # level's three quarters of 512 MiB (voucher_activity/pipeline.py, state_levels).
+    # level's three quarters of 512 MiB (`state_levels`).
     "state-cache": ("VA_STATE_CACHE", "512MiB"),
     "cluster": ("VA_STORE_CLUSTER", None),
     "sql-listen": ("VA_SQL_LISTEN", "127.0.0.1:8123"),
@@ -76,6 +77,31 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
 
 # Smaller than this, the state's working set stops fitting even a small engine's hot rows.
 MIN_STATE_CACHE = 16 * 2**20
+
+# The reference state's working set lives within --state-cache (Settings.state_cache): an eighth
+# of it holds the most recently used rows as dicts (~2 kB each), an eighth the mapper's memos of
+# serialized payload objects (~0.34 kB a customer, each hit saving a lookup, a build and a
+# serialization: ~4 us), the rest rows in their encoded form (~0.34 kB a customer with its
+# bookkeeping, decoded in ~1 us), which spares a SQLite read (~60 us): byte for byte the most
+# valuable level, so it takes the most. See README "Memory".
+DICT_ROW_BYTES = 2048
+DICT_SHARE = 8
+MEMO_SHARE = 8
+
+
+class StateLevels(NamedTuple):
+    rows: int  # rows kept as dicts
+    packed_bytes: int  # bytes of rows kept encoded
+    memo_bytes: int  # bytes of serialized payload objects (EventMapper's memos)
+
+
+def state_levels(budget: int) -> StateLevels:
+    """How a state cache of `budget` bytes is shared between its levels."""
+    rows = budget // DICT_SHARE // DICT_ROW_BYTES
+    memo_bytes = budget // MEMO_SHARE
+    return StateLevels(rows, budget - rows * DICT_ROW_BYTES - memo_bytes, memo_bytes)
+
+
 _SIZE = re.compile(r"\s*(\d+)\s*(|B|KB|KiB|MB|MiB|GB|GiB)\s*", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 2**10, "mb": 1000**2, "mib": 2**20, "gb": 1000**3, "gib": 2**30}

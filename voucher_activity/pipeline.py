@@ -35,7 +35,7 @@ from mappers.transaction import EventMapper, SourceIdentity, load_default_catalo
 from query.status import ReaderPhase, ReaderProgress
 from query.store import Store, StoreError
 from query.writer import EventWriter
-from voucher_activity.config import Settings, SnapshotMode
+from voucher_activity.config import Settings, SnapshotMode, state_levels
 from voucher_activity.logs import fields
 from voucher_activity.resume import SlotLostError, StartAction, start_action
 
@@ -68,18 +68,6 @@ RETAINED_WAL_INTERVAL = 15.0
 # runs in the engine with the lock released but takes it back a few times a batch: at the 5 ms
 # default a drain spent a quarter of its time waiting for inserts, at 1 ms none (docs/benchmarks.md).
 GIL_SWITCH_INTERVAL = 0.001
-# The reference state's working set lives within --state-cache (Settings.state_cache): a quarter
-# of it holds the most recently used rows as dicts (~2 kB each), the rest rows in their encoded
-# form (~0.34 kB a customer with its bookkeeping, decoded in ~1 us); a miss of both is a SQLite
-# read. See `state_levels` and README "Memory".
-DICT_ROW_BYTES = 2048
-DICT_SHARE = 4
-
-
-def state_levels(budget: int) -> tuple[int, int]:
-    """(rows kept as dicts, bytes kept encoded) for a state cache of `budget` bytes."""
-    rows = budget // DICT_SHARE // DICT_ROW_BYTES
-    return rows, budget - rows * DICT_ROW_BYTES
 
 
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
@@ -174,8 +162,8 @@ class Pipeline:
     def _run_once(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        rows, packed_bytes = state_levels(settings.state_cache)
-        state = open_state(settings.data_dir, cache_size=rows, packed_bytes=packed_bytes)
+        levels = state_levels(settings.state_cache)
+        state = open_state(settings.data_dir, cache_size=levels.rows, packed_bytes=levels.packed_bytes)
         try:
             started = time.monotonic()
             warmed = state.warm()
@@ -213,7 +201,8 @@ class Pipeline:
             )
         def new_mapper() -> EventMapper:
             return EventMapper(load_default_catalog(), state, SourceIdentity(slot.system_id, slot.database),
-                               settings.slot, scratch_memory_limit=SCRATCH_ROWS)
+                               settings.slot, scratch_memory_limit=SCRATCH_ROWS,
+                               memo_bytes=state_levels(settings.state_cache).memo_bytes)
 
         mapper = None
         writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)

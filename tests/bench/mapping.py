@@ -32,10 +32,11 @@ from mappers.sqltypes import SqlType
 from mappers.state import normal_key
 from voucher_activity.config import build_settings
 from voucher_activity.memory import tune_collector
-from voucher_activity.pipeline import STATE_COMMIT_INTERVAL, state_levels
+from voucher_activity.config import state_levels
+from voucher_activity.pipeline import STATE_COMMIT_INTERVAL
 
 # The reference state's levels as the pipeline sizes them by default (--state-cache).
-STATE_CACHE_ROWS, STATE_PACKED_BYTES = state_levels(build_settings({}).state_cache)
+STATE_CACHE_ROWS, STATE_PACKED_BYTES, STATE_MEMO_BYTES = state_levels(build_settings({}).state_cache)
 
 # What a Relation message says of each column, as the reader passes it on (Change.column_types):
 # the type OID of a column of that type.
@@ -317,7 +318,7 @@ def main(argv: list[str]) -> int:
         state = (UnpersistedState if args.no_persistence else ReferenceState).open(
             Path(directory), args.cache_size, args.packed_bytes)
         mapper = EventMapper(load_default_catalog(), state, SourceIdentity("7400000000000000001", "bench"),
-                             "voucher_activity")
+                             "voucher_activity", memo_bytes=STATE_MEMO_BYTES)
         map_all(mapper, setup, args.flush_every)
         written_before = state.rows_written
         records: list | None = [] if args.digest else None

@@ -74,14 +74,14 @@ def test_shared_objects_serialize_like_objects_built_in_place(tmp_path):
 
 
 def test_a_full_memo_drops_its_older_half(tmp_path):
-    from mappers.payload import MEMO_ENTRY_OVERHEAD
+    from mappers.payload import MEMO_ENTRY_OVERHEAD, MemoBudget
 
     spec = load_default_catalog().objects["segment"]
     state = ReferenceState.open(tmp_path)
     memo = state.row_memo("segment")
     # objects of unknown segments: the same size for every id
     cost = len(orjson.dumps(build_object(spec, None, uuid.UUID(int=1)))) + MEMO_ENTRY_OVERHEAD
-    resolve = object_resolver(spec, state.get, memo, limit=4 * cost)
+    resolve = object_resolver(spec, state.get, memo, MemoBudget(4 * cost))
     made = [resolve(uuid.UUID(int=number)) for number in range(1, 6)]
     assert list(memo) == [uuid.UUID(int=3).int, uuid.UUID(int=4).int, uuid.UUID(int=5).int]
     assert resolve(uuid.UUID(int=5)) is made[4]
@@ -99,6 +99,29 @@ def test_a_full_memo_drops_its_older_half(tmp_path):
     state.put("segment", big, {"id": big, "name": "x" * (5 * cost), "type": "STATIC"})
     assert orjson.loads(orjson.dumps(resolve(big)))["name"] == "x" * (5 * cost)
     assert big.int not in memo and len(memo) == 4
+    state.close()
+
+
+def test_the_memos_of_all_kinds_share_one_budget(tmp_path):
+    from mappers.payload import MEMO_ENTRY_OVERHEAD, MemoBudget
+
+    catalog = load_default_catalog()
+    state = ReferenceState.open(tmp_path)
+    segments, campaigns = state.row_memo("segment"), state.row_memo("campaign")
+    segment_cost = len(orjson.dumps(build_object(catalog.objects["segment"], None, uuid.UUID(int=1)))) + MEMO_ENTRY_OVERHEAD
+    campaign_cost = len(orjson.dumps(build_object(catalog.objects["campaign"], None, uuid.UUID(int=1)))) + MEMO_ENTRY_OVERHEAD
+    budget = MemoBudget(3 * segment_cost + campaign_cost)
+    segment = object_resolver(catalog.objects["segment"], state.get, segments, budget)
+    campaign = object_resolver(catalog.objects["campaign"], state.get, campaigns, budget)
+    for number in (1, 2, 3):
+        segment(uuid.UUID(int=number))
+    campaign(uuid.UUID(int=9))
+    assert (list(segments), list(campaigns)) == ([1, 2, 3], [9])
+    assert budget.held == 3 * segment_cost + campaign_cost
+    # one more of either kind drops the older half of both kinds' entries together
+    campaign(uuid.UUID(int=10))
+    assert (list(segments), list(campaigns)) == ([3], [9, 10])
+    assert budget.held == segment_cost + 2 * campaign_cost
     state.close()
 
 

@@ -193,6 +193,28 @@ def test_added_rows_read_back_like_put_ones_and_a_later_put_wins(tmp_path, monke
     reopened.close()
 
 
+def test_peek_answers_as_get_from_every_level(tmp_path, monkeypatch):
+    import uuid
+
+    monkeypatch.setattr(state_module, "ADD_BATCH", 3)
+    state = ReferenceState.open(tmp_path, cache_size=2, packed_bytes=300)
+    keys = [uuid.UUID(int=number) for number in range(1, 9)]
+    for key in keys[:4]:  # put, then evicted: some kept encoded, the rest on disk only
+        state.put("customer", key, {"id": key, "name": f"put {key.int}"})
+    for key in keys[4:7]:  # added: written in one batch of three
+        state.add("customer", key, {"id": key, "name": f"added {key.int}"})
+    state.commit(5)
+    state.add("customer", keys[7], {"id": keys[7], "name": "not written yet"})
+    state.delete("customer", keys[0])
+    state.put("customer", keys[1], {"id": keys[1], "name": "changed"})
+    expected = [None, "changed", "put 3", "put 4", "added 5", "added 6", "added 7", "not written yet"]
+    assert [(state.peek("customer", key) or {}).get("name") for key in keys] == expected
+    assert [(state.peek("customer", str(key)) or {}).get("name") for key in keys] == expected
+    assert [(state.get("customer", key) or {}).get("name") for key in keys] == expected
+    assert state.peek("customer", uuid.UUID(int=99)) is None
+    state.close()
+
+
 def test_rows_round_trip_with_uuids(tmp_path):
     import uuid
     from datetime import datetime

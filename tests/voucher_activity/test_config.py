@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voucher_activity.config import ConfigError, build_settings, parse_size
-from voucher_activity.pipeline import state_levels
+from voucher_activity.config import state_levels
 
 
 @pytest.mark.parametrize(
@@ -32,10 +32,11 @@ def test_the_default_and_the_floor():
         build_settings({"state-cache": "15MiB"})
 
 
-def test_the_budget_is_split_between_rows_and_their_encodings():
-    rows, packed = state_levels(256 * 2**20)
-    assert (rows, packed) == (32_768, 192 * 2**20)
-    assert rows * 2048 + packed == 256 * 2**20
+def test_the_budget_is_split_between_rows_their_encodings_and_serialized_objects():
+    levels = state_levels(512 * 2**20)
+    assert levels == (32_768, 384 * 2**20, 64 * 2**20)
+    assert (levels.rows, levels.packed_bytes, levels.memo_bytes) == (32_768, 384 * 2**20, 64 * 2**20)
+    assert levels.rows * 2048 + levels.packed_bytes + levels.memo_bytes == 512 * 2**20
 
 
 @pytest.mark.parametrize(
