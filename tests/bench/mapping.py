@@ -270,6 +270,8 @@ class UnpersistedState(ReferenceState):
         key = normal_key(key)
         return self._rows.get((table, key.int if type(key) is uuid.UUID else key))
 
+    peek = get
+
     def put(self, table: str, key: object, row: dict) -> None:
         key = normal_key(key)
         memo_key = key.int if type(key) is uuid.UUID else key
@@ -296,7 +298,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cache-size", type=int, default=STATE_CACHE_ROWS,
                         help="state rows cached as dicts (default: the pipeline's)")
     parser.add_argument("--packed-bytes", type=int, default=STATE_PACKED_BYTES,
-                        help="bytes of state rows cached pickled (default: the pipeline's)")
+                        help="bytes of state rows cached encoded (default: the pipeline's)")
     parser.add_argument("--flush-every", type=int, default=1000,
                         help="records flushed every N transactions (the state commits as the pipeline's)")
     parser.add_argument("--digest", action="store_true", help="print a SHA-256 of every record made")
