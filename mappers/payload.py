@@ -179,7 +179,7 @@ def object_resolver(spec: ObjectSpec, lookup: Lookup, memo: dict[Any, Any] | Non
     once per version of its row and goes into each payload as an `orjson.Fragment`, the bytes
     orjson would have written for it in place (same options, keys sorted). The state drops a
     row's entry when the row changes, so a hit needs no lookup at all: an event of a customer
-    whose row left the state's cache costs no unpickle. Objects the mapper adds fields to, or of
+    whose row left the state's caches costs no decode. Objects the mapper adds fields to, or of
     the changed row itself, are resolved without a memo. The memo is the resolver's `memo`
     attribute: the generated code reads a UUID's entry in place and calls the resolver on a miss.
     `budget` bounds the memo together with the others it bounds (its own of MEMO_BYTES if none)."""
