@@ -49,6 +49,11 @@ class Settings:
     # Where `run`/`demo` serve the embedded store's ClickHouse HTTP endpoint; None: off (--sql-listen)
     sql_listen: tuple[str, int] | None = None
 
+    @property
+    def state_levels(self) -> StateLevels:
+        """How --state-cache is shared between the reference state's levels (`state_levels`)."""
+        return state_levels(self.state_cache)
+
     def require_source(self) -> str:
         if not self.source_dsn:
             raise ConfigError("no source database: pass --source DSN or set VA_SOURCE_DSN")

@@ -35,7 +35,7 @@ from mappers.transaction import EventMapper, SourceIdentity, load_default_catalo
 from query.status import ReaderPhase, ReaderProgress
 from query.store import Store, StoreError
 from query.writer import EventWriter
-from voucher_activity.config import Settings, SnapshotMode, state_levels
+from voucher_activity.config import Settings, SnapshotMode
 from voucher_activity.logs import fields
 from voucher_activity.resume import SlotLostError, StartAction, start_action
 
@@ -162,7 +162,7 @@ class Pipeline:
     def _run_once(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        levels = state_levels(settings.state_cache)
+        levels = settings.state_levels
         state = open_state(settings.data_dir, cache_size=levels.rows, packed_bytes=levels.packed_bytes)
         try:
             started = time.monotonic()
@@ -202,7 +202,7 @@ class Pipeline:
         def new_mapper() -> EventMapper:
             return EventMapper(load_default_catalog(), state, SourceIdentity(slot.system_id, slot.database),
                                settings.slot, scratch_memory_limit=SCRATCH_ROWS,
-                               memo_bytes=state_levels(settings.state_cache).memo_bytes)
+                               memo_bytes=settings.state_levels.memo_bytes)
 
         mapper = None
         writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)

@@ -32,11 +32,10 @@ from mappers.sqltypes import SqlType
 from mappers.state import normal_key
 from voucher_activity.config import build_settings
 from voucher_activity.memory import tune_collector
-from voucher_activity.config import state_levels
 from voucher_activity.pipeline import STATE_COMMIT_INTERVAL
 
 # The reference state's levels as the pipeline sizes them by default (--state-cache).
-STATE_CACHE_ROWS, STATE_PACKED_BYTES, STATE_MEMO_BYTES = state_levels(build_settings({}).state_cache)
+STATE_CACHE_ROWS, STATE_PACKED_BYTES, STATE_MEMO_BYTES = build_settings({}).state_levels
 
 # What a Relation message says of each column, as the reader passes it on (Change.column_types):
 # the type OID of a column of that type.

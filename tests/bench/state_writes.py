@@ -19,10 +19,9 @@ from mappers import load_default_catalog
 from mappers.state import STATE_FILE, ReferenceState
 from tests.bench.mapping import Traffic
 from voucher_activity.config import build_settings
-from voucher_activity.config import state_levels
 
 # The reference state's levels as the pipeline sizes them by default (--state-cache).
-STATE_CACHE_ROWS, STATE_PACKED_BYTES, _ = state_levels(build_settings({}).state_cache)
+STATE_CACHE_ROWS, STATE_PACKED_BYTES, _ = build_settings({}).state_levels
 
 
 def rows(count: int, customers: bool) -> list[tuple[str, uuid.UUID, dict]]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voucher_activity.config import ConfigError, build_settings, parse_size
-from voucher_activity.config import state_levels
+from voucher_activity.config import ConfigError, build_settings, parse_size, state_levels
 
 
 @pytest.mark.parametrize(
