@@ -143,7 +143,7 @@ def _build_body(out: Source, plan: RulePlan, made: Callable[[Source], None] | No
     out.line("data['event_source'] = EVENT_SOURCES[context.source]")
     out.line("if context.snapshot:")
     with out.indent():
-        out.line(f"event_id = snapshot_event_id(source, {plan.table!r}, key, {plan.type!r})")
+        out.line(f"event_id = snapshot_event_id({plan.table!r}, key, {plan.type!r})")
         reference_code(out, "created_at", rule.snapshot_time)
         out.line("created_at = event_time(created_at, new.get('updated_at'))")
     out.line("else:")

@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 
 from mappers.catalog import Catalog, ObjectSpec
+from mappers.eventids import SnapshotEventIds
 from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
 from mappers.state import normal_key, uuid_from_int
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
-_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 # How payloads are serialized (`serialize`; the mapper's generated code calls orjson with these
 # in place)
 JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -66,16 +66,16 @@ def wal_id_prefix(source: SourceIdentity) -> Any:
     return hashlib.sha1(EVENT_NAMESPACE.bytes + f"{source.system_id}/{source.database}/".encode())
 
 
+def snapshot_event_ids(source: SourceIdentity) -> Callable[[str, Any, str], uuid.UUID]:
+    """(table, key, event_type) -> the snapshot event's id: uuid5(EVENT_NAMESPACE,
+    `<system_id>/<database>/snapshot/<table>/<key>/<type>`), the key spelled as str(key) spells
+    it (mappers/eventids.pyx)."""
+    return SnapshotEventIds(EVENT_NAMESPACE, f"{source.system_id}/{source.database}/snapshot/").make
+
+
 def snapshot_event_id(source: SourceIdentity, table: str, key: Any, event_type: str) -> uuid.UUID:
-    """uuid5(EVENT_NAMESPACE, `<system_id>/<database>/snapshot/<table>/<key>/<type>`), without
-    uuid5's argument checks and UUID.__init__ (one made per snapshot event). A UUID key is
-    spelled as str(key) does, in place: UUID.__str__ is a Python call of its own."""
-    if type(key) is uuid.UUID:
-        digits = "%032x" % key.int
-        key = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-    name = f"{source.system_id}/{source.database}/snapshot/{table}/{key}/{event_type}".encode()
-    digest = hashlib.sha1(_NAMESPACE_BYTES + name).digest()
-    return uuid_from_int(int.from_bytes(digest[:16]) & UUID5_CLEAR | UUID5_SET)
+    """One snapshot event's id (`snapshot_event_ids`)."""
+    return snapshot_event_ids(source)(table, key, event_type)
 
 
 def transaction_group_id(commit_lsn: int) -> str:

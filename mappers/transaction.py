@@ -31,7 +31,7 @@ from mappers.directory import directory_record
 from mappers.events import CustomerEvent, CustomerRecord, EventSource, TenantRecord
 from mappers.payload import (JSON_OPTIONS, MEMO_BYTES, UUID5_CLEAR, UUID5_SET, SourceIdentity, as_uuid,
                              campaign_type_resolver, changed_columns, event_source, event_time, serialize,
-                             snapshot_event_id, snapshot_group_id, transaction_group_id,
+                             snapshot_event_ids, snapshot_group_id, transaction_group_id,
                              transaction_id_prefix, uuid_int, wal_id_prefix)
 from mappers.plans import RulePlan, TablePlan, object_resolvers, passthrough_plan, rule_plan, table_plans
 from mappers.scratch import Scratch
@@ -160,7 +160,7 @@ class EventMapper:
             "campaign_type_memo": self._campaign_type.memo,
             "tenant_names": self._tenant_names, "tenant_name": self._tenant_name,
             "passthrough": self._passthrough, "directory_record": directory_record,
-            "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_id,
+            "changed_columns": changed_columns, "snapshot_event_id": snapshot_event_ids(self.source),
             "event_time": event_time, "CustomerEvent": CustomerEvent, "dumps": orjson.dumps,
             "json_default": json_default, "JSON_OPTIONS": JSON_OPTIONS,
             "as_uuid": as_uuid, "UUID": UUID, "log": log, "EVENT_SOURCES": _EVENT_SOURCES,

@@ -31,7 +31,7 @@ def test_first_install_says_what_it_does_then_stays_quiet(tmp_path: Path) -> Non
     shutil.copy(REPO / "dev", tmp_path / "dev")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copy(REPO / "setup.py", tmp_path / "setup.py")
-    for package, patterns in (("cdc_reader", ("*.pyx", "*.pxd")), ("query", ("*.pyx",))):
+    for package, patterns in (("cdc_reader", ("*.pyx", "*.pxd")), ("mappers", ("*.pyx",)), ("query", ("*.pyx",))):
         (tmp_path / package).mkdir()
         for source in [path for pattern in patterns for path in (REPO / package).glob(pattern)]:
             shutil.copy(source, tmp_path / package / source.name)
@@ -54,5 +54,5 @@ def test_first_install_says_what_it_does_then_stays_quiet(tmp_path: Path) -> Non
     with (tmp_path / "pyproject.toml").open("a") as pyproject:
         pyproject.write("\n# a new dependency\n")
     changed = run_setup(tmp_path)
-    assert (changed.returncode, changed.stderr) == (0, "the build inputs changed (pyproject.toml, setup.py, cdc_reader/*.pyx, *.pxd, query/*.pyx): updating .venv (about a minute)\n")
+    assert (changed.returncode, changed.stderr) == (0, "the build inputs changed (pyproject.toml, setup.py, cdc_reader/*.pyx, *.pxd, mappers/*.pyx, query/*.pyx): updating .venv (about a minute)\n")
     assert len(calls(tmp_path)) == made + 2

@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 from mappers import load_default_catalog
 from mappers.payload import (
     EPOCH,
+    EVENT_NAMESPACE,
     SourceIdentity,
     build_object,
     event_time,
     object_resolver,
     serialize,
+    snapshot_event_id,
+    snapshot_event_ids,
 )
 from mappers.state import ReferenceState
 
@@ -182,3 +185,24 @@ def test_event_time_is_the_first_datetime_made_aware_as_utc(naive, aware, fallba
     assert event_time(aware) is aware
     assert event_time(None, "2024-01-01", fallback) == (
         EPOCH if fallback is None else fallback.replace(tzinfo=UTC))
+
+
+@given(system_id=st.text(), database=st.text(), table=st.text(), event_type=st.text(),
+       key=st.one_of(st.uuids(), st.text(), st.integers(), st.tuples(st.integers(), st.text())))
+def test_snapshot_event_ids_are_uuid5_of_their_name(system_id, database, table, event_type, key):
+    source = SourceIdentity(system_id, database)
+    name = f"{system_id}/{database}/snapshot/{table}/{key}/{event_type}"
+    try:
+        expected = uuid.uuid5(EVENT_NAMESPACE, name)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 name, no id either way
+        return
+    made = snapshot_event_ids(source)(table, key, event_type)
+    assert (type(made), made, made.version, str(made)) == (uuid.UUID, expected, 5, str(expected))
+    assert made.is_safe is uuid.SafeUUID.unknown
+
+
+def test_a_snapshot_event_id_spells_a_uuid_key_in_lower_case_with_dashes():
+    key = uuid.UUID("0123abcd-4567-89ef-fedc-ba9876543210")
+    made = snapshot_event_id(SourceIdentity("7", "voucher"), "redemption", key, "customer.redemption.succeeded")
+    assert made == uuid.UUID("6cf7c19a-31ba-52fe-9af0-78a497ba2166") == uuid.uuid5(
+        EVENT_NAMESPACE, "7/voucher/snapshot/redemption/0123abcd-4567-89ef-fedc-ba9876543210/customer.redemption.succeeded")
