@@ -18,7 +18,7 @@ from mappers.catalog import Catalog, ObjectSpec
 from mappers.eventids import SnapshotEventIds
 from mappers.source import Source, compile_source
 from mappers.sqltypes import json_default
-from mappers.state import normal_key, uuid_from_int
+from mappers.state import normal_key
 
 # Fixed namespace of voucher-activity's event ids (uuid5); changing it changes every id.
 EVENT_NAMESPACE = uuid.UUID("5f0c8a52-7a3e-4c43-9a8e-2b1d3c0e6f71")
