@@ -236,7 +236,7 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
         key = (f"{row or '(new or old)'}.get({plan.key_column!r})" if plan.key_column is not None
                else f"{out.bind('key_of', plan.key_of)}({row or 'new or old'})")
         if plan.wal_key_of is no_key:  # a composite key nothing reads: only snapshot event ids
-            key = f"{key} if context.snapshot else None"
+            key = f"{key} if context.snapshot else None" if rules else "None"
         out.line(f"key = {key}")
         state = plan.state
         compared = False  # whether the state's previous row is compared with the new one

@@ -17,6 +17,7 @@ from typing import Any
 
 from pglast import ast, parse_sql
 
+from mappers.eventids import key_text
 from mappers.sqltypes import (
     CANONICAL,
     CANONICAL_TYPES,
@@ -67,7 +68,7 @@ class TableSchema:
         values = [row.get(column) for column in self.primary_key]
         if any(value is None for value in values):
             return None
-        return "/".join(str(value) for value in values)
+        return key_text(values)
 
 
 def table_schema(name: str, columns: Mapping[str, SqlType], primary_key: tuple[str, ...]) -> TableSchema:

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from mappers.eventids import spelled
+
 _TABLE = "temp.mapper_scratch"
 
 
@@ -38,6 +40,11 @@ class Scratch:
         connection.execute(
             "CREATE INDEX IF NOT EXISTS temp.mapper_scratch_key ON mapper_scratch (kind, key)")
 
+    @property
+    def spilled(self) -> bool:
+        """Whether some values are on disk (until the next `clear`)."""
+        return self._spilled
+
     def add(self, kind: str, key: Any, value: Any = None) -> None:
         """Remember `value` under (kind, key); keys are hashable values compared as text once
         they are on disk."""
@@ -54,7 +61,7 @@ class Scratch:
         if by_key is not None and key in by_key:
             return True
         return self._spilled and self.connection.execute(
-            f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (kind, str(key))).fetchone() is not None
+            f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (kind, spelled(key))).fetchone() is not None
 
     def values(self, kind: str, key: Any) -> list[Any]:
         """The values under (kind, key), in the order they were added (while none were spilled,
@@ -66,7 +73,7 @@ class Scratch:
         if spilled is not None:
             return spilled + in_memory
         return [pickle.loads(value) for (value,) in self.connection.execute(
-            f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY rowid", (kind, str(key)))] + in_memory
+            f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY rowid", (kind, spelled(key)))] + in_memory
 
     def prefetch(self, kind: str, keys: Iterable[Any]) -> None:
         """Read the spilled values of (kind, key) for every one of `keys` in one query, so that
@@ -75,7 +82,7 @@ class Scratch:
         self._prefetched.pop(kind, None)
         if not self._spilled:
             return
-        by_text = {str(key): key for key in keys if key is not None}
+        by_text = {spelled(key): key for key in keys if key is not None}
         if not by_text:
             return
         found: dict[Any, list[Any]] = {key: [] for key in by_text.values()}
@@ -95,7 +102,8 @@ class Scratch:
             self._spilled = False
 
     def _spill(self) -> None:
-        rows = ((kind, str(key), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        # bytearrays: bound without the sqlite3 module's adapter lookup (mappers/state.py, blob_parameter)
+        rows = ((kind, spelled(key), bytearray(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
                 for kind, by_key in self._memory.items() for key, values in by_key.items()
                 for value in values)
         self.connection.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?)", rows)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
-from mappers.state import ReferenceState
+from mappers.state import ReferenceState, blob_parameter
 
 MEMORY_LIMIT = 100_000
 
@@ -39,6 +39,11 @@ class SnapshotMatches:
         # pairs whose spilled counts `prefetch` moved into memory: the table holds none of them
         self._prefetched: set[tuple[int, str]] = set()
         self._types: frozenset[str] | None = None  # `count_only`'s; None: every type
+
+    @property
+    def spilled(self) -> bool:
+        """Whether some counts are on disk (until the next `clear`)."""
+        return self._spilled
 
     def count_only(self, types: Iterable[str]) -> None:
         """Until `clear`, count only events of these types: those the snapshot's pass-through rows
@@ -69,7 +74,7 @@ class SnapshotMatches:
         self.state.begin()
         return self.state.connection.execute(
             "UPDATE snapshot_match SET business = business - 1 "
-            "WHERE customer_id = ? AND type = ? AND business > 0", (customer.int.to_bytes(16), event_type)).rowcount == 1
+            "WHERE customer_id = ? AND type = ? AND business > 0", (blob_parameter(customer.int.to_bytes(16)), event_type)).rowcount == 1
 
     def prefetch(self, pairs: Iterable[tuple[int, str]]) -> None:
         """The (customer id's int, type) pairs the next rows will `take`: their spilled counts
@@ -86,7 +91,7 @@ class SnapshotMatches:
         connection = self.state.connection
         self.state.begin()
         connection.executemany("INSERT INTO temp.snapshot_match_wanted VALUES (?, ?)",
-                               ((customer.to_bytes(16), event_type) for customer, event_type in wanted))
+                               ((blob_parameter(customer.to_bytes(16)), event_type) for customer, event_type in wanted))
         moved = connection.execute(
             "DELETE FROM snapshot_match WHERE (customer_id, type) IN "
             "(SELECT customer_id, type FROM temp.snapshot_match_wanted) RETURNING customer_id, type, business"
@@ -111,7 +116,7 @@ class SnapshotMatches:
         self.state.connection.executemany(
             "INSERT INTO snapshot_match VALUES (?, ?, ?) ON CONFLICT (customer_id, type) "
             "DO UPDATE SET business = business + excluded.business",
-            ((customer.to_bytes(16), event_type, count)
+            ((blob_parameter(customer.to_bytes(16)), event_type, count)
              for (customer, event_type), count in self._counts.items()))
         self._counts.clear()
         self._spilled = True

@@ -268,13 +268,14 @@ class EventMapper:
         """What the batch's rows will read from the snapshot's spilled bookkeeping, read at once:
         the values their events collect (e.g. a publication's voucher codes), and for
         `customer_event` rows the counts of the events they may be copies of."""
+        # (Nothing to read while nothing spilled: the keys are not even worked out then.)
         kinds = {rule.collect[0] for rule in plan.rules.get(Op.INSERT, ()) if rule.collect is not None}
-        if kinds:
+        if kinds and self._scratch.spilled:
             keys = [plan.key_of(row) for row in rows]
             for kind in kinds:
                 self._scratch.prefetch(kind, keys)
         spec = self._passthrough_plan
-        if spec is not None and Op.INSERT in plan.passthrough:
+        if spec is not None and Op.INSERT in plan.passthrough and self._snapshot_matches.spilled:
             pairs = []
             for row in rows:
                 customer, event_type = uuid_int(spec.customer(row, _EMPTY)), spec.type(row, _EMPTY)

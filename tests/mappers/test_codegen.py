@@ -123,11 +123,13 @@ def function(source, name):
 def test_a_table_without_state_or_rules_for_a_change_does_nothing_else(mapper):
     source = mapper.generated_source()
     # segment_customer: no state (its deletes carry the whole row), a composite key nothing
-    # reads outside the snapshot, and no rule on update
+    # reads outside the snapshot (where an insert's event ids spell it), and no rule on update
+    insert = re.sub(r"key_of_\d+", "key_of_N", function(source, "change_segment_customer_insert"))
+    assert insert.splitlines()[1] == "    key = key_of_N(new) if context.snapshot else None"
     text = re.sub(r"key_of_\d+", "key_of_N", function(source, "change_segment_customer_update"))
     assert text == (
         "def change_segment_customer_update(new, old, unchanged_toast, position, context):\n"
-        "    key = key_of_N(new or old) if context.snapshot else None\n"
+        "    key = None\n"
         "    if unchanged_toast:\n"
         "        new = dict(new)\n"
         "        for column in unchanged_toast:\n"

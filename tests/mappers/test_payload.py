@@ -11,6 +11,7 @@ from decimal import Decimal
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
+from mappers.eventids import key_text, spelled
 
 from mappers import load_default_catalog
 from mappers.payload import (
@@ -206,3 +207,9 @@ def test_a_snapshot_event_id_spells_a_uuid_key_in_lower_case_with_dashes():
     made = snapshot_event_id(SourceIdentity("7", "voucher"), "redemption", key, "customer.redemption.succeeded")
     assert made == uuid.UUID("6cf7c19a-31ba-52fe-9af0-78a497ba2166") == uuid.uuid5(
         EVENT_NAMESPACE, "7/voucher/snapshot/redemption/0123abcd-4567-89ef-fedc-ba9876543210/customer.redemption.succeeded")
+
+
+@given(st.lists(st.one_of(st.uuids(), st.text(), st.integers(), st.datetimes()), min_size=1, max_size=3))
+def test_composite_keys_are_spelled_as_str_spells_their_values(values):
+    assert [spelled(value) for value in values] == [str(value) for value in values]
+    assert key_text(values) == "/".join(str(value) for value in values)
