@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mappers.events import Category
@@ -53,10 +53,19 @@ PAGE_COLUMNS = "id, type, category, data, created_at, group_id"
 KEY_COLUMNS = "id, created_at"
 
 _CUSTOMER = "tenant_id = {tenant_id:UUID} AND customer_id = {customer_id:UUID}"
+
+
+def _moment(name: str) -> str:
+    """A point in time sent as microseconds since the epoch: no time zone can shift it, and the
+    SQL has no quote, which makes clickhouse-connect tokenize the whole query before binding it
+    (0.24 ms against 0.04 ms for a cursor page)."""
+    return f"fromUnixTimestamp64Micro({{{name}:Int64}})"
+
+
 # Same text for every optional filter, so the page query has few distinct shapes.
 _FILTERS: tuple[tuple[str, str], ...] = (
-    ("start_date", "created_at >= {start_date:DateTime64(6, 'UTC')}"),
-    ("end_date", "created_at <= {end_date:DateTime64(6, 'UTC')}"),
+    ("start_date", f"created_at >= {_moment('start_date')}"),
+    ("end_date", f"created_at <= {_moment('end_date')}"),
     ("campaign_id", "campaign_id = {campaign_id:UUID}"),
     ("campaign_type", "campaign_type = {campaign_type:String}"),
     ("category", "category = {category:String}"),
@@ -72,19 +81,23 @@ class Position:
     id: uuid.UUID
 
 
-def _utc_text(moment: datetime) -> str:
-    # Sent as text in UTC so no client or server time zone can shift the bound.
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch; a naive time is taken as UTC (the column's zone)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def filter_conditions(query: ActivityQuery) -> tuple[list[str], dict[str, Any]]:
     """The conditions and parameters of `query`'s optional filters (dates, campaign, category,
     types): one definition, so a filter means the same on the activity and analytics reads."""
     parameters: dict[str, Any] = {
-        "start_date": query.start_date and _utc_text(query.start_date),
-        "end_date": query.end_date and _utc_text(query.end_date),
+        "start_date": query.start_date and _micros(query.start_date),
+        "end_date": query.end_date and _micros(query.end_date),
         "campaign_id": query.campaign_id,
         "campaign_type": query.campaign_type,
         "category": query.category and query.category.value,
@@ -114,10 +127,10 @@ def window_sql(
     if after is not None:
         beyond = "<" if descending else ">"
         conditions.append(
-            f"(created_at {beyond} {{after_at:DateTime64(6, 'UTC')}} OR "
-            f"(created_at = {{after_at:DateTime64(6, 'UTC')}} AND id {beyond} {{after_id:UUID}}))"
+            f"(created_at {beyond} {_moment('after_at')} OR "
+            f"(created_at = {_moment('after_at')} AND id {beyond} {{after_id:UUID}}))"
         )
-        parameters["after_at"] = _utc_text(after.created_at)
+        parameters["after_at"] = _micros(after.created_at)
         parameters["after_id"] = after.id
     direction = "DESC" if descending else "ASC"
     parameters["window"] = window
