@@ -8,10 +8,8 @@ made in query/clients.py (`StoreError`, `connect` and `ReaderPool` are imported 
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +31,7 @@ from query.clients import (
     read_only_level,
 )
 from query.location import StoreLocation, parse_store_url
+from query.positions import PositionMemory
 from query.status import ReaderPhase, ReaderProgress, StoreStatus, TenantStatus
 from query.schema import (
     CUSTOMERS_TABLE,
@@ -51,9 +50,6 @@ TENANT_DIRECTORY_SECONDS = 5.0
 # Reads of one customer's key range touch a few granules: a second thread costs more than it
 # saves, and under concurrency the other requests' queries use the cores.
 POINT_READ = {"max_threads": 1}
-# Event positions (a cursor's place) remembered: an event's created_at never changes, so they
-# need no invalidation. ~500 bytes each (tracemalloc), so at most ~10 MB.
-POSITIONS = 20_000
 # Pages up to this many rows deep are read in one query, `data` of the skipped rows included;
 # deeper ones skip on the key columns first (Store.activity).
 ONE_QUERY_ROWS = 200
@@ -100,10 +96,8 @@ class Store:
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
         self._tunable = all(read_only_level(reader) != 1 for reader in readers)  # see read_only
-        # (tenant, customer, event) -> created_at of the first and last events of pages served:
-        # the cursors clients continue from (more_starting_after, the dashboard's newest event).
-        self._positions: OrderedDict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], datetime] = OrderedDict()
-        self._positions_lock = threading.Lock()
+        # The first and last events of pages served: where clients continue from.
+        self._positions = PositionMemory()
         self.has_schema = True  # False: opened without creating it, and no reader has yet
 
     @classmethod
@@ -241,21 +235,12 @@ class Store:
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
     ) -> Position | None:
         """Where one of the customer's events sits in its history (a cursor's place)."""
-        with self._positions_lock:
-            created_at = self._positions.get((tenant_id, customer_id, event_id))
+        created_at = self._positions.get((tenant_id, customer_id, event_id))
         if created_at is not None:
             return Position(created_at, event_id)
         sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
         rows = self.rows(sql, parameters, POINT_READ)
         return Position(rows[0][0], event_id) if rows else None
-
-    def _remember_positions(self, tenant_id: uuid.UUID, customer_id: uuid.UUID, events: list[StoredEvent]) -> None:
-        with self._positions_lock:
-            for event in (events[0], events[-1]):
-                self._positions[(tenant_id, customer_id, event.id)] = event.created_at
-                self._positions.move_to_end((tenant_id, customer_id, event.id))
-            while len(self._positions) > POSITIONS:
-                self._positions.popitem(last=False)
 
     def activity(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
@@ -265,7 +250,8 @@ class Store:
         (the extra one tells whether there are more)."""
         events = self._activity(tenant_id, customer_id, query, after)
         if events:
-            self._remember_positions(tenant_id, customer_id, events[:query.limit])
+            page = events[:query.limit]
+            self._positions.remember([((tenant_id, customer_id, e.id), e.created_at) for e in (page[0], page[-1])])
         return events
 
     def _activity(
