@@ -20,7 +20,7 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from query import activity_sql, analytics_sql
 from query.activity_cache import ActivityCache
-from query.activity_sql import ActivityQuery, Position, iso_utc
+from query.activity_sql import ActivityQuery, HistoryShape, Position, iso_utc
 from query.clients import (
     READERS,
     ReaderPool,
@@ -47,6 +47,9 @@ from query.schema import (
 # A tenant name resolves from memory; a name not seen yet reloads the directory at once, and a
 # rename is seen within this many seconds.
 TENANT_DIRECTORY_SECONDS = 5.0
+# How often the history's shape (activity_sql.recent_months_start) is read again; it only
+# decides where a read looks first, never what it returns.
+HISTORY_SHAPE_SECONDS = 60.0
 # Reads of one customer's key range touch a few granules: a second thread costs more than it
 # saves, and under concurrency the other requests' queries use the cores.
 POINT_READ = {"max_threads": 1}
@@ -98,6 +101,7 @@ class Store:
         self._tunable = all(read_only_level(reader) != 1 for reader in readers)  # see read_only
         # The first and last events of pages served: where clients continue from.
         self._positions = PositionMemory()
+        self._shape: tuple[float, HistoryShape | None] = (float("-inf"), None)  # (read at, shape)
         self.has_schema = True  # False: opened without creating it, and no reader has yet
 
     @classmethod
@@ -277,16 +281,28 @@ class Store:
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
         after: Position | None, wanted: int, columns: str,
     ) -> list[tuple]:
-        """The first `wanted` rows with distinct ids (id is the first column). Copies are
-        adjacent in key order and exist only between a crash's re-delivery and the next merge,
-        so the first read asks for exactly `wanted` rows (every row of the window past the page
-        costs lazily read columns: 5.5 against 7.0 ms for newest 10 in a window of 38, docs/store.md);
-        when copies leave it short while more rows exist, the window doubles, past twice
-        `wanted`, which holds enough even when every event was re-delivered once."""
+        """The first `wanted` rows with distinct ids (id is the first column): from the recent
+        months first when `activity_sql.recent_months_start` says so, then from before them if
+        those hold fewer. Copies share created_at, so they fall on the same side of the split."""
+        since = activity_sql.recent_months_start(self.history_shape(), query, after, wanted)
+        read = (tenant_id, customer_id, query, after, columns)
+        rows = self._window_rows(*read, wanted, since=since)
+        if since is None or len(rows) >= wanted:
+            return rows
+        return rows + self._window_rows(*read, wanted - len(rows), until=since)
+
+    def _window_rows(
+        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery, after: Position | None,
+        columns: str, wanted: int, since: datetime | None = None, until: datetime | None = None,
+    ) -> list[tuple]:
+        """The first `wanted` distinct rows in [`since`, `until`). Copies are adjacent in key order
+        and exist only between a crash's re-delivery and the next merge, so the first read asks for
+        exactly `wanted` rows (each row past the page costs lazily read columns, docs/store.md); when
+        copies leave it short while more rows exist, the window doubles, past twice `wanted`."""
         window = wanted
         while True:
-            sql, parameters = activity_sql.window_sql(tenant_id, customer_id, query, after, window, columns)
-            rows = self.rows(sql, parameters, POINT_READ)
+            rows = self.rows(*activity_sql.window_sql(tenant_id, customer_id, query, after, window, columns,
+                                                      since, until), POINT_READ)
             seen: set[uuid.UUID] = set()
             distinct = []
             for row in rows:
@@ -296,6 +312,15 @@ class Store:
             if len(distinct) >= wanted or len(rows) < window:
                 return distinct[:wanted]
             window = max(2 * window, 2 * wanted + 16)
+
+    def history_shape(self) -> HistoryShape | None:
+        """The stored history's size and span (None while empty), as of HISTORY_SHAPE_SECONDS ago at most."""
+        read_at, shape = self._shape
+        if self._clock() - read_at > HISTORY_SHAPE_SECONDS:
+            events, customers, first, last = self.rows(activity_sql.HISTORY_SHAPE_SQL, {})[0]
+            shape = HistoryShape(events, customers, first, last) if events else None
+            self._shape = (self._clock(), shape)
+        return shape
 
     # -- tenant analytics (the dashboard's overview; SQL in analytics_sql) -------------------
     def events_per_day(self, tenant_id: uuid.UUID, query: ActivityQuery) -> list[tuple]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
-from mappers.events import CustomerEvent
+from mappers.events import CustomerEvent, CustomerRecord
 from query import store as store_module
+from query.activity_sql import ActivityQuery, recent_months_start
 from query.api.app import create_app
 from tests.query import factories as f
 from tests.query.conftest import (
@@ -224,3 +227,27 @@ def test_a_source_id_shaped_like_a_uuid_resolves_and_an_empty_history_is_an_empt
                                  params={"starting_after_id": str(events[0].id)})
         assert cursor.status_code == 404
         assert cursor.json()["details"] == f"starting_after_id: no event {events[0].id} for this customer"
+
+
+def test_reads_split_at_the_recent_months_walk_every_event_exactly_once(store) -> None:
+    # Two years: busy has 6 events a month, quiet one a quarter (its reads go on past the split);
+    # each has events exactly at a month's start, where a newest-first read splits. Busy's last 40
+    # events are re-delivered, so unmerged copies lie on both sides of a split.
+    acme = f.tenant("acme")
+    busy, quiet = f.customer(acme, "busy", "busy-src"), f.customer(acme, "quiet", "quiet-src")
+
+    def at(customer: CustomerRecord, number: int, month: int, day: int) -> CustomerEvent:
+        moment = datetime(2024 + month // 12, month % 12 + 1, day, tzinfo=UTC)
+        return msgspec.structs.replace(f.event(acme, customer.id, 0, number), created_at=moment)
+
+    busy_events = [at(busy, 6 * month + k, month, 1 + 5 * k) for month in range(24) for k in range(6)]
+    quiet_events = [at(quiet, 1000 + month, month, 1) for month in range(0, 24, 3)]
+    write(store, [acme, busy, quiet, *busy_events, *quiet_events])
+    write(store, busy_events[-40:], lsn=2)
+    # 3.8 rows a customer a month: a first page of 10 (11 rows) reads from July 2025 first
+    assert recent_months_start(store.history_shape(), ActivityQuery(), None, 11) == datetime(2025, 7, 1, tzinfo=UTC)
+    with TestClient(create_app(store, tokens=TOKENS)) as split_client:
+        for customer, events in ((busy, busy_events), (quiet, quiet_events)):
+            for limit in (3, 10, 25):
+                assert walk_with_cursor(split_client, str(customer.id), {"limit": limit}) == expected_ids(events)
+                assert walk_with_pages(split_client, str(customer.id), {"limit": limit}) == expected_ids(events)
