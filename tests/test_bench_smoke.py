@@ -66,3 +66,18 @@ def test_the_mapping_benchmark_makes_the_same_records_with_the_state_unpersisted
     assert persisted[1] == unpersisted[1] == (
         "digest ddd97e43ae6276ca5baa143500156f03e9484431598f761e9c9b4b47d28d439b")
     assert persisted[2].startswith("floor: the bare operations for 3400 changes, 800 state rows and 1800 events ")
+
+
+def test_the_page_benchmark_builds_its_history_once_and_times_every_store_call(tmp_path: Path) -> None:
+    def run() -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.bench", "page", "--scale", "tiny", "--store", str(tmp_path), "--pages", "20"],
+            cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.startswith("5,000 events, 200 customers, 20 pages. API, one client in process")
+        for call in ("resolve_tenant", "resolve_customer", "activity"):
+            assert f"`Store.{call}` " in result.stdout
+        return result
+
+    assert "events stored and compacted" in run().stderr
+    assert "history:" not in run().stderr  # the second run reads the same store

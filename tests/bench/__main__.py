@@ -13,6 +13,7 @@ BENCHMARKS = {
     "mapping": "tests.bench.mapping",  # envelopes -> events with the reference state
     "state": "tests.bench.state_writes",  # reference state rows put and committed
     "store": "tests.bench.store_engine",  # store batch sizes and dedup reads
+    "page": "tests.bench.page",  # one activity page's store calls, in process
     "decode": "tests.bench.decode",  # pgoutput payloads -> change envelopes, in process
     # side by side with the references (docs/benchmarks.md); `all` runs them together
     "all": "tests.bench.all",

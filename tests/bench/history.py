@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +20,7 @@ import orjson
 import psycopg
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
-from query.store import Store
+from query.store import Store, connect
 from query.writer import EventWriter
 from tests.bench.report import log
 
@@ -185,24 +185,41 @@ def _copy_text(events: list[CustomerEvent]) -> bytes:
     return "".join(lines).encode()
 
 
-def load(population: Population, events: int, store: Store, reference_dsn: str) -> None:
-    """Writes the history into both stores (one pass, the same events) and indexes the table."""
+def write_store(population: Population, events: int, store: Store,
+                each_chunk: Callable[[list[CustomerEvent]], None] = lambda chunk: None) -> None:
+    """Writes the history into the store as the pipeline does (EventWriter); `each_chunk` gets
+    every chunk once it is stored."""
     writer = EventWriter(store, max_rows=CHUNK + len(population.customers) + len(population.tenants))
     writer.add(TenantRecord(tenant.id, tenant.name, 0) for tenant in population.tenants)
     writer.add(CustomerRecord(customer, population.tenant_of(number).id, f"cust-{number:07d}", False, 0)
                for number, customer in enumerate(population.customers))
     written = 0
+    for chunk in generate(population, events):
+        writer.add(chunk)
+        writer.mark(written + len(chunk))
+        writer.flush()
+        each_chunk(chunk)
+        written += len(chunk)
+        if written % 1_000_000 < CHUNK:
+            log(f"history: {written:,} of {events:,} events written")
+
+
+def load(population: Population, events: int, store: Store, reference_dsn: str) -> None:
+    """Writes the history into both stores (one pass, the same events) and indexes the table."""
     with psycopg.connect(reference_dsn, autocommit=True) as conn:
         conn.execute(REFERENCE_DDL)
         with conn.cursor() as cursor, cursor.copy(COPY) as copy:
-            for chunk in generate(population, events):
-                writer.add(chunk)
-                writer.mark(written + len(chunk))
-                writer.flush()
-                copy.write(_copy_text(chunk))
-                written += len(chunk)
-                if written % 1_000_000 < CHUNK:
-                    log(f"history: {written:,} of {events:,} events written")
+            write_store(population, events, store, lambda chunk: copy.write(_copy_text(chunk)))
         for statement in REFERENCE_INDEXES:
             conn.execute(statement)
         conn.execute("VACUUM ANALYZE customer_event")
+
+
+def compact(store: Store) -> None:
+    """Merges the store's parts (OPTIMIZE FINAL), as a long-running store's are."""
+    admin = connect(store.location)
+    try:
+        for table in ("customer_events", "customer_campaign_stages"):
+            admin.command(f"OPTIMIZE TABLE {store.location.database}.{table} FINAL")
+    finally:
+        admin.close()

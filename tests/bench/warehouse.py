@@ -29,7 +29,7 @@ from demo.embedded_pg import free_port
 from query.api.activity import parse_activity_query
 from query.api.app import create_app
 from query.activity_cache import ActivityCache
-from query.store import Store, connect
+from query.store import Store
 from tests.bench import history, source, zipf
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
@@ -300,10 +300,7 @@ def run_parts(scale: Scale, workdir: Path, parts: tuple[str, ...]) -> Outcome:
         started = time.monotonic()
         history.load(population, scale.events, store, reference_dsn)
         loaded = time.monotonic() - started
-        admin = connect(store.location)
-        for table in ("customer_events", "customer_campaign_stages"):
-            admin.command(f"OPTIMIZE TABLE {store.location.database}.{table} FINAL")
-        admin.close()
+        history.compact(store)
         log(f"history: {scale.events:,} events loaded into both stores in {loaded:.0f} s, compacted")
         figures, notes = [], [
             "### 3-5. Stored history",
