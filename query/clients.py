@@ -1,12 +1,11 @@
 """Clients of the ClickHouse store, embedded (chDB) or a server, both through clickhouse-connect,
-and the pool that lends the readers to concurrent API requests."""
+and the readers of concurrent API requests: one client per thread that reads."""
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import clickhouse_connect
@@ -14,11 +13,6 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from query.location import StoreLocation
-
-# Concurrent API requests each take a reader; one client would serialize them on its lock
-# (chDB) or its connection (a server). Measured in docs/store.md, "Readers".
-READERS = 4
-
 
 # On a cluster an insert counts as durable (and its LSN may be confirmed) only once every shard
 # holds it on a majority of its replicas: the Distributed table forwards it synchronously instead
@@ -83,52 +77,36 @@ def read_only(client: Client) -> Client:
     return client
 
 
-class ReaderPool:
-    """Lends clients first come, first served: a returned client goes straight to the longest
-    waiting thread. (A lock or queue lets the thread that just returned a client take it
-    back at once; measured, that starved some API requests for seconds.)"""
+def reader(location: StoreLocation) -> Client:
+    """A read-only client (`read_only`) on the store's database."""
+    client = read_only(connect(location))
+    client.database = location.database
+    return client
 
-    def __init__(self, clients: Sequence[Client]) -> None:
-        self.clients = tuple(clients)
-        self._idle = list(self.clients)
-        self._waiting: deque[_Waiter] = deque()
+
+class ThreadReaders:
+    """One reader client per thread, made on the thread's first read. A client serializes its
+    queries (chDB: a lock per handle; a server: its connections), while chDB runs queries on
+    separate handles in parallel with the interpreter's lock released, so no request waits for
+    another's client (docs/store.md, "Readers"). A client lives as long as its thread (a chDB
+    handle is ~1 MB of RSS); `close()` closes those still open."""
+
+    def __init__(self, make: Callable[[], Client]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._open: weakref.WeakSet[Client] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    @property
-    def waiting(self) -> int:
-        """How many threads wait for a reader now."""
-        return len(self._waiting)
-
-    @contextmanager
-    def reader(self) -> Iterator[Client]:
-        with self._lock:
-            if self._idle:
-                client = self._idle.pop()
-            else:
-                waiter = _Waiter()
-                self._waiting.append(waiter)
-                client = None
+    def client(self) -> Client:
+        client = getattr(self._local, "client", None)
         if client is None:
-            waiter.handed.wait()
-            client = waiter.client
-        try:
-            yield client
-        finally:
-            self._give_back(client)
+            client = self._local.client = self._make()
+            with self._lock:
+                self._open.add(client)
+        return client
 
-    def _give_back(self, client: Client) -> None:
+    def close(self) -> None:
         with self._lock:
-            if not self._waiting:
-                self._idle.append(client)
-                return
-            waiter = self._waiting.popleft()
-        waiter.client = client
-        waiter.handed.set()
-
-
-class _Waiter:
-    __slots__ = ("client", "handed")
-
-    def __init__(self) -> None:
-        self.client: Client | None = None
-        self.handed = threading.Event()
+            clients = list(self._open)
+        for client in clients:
+            client.close()

@@ -2,8 +2,8 @@
 
 Both kinds go through clickhouse-connect, so every query below runs unchanged on either. Every
 value from outside travels as a server-side parameter (`{name:Type}`); only identifiers checked
-by `schema.check_identifier` are ever formatted into SQL. Clients and the pool of readers are
-made in query/clients.py (`StoreError`, `connect` and `ReaderPool` are imported from here too).
+by `schema.check_identifier` are ever formatted into SQL. Clients and the readers are made in
+query/clients.py (`StoreError` and `connect` are imported from here too).
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from query import activity_sql, analytics_sql
 from query.activity_cache import ActivityCache
 from query.activity_sql import ActivityQuery, HistoryShape, Position, iso_utc
 from query.clients import (
-    READERS,
-    ReaderPool,
     StoreError,
+    ThreadReaders,
     connect,
     insert_settings,
-    read_only,
     read_only_level,
+    reader,
 )
 from query.location import StoreLocation, parse_store_url
 from query.positions import PositionMemory
@@ -80,11 +79,11 @@ class TenantDirectory:
 
 class Store:
     """An open store. Reads and writes use separate clients so a flush never queues API reads
-    behind it on the embedded engine's per-client lock; reads take any idle client of a small
-    pool, so concurrent requests run side by side."""
+    behind it on the embedded engine's per-client lock; each thread reads on a client of its own,
+    so concurrent requests run side by side."""
 
     def __init__(
-        self, location: StoreLocation, readers: Sequence[Client], writer: Client, *,
+        self, location: StoreLocation, readers: Callable[[], Client], writer: Client, *,
         clock: Callable[[], float] = time.monotonic, cluster: str | None = None,
         activity_cache: ActivityCache | None = None,
     ) -> None:
@@ -93,12 +92,12 @@ class Store:
         # Pages the API keeps; only for a store whose every write goes through this process's
         # EventWriter, which invalidates them (query/activity_cache.py).
         self.activity_cache = activity_cache
-        self._readers = ReaderPool(readers)
+        self._readers = ThreadReaders(readers)  # `readers()` makes a thread's read-only client
         self._writer = writer
         self._clock = clock
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
-        self._tunable = all(read_only_level(reader) != 1 for reader in readers)  # see read_only
+        self._tunable = read_only_level(writer) != 1  # the user's level: see read_only
         # The first and last events of pages served: where clients continue from.
         self._positions = PositionMemory()
         self._shape: tuple[float, HistoryShape | None] = (float("-inf"), None)  # (read at, shape)
@@ -106,7 +105,7 @@ class Store:
 
     @classmethod
     def open(
-        cls, url: str, *, create_schema: bool = True, cluster: str | None = None, readers: int = READERS,
+        cls, url: str, *, create_schema: bool = True, cluster: str | None = None,
         activity_cache: ActivityCache | None = None,
     ) -> Store:
         """The store at `url`. Only a reader creates the schema (`create_schema`, idempotent);
@@ -114,25 +113,24 @@ class Store:
         With `cluster`, the tables are created ON CLUSTER and inserts wait for durability.
         `activity_cache`: where the API keeps pages, when this process writes every event."""
         location = parse_store_url(url)
-        store = cls(location, [read_only(connect(location)) for _ in range(readers)], connect(location),
-                    cluster=cluster, activity_cache=activity_cache)
+        store = cls(location, lambda: reader(location), connect(location), cluster=cluster,
+                    activity_cache=activity_cache)
         try:
             if create_schema:
                 store.ensure_schema(cluster)
             else:
-                store.has_schema = bool(store._readers.clients[0].query(
+                store.has_schema = bool(store._writer.query(
                     "SELECT 1 FROM system.tables WHERE database = {database:String} AND name = {table:String}",
                     parameters={"database": location.database, "table": EVENTS_TABLE}).result_rows)
-            for client in (*store._readers.clients, store._writer):
-                client.database = location.database
+            store._writer.database = location.database
         except BaseException:
             store.close()
             raise
         return store
 
     def close(self) -> None:
-        for client in (*self._readers.clients, self._writer):
-            client.close()
+        self._readers.close()
+        self._writer.close()
 
     def __enter__(self) -> Store:
         return self
@@ -375,12 +373,11 @@ class Store:
     def rows(
         self, sql: str, parameters: dict[str, Any], settings: Mapping[str, Any] | None = None,
     ) -> list[tuple]:
-        """Run one read query on an idle reader (waiting for one if all are busy); values only
-        as server-side `{name:Type}` parameters."""
+        """Run one read query on this thread's reader; values only as server-side `{name:Type}`
+        parameters."""
         try:
-            with self._readers.reader() as reader:
-                return reader.query(
-                    sql, parameters=parameters, settings=settings if self._tunable else None).result_rows
+            return self._readers.client().query(
+                sql, parameters=parameters, settings=settings if self._tunable else None).result_rows
         except (ClickHouseError, OSError) as error:
             raise StoreError(f"store query failed: {error}") from error
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import pytest
 
 from mappers.events import TenantRecord
 from query.location import StoreLocation, StoreUrlError, parse_store_url, redacted
-from query.store import ReaderPool, Store, StoreError
+from query.clients import ThreadReaders
+from query.store import Store, StoreError
 from tests.query import factories as f
 from tests.query.conftest import write
 
@@ -73,29 +73,39 @@ def test_a_renamed_tenant_loses_its_old_name_once_the_directory_is_reloaded(
     assert store.resolve_tenant("acme-renamed") == ACME.id
 
 
-def test_reader_pool_serves_waiting_threads_in_arrival_order() -> None:
-    pool = ReaderPool(["only-client"])  # type: ignore[list-item]
-    served: list[int] = []
+class Client:
+    """Stands in for a store client: what ThreadReaders does with one is make, hand out and close it."""
 
-    def borrow(number: int) -> None:
-        with pool.reader() as client:
-            assert client == "only-client"
-            served.append(number)
+    def __init__(self) -> None:
+        self.closed = False
 
-    with pool.reader():
-        threads = []
-        for number in range(5):
-            thread = threading.Thread(target=borrow, args=(number,))
-            thread.start()
-            threads.append(thread)
-            while pool.waiting <= number:  # wait until it queues before starting the next
-                time.sleep(0.001)
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_each_thread_reads_on_a_client_of_its_own_until_the_readers_close() -> None:
+    made: list[Client] = []
+    readers = ThreadReaders(lambda: made.append(Client()) or made[-1])
+    per_thread: dict[int, tuple[Client, Client]] = {}
+
+    def read(number: int) -> None:
+        per_thread[number] = (readers.client(), readers.client())
+
+    threads = [threading.Thread(target=read, args=(number,)) for number in range(3)]
+    for thread in threads:
+        thread.start()
     for thread in threads:
         thread.join()
-    assert served == [0, 1, 2, 3, 4]
+    mine = readers.client()
+    assert readers.client() is mine
+    assert [first is second for first, second in per_thread.values()] == [True, True, True]
+    assert len({id(client) for client in made}) == len(made) == 4
+    assert not any(client.closed for client in made)
+    readers.close()
+    assert all(client.closed for client in made)
 
 
-def test_concurrent_reads_share_the_pool(store: Store) -> None:
+def test_concurrent_reads_each_run_on_their_threads_reader(store: Store) -> None:
     write(store, [ACME, GLOBEX])
     results: list[object] = []
 
