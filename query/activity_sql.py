@@ -7,7 +7,7 @@ FINAL, `LIMIT 1 BY id`, DISTINCT and GROUP BY id in docs/store.md: those lose th
 and cost 2-4x on customers with long histories.
 
 A newest-first read still opens every monthly part that holds some of the customer's events
-(~0.35 ms each), so it first reads only the recent months that hold enough events for a typical
+(~0.25 ms each), so it first reads only the recent months that hold enough events for a typical
 customer (`recent_months_start`), and the older months only when those fall short.
 """
 
@@ -98,7 +98,8 @@ class HistoryShape:
 
 # One cheap query: counts and the time span come from the parts' metadata, not from the rows.
 HISTORY_SHAPE_SQL = (
-    f"SELECT count(), (SELECT count() FROM {CUSTOMERS_TABLE}), min(created_at), max(created_at) FROM {EVENTS_TABLE}"
+    f"SELECT count(), (SELECT count() FROM {CUSTOMERS_TABLE}), min(created_at), max(created_at) "
+    f"FROM {EVENTS_TABLE}"
 )
 AVERAGE_MONTH = timedelta(days=365.25 / 12)
 
