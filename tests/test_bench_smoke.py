@@ -68,6 +68,18 @@ def test_the_mapping_benchmark_makes_the_same_records_with_the_state_unpersisted
     assert persisted[2].startswith("floor: the bare operations for 3400 changes, 800 state rows and 1800 events ")
 
 
+def test_the_snapshot_mapping_benchmark_maps_the_seeded_history_to_the_same_records() -> None:
+    # the digest covers every field of every snapshot record: an optimization of the snapshot's
+    # mapping must leave it as it is
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "snapshot-mapping", "--customers", "200", "--rounds", "1", "--digest"],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mapped, records = result.stdout.splitlines()
+    assert mapped.startswith("mapped 2,294 snapshot rows on one thread: ")
+    assert records == "1,786 records, digest fd1edf5f4378e3aad282ca093fd91bcacddfe18b6ea41db33090c0532459f32e"
+
+
 def test_the_page_benchmark_builds_its_history_once_and_times_every_store_call(tmp_path: Path) -> None:
     def run() -> subprocess.CompletedProcess:
         result = subprocess.run(

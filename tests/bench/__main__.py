@@ -26,6 +26,7 @@ BENCHMARKS = {
     "impact": "tests.bench.impact",  # 6. engine transactions/s with and without the sidecar
     "memory": "tests.bench.memory",  # 7. sidecar RSS
     "snapshot": "tests.bench.snapshot",  # 8. initial snapshot vs binary COPY
+    "snapshot-mapping": "tests.bench.snapshot_mapping",  # 8's pipeline thread alone: rows -> events
     "sql-endpoint": "tests.bench.sql_endpoint",  # API and insert latency under analysts' queries
 }
 
