@@ -63,11 +63,11 @@ cdef class SnapshotEventIds:
         cdef const char* type_text = PyUnicode_AsUTF8AndSize(event_type, &type_size)
         cdef const char* key_text = NULL
         cdef object number
-        cdef bytes spelled
+        cdef bytes text
         if type(key) is not _UUID:
-            spelled = f"{key}".encode()
-            key_text = PyBytes_AS_STRING(spelled)
-            key_size = PyBytes_GET_SIZE(spelled)
+            text = f"{key}".encode()
+            key_text = PyBytes_AS_STRING(text)
+            key_size = PyBytes_GET_SIZE(text)
         cdef Py_ssize_t head_size = PyBytes_GET_SIZE(self._head)
         cdef bytes name = PyBytes_FromStringAndSize(NULL, head_size + table_size + key_size + type_size + 2)
         cdef char* out = PyBytes_AS_STRING(name)

@@ -73,11 +73,6 @@ def snapshot_event_ids(source: SourceIdentity) -> Callable[[str, Any, str], uuid
     return SnapshotEventIds(EVENT_NAMESPACE, f"{source.system_id}/{source.database}/snapshot/").make
 
 
-def snapshot_event_id(source: SourceIdentity, table: str, key: Any, event_type: str) -> uuid.UUID:
-    """One snapshot event's id (`snapshot_event_ids`)."""
-    return snapshot_event_ids(source)(table, key, event_type)
-
-
 def transaction_group_id(commit_lsn: int) -> str:
     return f"tx_{commit_lsn:016X}"
 

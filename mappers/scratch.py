@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from mappers.eventids import spelled
+from mappers.state import blob_parameter
 
 _TABLE = "temp.mapper_scratch"
 
@@ -102,8 +103,7 @@ class Scratch:
             self._spilled = False
 
     def _spill(self) -> None:
-        # bytearrays: bound without the sqlite3 module's adapter lookup (mappers/state.py, blob_parameter)
-        rows = ((kind, spelled(key), bytearray(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+        rows = ((kind, spelled(key), blob_parameter(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
                 for kind, by_key in self._memory.items() for key, values in by_key.items()
                 for value in values)
         self.connection.executemany(f"INSERT INTO {_TABLE} VALUES (?, ?, ?)", rows)

@@ -95,17 +95,16 @@ def _keyed(table: str, key: Any) -> tuple[Any, tuple[str, Any]]:
     return key, (table, key.int if type(key) is UUID else key)
 
 
-def _disk_key(key: Any) -> Any:
-    """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes,
-    anything else as text. (The column's TEXT affinity leaves blobs as they are.) Blobs are
-    bound as bytearrays (`blob_parameter`)."""
-    return bytearray(key.int.to_bytes(16)) if type(key) is UUID else str(key)
-
-
 # A blob is bound as a bytearray: the sqlite3 module binds one directly, where a bytes
 # parameter first goes through its adapter lookup (~0.4 us in CPython 3.11, which formats and
 # drops an AttributeError each time), more than the copy costs (~0.1 us for a key).
 blob_parameter = bytearray
+
+
+def _disk_key(key: Any) -> Any:
+    """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes,
+    anything else as text. (The column's TEXT affinity leaves blobs as they are.)"""
+    return blob_parameter(key.int.to_bytes(16)) if type(key) is UUID else str(key)
 
 
 class StateFormatError(RuntimeError):
@@ -320,13 +319,13 @@ class ReferenceState:
         encode, packed_key, keep = self._codec.encode, self._packed.key, keep and bool(self.packed_bytes)
         for cache_key, key, row in entries:
             table = cache_key[0]
-            disk_key = bytearray(key.int.to_bytes(16)) if type(key) is UUID else str(key)  # _disk_key
+            disk_key = blob_parameter(key.int.to_bytes(16)) if type(key) is UUID else str(key)  # _disk_key
             if row is _ABSENT:
                 deletes.append((table, disk_key))
                 blob = _PACKED_ABSENT
             else:
                 blob = encode(table, row)
-                upserts.append((table, disk_key, bytearray(blob)))  # blob_parameter
+                upserts.append((table, disk_key, blob_parameter(blob)))
             if keep:
                 kept.append((packed_key(table, key), blob))
         if kept:

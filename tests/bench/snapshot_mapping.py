@@ -48,8 +48,9 @@ def read_history(customers: int, workdir: Path) -> tuple[set, list]:
         with psycopg.connect(dsn) as exporter:
             exporter.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             snapshot = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            pairing = EventMapper(load_default_catalog(), ReferenceState.open(workdir / "probe"), SOURCE,
-                                  SLOT).snapshot_pairing_column()
+            probe = ReferenceState.open(workdir / "probe")
+            pairing = EventMapper(load_default_catalog(), probe, SOURCE, SLOT).snapshot_pairing_column()
+            probe.close()
             types = distinct_values(exporter, *pairing) if pairing else set()
             return types, list(read_snapshot_batches(dsn, snapshot, tracked_tables()))
     finally:

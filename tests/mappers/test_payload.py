@@ -22,7 +22,6 @@ from mappers.payload import (
     event_time,
     object_resolver,
     serialize,
-    snapshot_event_id,
     snapshot_event_ids,
 )
 from mappers.state import ReferenceState
@@ -204,7 +203,7 @@ def test_snapshot_event_ids_are_uuid5_of_their_name(system_id, database, table, 
 
 def test_a_snapshot_event_id_spells_a_uuid_key_in_lower_case_with_dashes():
     key = uuid.UUID("0123abcd-4567-89ef-fedc-ba9876543210")
-    made = snapshot_event_id(SourceIdentity("7", "voucher"), "redemption", key, "customer.redemption.succeeded")
+    made = snapshot_event_ids(SourceIdentity("7", "voucher"))("redemption", key, "customer.redemption.succeeded")
     assert made == uuid.UUID("6cf7c19a-31ba-52fe-9af0-78a497ba2166") == uuid.uuid5(
         EVENT_NAMESPACE, "7/voucher/snapshot/redemption/0123abcd-4567-89ef-fedc-ba9876543210/customer.redemption.succeeded")
 

@@ -13,7 +13,7 @@ import pytest
 from cdc_reader.snapshot import distinct_values, read_snapshot, read_snapshot_batches
 from mappers import SnapshotOrderError, tracked_tables
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
-from mappers.payload import snapshot_event_id
+from mappers.payload import snapshot_event_ids
 from tests.conftest import utc
 from tests.mappers.harness import SOURCE, at, insert, new_mapper, uid, update
 from tests.mappers.world import (
@@ -108,7 +108,7 @@ def test_snapshot_events_keep_history_once(voucher_db, tmp_path):
 
     (redeemed,) = [event for event in events if event.type == "customer.redemption.succeeded"]
     assert (redeemed.id, redeemed.source_table, redeemed.campaign_id, redeemed.campaign_type) == (
-        snapshot_event_id(SOURCE, "redemption", uid(200), "customer.redemption.succeeded"),
+        snapshot_event_ids(SOURCE)("redemption", uid(200), "customer.redemption.succeeded"),
         "redemption", uuid.UUID(CAMPAIGN), "DISCOUNT_COUPONS")
     assert orjson.loads(redeemed.data) == {
         "customer": customer_object(), "campaign": campaign_object(), "voucher": voucher_object(),
