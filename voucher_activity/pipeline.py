@@ -37,6 +37,7 @@ from query.store import Store, StoreError
 from query.writer import EventWriter
 from voucher_activity.config import Settings, SnapshotMode
 from voucher_activity.logs import fields
+from voucher_activity.memory import collector_paused
 from voucher_activity.resume import SlotLostError, StartAction, start_action
 
 log = logging.getLogger("voucher_activity.pipeline")
@@ -243,14 +244,15 @@ class Pipeline:
         prepare = (lambda conn: mapper.snapshot_pairing_types(distinct_values(conn, *pairing))) if pairing else None
         # Written behind by size only: nothing is confirmed before the snapshot ends, and an
         # insert has a fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
-        for table, column_types, batch in read_snapshot_batches(
-            self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
-            prepare=prepare,
-        ):
-            writer.add(mapper.snapshot_rows(table, batch, column_types))
-            rows += len(batch)
-            if writer.full:
-                writer.write_behind()
+        with collector_paused():
+            for table, column_types, batch in read_snapshot_batches(
+                self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
+                prepare=prepare,
+            ):
+                writer.add(mapper.snapshot_rows(table, batch, column_types))
+                rows += len(batch)
+                if writer.full:
+                    writer.write_behind()
         writer.add(mapper.snapshot_finish())
         self.progress.snapshot_running = False
         log.info("initial snapshot done",

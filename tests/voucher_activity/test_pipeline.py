@@ -247,3 +247,24 @@ def test_tune_collector_freezes_startup_objects_and_raises_the_young_threshold()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_collector_paused_stops_automatic_collection_and_restores_the_collector():
+    import gc
+
+    from voucher_activity.memory import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), collector_paused():
+        1 / 0
+    assert gc.isenabled()  # also after a failure
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
