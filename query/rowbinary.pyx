@@ -67,7 +67,7 @@ cdef object _EPOCH = _datetime_module.datetime(1970, 1, 1, tzinfo=_UTC)
 def column_kind(str clickhouse_type):
     """How a column of this ClickHouse type is written (ValueError for a type it cannot write)."""
     nullable = clickhouse_type.startswith("Nullable(") and clickhouse_type.endswith(")")
-    inner = clickhouse_type[len("Nullable("):-1] if nullable else clickhouse_type
+    inner = clickhouse_type[len("Nullable("):len(clickhouse_type) - 1] if nullable else clickhouse_type
     if inner not in _KINDS:
         raise ValueError(f"RowBinary: no encoding for ClickHouse type {clickhouse_type}")
     return _KINDS[inner] | (NULLABLE if nullable else 0)
