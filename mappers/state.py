@@ -153,7 +153,8 @@ class ReferenceState:
         # second level: committed or written rows, encoded (bytes; _PACKED_ABSENT for none)
         self._packed = EncodedRows(packed_bytes)
         self._dirty: dict[tuple[str, Any], Any] = {}  # cache key -> the key as given
-        self._added: dict[tuple[str, Any], tuple[Any, Any]] = {}  # `add`: cache key -> (key, row)
+        # `add`: cache key -> (table, key, row, whether its encoding is kept), as `_write` takes them
+        self._added: dict[tuple[str, Any], tuple[str, Any, Any, bool]] = {}
         self._memos: dict[str, list[dict[Any, Any]]] = {}  # table -> its row_memo dicts
         self._in_transaction = False
         self.rows_written = 0  # rows written to SQLite since opened (upserts and deletes)
@@ -187,7 +188,7 @@ class ReferenceState:
             return row
         added = self._added.get(cache_key)
         if added is not None:
-            return added[1]
+            return added[2]
         row = self._read(table, key)
         self._remember(cache_key, row)
         return row
@@ -204,7 +205,7 @@ class ReferenceState:
         if row is not _MISSING:
             return row
         added = self._added.get(cache_key)
-        return added[1] if added is not None else self._read(table, key)
+        return added[2] if added is not None else self._read(table, key)
 
     def _read(self, table: str, key: Any) -> dict[str, Any] | None:
         """The row from the second level, else from SQLite (its encoding then kept there)."""
@@ -271,14 +272,12 @@ class ReferenceState:
             return
         self._forget(table, key, memo_key)
         added = self._added
-        added[cache_key] = (key, row, keep)
+        added[cache_key] = (table, key, row, keep)
         if len(added) >= ADD_BATCH:
             self._write_added()
 
     def _write_added(self) -> None:
-        for kept in (True, False):
-            self._write([(cache_key, key, row) for cache_key, (key, row, keep) in self._added.items()
-                         if keep is kept], kept)
+        self._write(self._added.values())
         self._added.clear()
 
     def row_memo(self, table: str) -> dict[Any, Any]:
@@ -306,19 +305,18 @@ class ReferenceState:
             evicted_key, evicted = popitem(False)
             key = undirty(evicted_key, _MISSING)
             if key is not _MISSING:
-                append((evicted_key, key, evicted))
+                append((evicted_key[0], key, evicted, True))
         if written:
             self._write(written)
 
-    def _write(self, entries: Any, keep: bool = True) -> None:
-        """Writes (cache key, key, row) entries into the open SQLite transaction, and with `keep`
-        keeps their encodings in the second level. (The loop runs for every row a commit or an
-        eviction writes.)"""
+    def _write(self, entries: Any) -> None:
+        """Writes (table, key, row, keep) entries into the open SQLite transaction, keeping the
+        encodings of those with `keep` in the second level. (The loop runs for every row a
+        commit, an eviction or a batch of `add`s writes.)"""
         self.begin()
         upserts, deletes, kept = [], [], []
-        encode, packed_key, keep = self._codec.encode, self._packed.key, keep and bool(self.packed_bytes)
-        for cache_key, key, row in entries:
-            table = cache_key[0]
+        encode, packed_key, packing = self._codec.encode, self._packed.key, bool(self.packed_bytes)
+        for table, key, row, keep in entries:
             disk_key = blob_parameter(key.int.to_bytes(16)) if type(key) is UUID else str(key)  # _disk_key
             if row is _ABSENT:
                 deletes.append((table, disk_key))
@@ -326,7 +324,7 @@ class ReferenceState:
             else:
                 blob = encode(table, row)
                 upserts.append((table, disk_key, blob_parameter(blob)))
-            if keep:
+            if keep and packing:
                 kept.append((packed_key(table, key), blob))
         if kept:
             self._packed.store(kept)
@@ -353,7 +351,7 @@ class ReferenceState:
             self._write_added()
         if self._dirty:
             cache = self._cache
-            self._write([(cache_key, key, cache[cache_key]) for cache_key, key in self._dirty.items()])
+            self._write([(cache_key[0], key, cache[cache_key], True) for cache_key, key in self._dirty.items()])
             self._dirty.clear()
 
     def commit(self, lsn: int) -> None:
