@@ -82,12 +82,7 @@ def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec
         out.line(f"{result} = {memo}.get({target}.int) if type({target}) is UUID else None")
         out.when(f"{result} is None", f"{result} = {resolver}({target})")
     elif spec is not None:
-        out.line(f"if type({target}) is dict:")
-        with out.indent():
-            out.line(f"{result} = {object_code(spec, target)}")
-        out.line("else:")
-        with out.indent():
-            out.line(f"{result} = {resolver}({target})")
+        out.either(f"type({target}) is dict", f"{result} = {object_code(spec, target)}", f"{result} = {resolver}({target})")
     else:
         out.line(f"{result} = {resolver}({target})")
 
@@ -270,12 +265,8 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
                     elif op is Op.INSERT:
                         # a snapshot's rows are read back by later tables, if at all (`add`); the
                         # encodings of a table the snapshot never looks up are not kept
-                        out.line("if context.snapshot:")
-                        with out.indent():
-                            out.line(f"state_add({table!r}, key, merged, {plan.snapshot_read!r})")
-                        out.line("else:")
-                        with out.indent():
-                            out.line(f"state_put({table!r}, key, merged)")
+                        out.either("context.snapshot", f"state_add({table!r}, key, merged, {plan.snapshot_read!r})",
+                                   f"state_put({table!r}, key, merged)")
                     else:
                         out.line(f"state_put({table!r}, key, merged)")
         out.line("records = []")

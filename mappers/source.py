@@ -49,6 +49,13 @@ class Source:
             for statement in statements:
                 self.line(statement)
 
+    def either(self, condition: str, statement: str, otherwise: str) -> None:
+        """`if condition:` one statement, `else:` the other."""
+        self.when(condition, statement)
+        self.line("else:")
+        with self.indent():
+            self.line(otherwise)
+
     def bind(self, prefix: str, value: Any) -> str:
         """A global name for `value` (the same name for the same object). The prefix may come
         from the catalog (a payload object's name): it is made a Python name (`python_name`)."""
