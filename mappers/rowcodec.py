@@ -26,6 +26,7 @@ from typing import Any, Union
 
 import msgspec
 
+from mappers.entitywrite import encode_known
 from mappers.sqltypes import CANONICAL_TYPES, SqlType
 
 _PICKLE_START = 0x80  # pickle protocol 2 and later begin with PROTO
@@ -45,9 +46,6 @@ def _field(sql_type: SqlType) -> tuple[Any, frozenset[type]]:
 
 
 _FIELDS = {sql_type: _field(sql_type) for sql_type in CANONICAL_TYPES}
-_UNSEEN = object()  # a layout not yet looked at
-_ENCODE_ERRORS = (OverflowError, ValueError, TypeError, msgspec.EncodeError)
-_contains = frozenset.__contains__
 _asdict = msgspec.structs.asdict
 
 _SCHEMA = """
@@ -81,19 +79,18 @@ class RowCodec:
             self._learn(tag, kind, typed)
 
     def encode(self, table: str, row: Mapping[str, Any]) -> bytes:
-        columns = tuple(row)
-        layout = self._layouts.get((table, columns), _UNSEEN)
-        if layout is _UNSEEN:
-            layout = self._add_layout(table, columns)
-        if layout is not None:
-            tag, accepted = layout
-            values = row.values()
-            if all(map(_contains, accepted, map(type, values))):
-                try:
-                    return self._encode((tag, *values))
-                except _ENCODE_ERRORS:  # an int past 64 bits, a lone surrogate in a string
-                    pass
-        return pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+        row = row if type(row) is dict else dict(row)
+        blob = encode_known(self._layouts, self._encode, table, row)
+        if blob is None and (table, tuple(row)) not in self._layouts:
+            self._add_layout(table, tuple(row))
+            blob = encode_known(self._layouts, self._encode, table, row)
+        return blob if blob is not None else pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def fast_path(self) -> tuple[dict, Any]:
+        """For the compiled write loop (mappers/entitywrite.pyx): the known layouts, by (table,
+        columns), and the MessagePack encoder; a row they do not fit goes through `encode`.
+        (The layouts' dict is replaced by `reload`: ask again after one.)"""
+        return self._layouts, self._encode
 
     def decode(self, blob: bytes) -> dict[str, Any]:
         if blob[0] == _PICKLE_START:

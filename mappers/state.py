@@ -29,6 +29,7 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 from mappers.encoded import EncodedRows
+from mappers.entitywrite import entity_parameters
 from mappers.rowcodec import RowCodec
 from mappers.schema import Schema, voucher_schema
 
@@ -314,18 +315,9 @@ class ReferenceState:
         encodings of those with `keep` in the second level. (The loop runs for every row a
         commit, an eviction or a batch of `add`s writes.)"""
         self.begin()
-        upserts, deletes, kept = [], [], []
-        encode, packed_key, packing = self._codec.encode, self._packed.key, bool(self.packed_bytes)
-        for table, key, row, keep in entries:
-            disk_key = blob_parameter(key.int.to_bytes(16)) if type(key) is UUID else str(key)  # _disk_key
-            if row is _ABSENT:
-                deletes.append((table, disk_key))
-                blob = _PACKED_ABSENT
-            else:
-                blob = encode(table, row)
-                upserts.append((table, disk_key, blob_parameter(blob)))
-            if keep and packing:
-                kept.append((packed_key(table, key), blob))
+        layouts, encode = self._codec.fast_path()
+        upserts, deletes, kept = entity_parameters(entries, layouts, encode, self._codec.encode, self._packed.key,
+                                                   bool(self.packed_bytes), blob_parameter, _PACKED_ABSENT)
         if kept:
             self._packed.store(kept)
         self.rows_written += len(upserts) + len(deletes)

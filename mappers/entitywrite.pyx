@@ -1,0 +1,84 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The reference state's write loop, compiled: the SQLite parameters of a batch of changed rows.
+
+`ReferenceState._write` runs it for every row a commit, an eviction or a batch of the snapshot's
+`add`s writes: the row's key as the `entity` table holds it, its MessagePack encoding (the row
+codec's known layouts, checked and encoded here in one pass over the dict; a row no known layout
+fits goes through `RowCodec.encode`, which learns a layout or pickles), and what the encoded
+level keeps. `encode_known` is also the row codec's own check and encoding.
+"""
+
+from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_Size
+from cpython.list cimport PyList_Append
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.set cimport PySet_Contains
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+
+import uuid
+
+import msgspec
+
+cdef object _UUID = uuid.UUID
+cdef tuple _ENCODE_ERRORS = (OverflowError, ValueError, TypeError, msgspec.EncodeError)
+
+
+cpdef object encode_known(dict layouts, object encode, object table, dict row):
+    """The row's encoding by its known layout (`RowCodec`), or None: no layout known for its
+    columns yet, none fits (pickled), a value not of its column's types, or a value MessagePack
+    refuses."""
+    cdef Py_ssize_t size = PyDict_Size(row), position = 0, index = 0
+    cdef PyObject* column
+    cdef PyObject* value
+    cdef tuple columns = PyTuple_New(size)
+    while PyDict_Next(row, &position, &column, &value):
+        Py_INCREF(<object>column)
+        PyTuple_SET_ITEM(columns, index, <object>column)
+        index += 1
+    cdef PyObject* found = PyDict_GetItem(layouts, (table, columns))
+    if found == NULL or <object>found is None:
+        return None
+    cdef tuple layout = <tuple>found
+    cdef tuple accepted = <tuple>PyTuple_GET_ITEM(layout, 1)
+    cdef tuple values = PyTuple_New(size + 1)
+    cdef object tag = <object>PyTuple_GET_ITEM(layout, 0)
+    Py_INCREF(tag)
+    PyTuple_SET_ITEM(values, 0, tag)
+    position = index = 0
+    while PyDict_Next(row, &position, &column, &value):
+        if not PySet_Contains(<object>PyTuple_GET_ITEM(accepted, index), type(<object>value)):
+            return None
+        Py_INCREF(<object>value)
+        PyTuple_SET_ITEM(values, index + 1, <object>value)
+        index += 1
+    try:
+        return encode(values)
+    except _ENCODE_ERRORS:  # an int past 64 bits, a lone surrogate in a string
+        return None
+
+
+def entity_parameters(entries, dict layouts, object encode, object encode_row, object packed_key,
+                      bint packing, object blob_parameter, object absent_blob):
+    """For (table, key, row, keep) entries (row None: deleted): the upserts' (table, key, blob)
+    and the deletes' (table, key) parameters, and the (packed key, encoding) pairs the encoded
+    level keeps (those with `keep`, when `packing`). `layouts` and `encode`: the row codec's
+    (`RowCodec.fast_path`); `encode_row`: `RowCodec.encode`, for the rows they do not fit;
+    `absent_blob`: what the encoded level holds for a deleted row."""
+    cdef list upserts = [], deletes = [], kept = []
+    cdef object table, key, row, keep, disk_key, blob
+    for table, key, row, keep in entries:
+        if type(key) is _UUID:
+            disk_key = blob_parameter(key.int.to_bytes(16))
+        else:
+            disk_key = str(key)
+        if row is None:
+            PyList_Append(deletes, (table, disk_key))
+            blob = absent_blob
+        else:
+            blob = encode_known(layouts, encode, table, <dict>row) if type(row) is dict else None
+            if blob is None:
+                blob = encode_row(table, row)
+            PyList_Append(upserts, (table, disk_key, blob_parameter(blob)))
+        if keep and packing:
+            PyList_Append(kept, (packed_key(table, key), blob))
+    return upserts, deletes, kept
