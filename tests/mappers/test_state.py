@@ -341,3 +341,41 @@ def test_warm_loads_the_newest_rows_up_to_the_encoded_budget(tmp_path):
     cold.rollback()
     assert cold.get("customer", ids[-1]) == {"id": ids[-1], "name": "C49"}
     cold.close()
+
+
+def test_written_rows_read_back_exactly_whether_a_layout_fits_them_or_not(tmp_path):
+    """Rows a commit or a batch of `add`s writes: typed MessagePack where a known layout fits,
+    pickled where none does (a lone surrogate, an integer past 64 bits, a column the schema does
+    not know, JSON null), a deleted row deleted; each reads back as written after reopening."""
+    import uuid
+    from datetime import datetime
+
+    from mappers.sqltypes import JSON_NULL
+
+    def customer(number, **values):
+        return {"id": uuid.UUID(int=number), "name": f"c{number}", "metadata": {"n": number},
+                "created_at": datetime(2024, 3, 1, 9, number % 60), **values}
+
+    rows = {1: customer(1), 2: customer(2, name="\ud800"), 3: customer(3, metadata={"big": 2**70}),
+            4: customer(4, added_later="x"), 5: customer(5, metadata=JSON_NULL),
+            6: customer(6, created_at=None, name=None)}
+    state = ReferenceState.open(tmp_path, packed_bytes=1 << 20)
+    for number, row in rows.items():
+        state.put("customer", uuid.UUID(int=number), row)
+        state.add("customer", uuid.UUID(int=100 + number), {**row, "id": uuid.UUID(int=100 + number)})
+    state.put("customer", uuid.UUID(int=7), customer(7))
+    state.commit(1)
+    state.delete("customer", uuid.UUID(int=7))
+    state.commit(2)
+    state.close()
+    reopened = ReferenceState.open(tmp_path)
+    for number, row in rows.items():
+        for key, written in ((number, row), (100 + number, {**row, "id": uuid.UUID(int=100 + number)})):
+            read = reopened.get("customer", uuid.UUID(int=key))
+            assert read == written and list(read) == list(written)
+            assert [type(value) for value in read.values()] == [type(value) for value in written.values()]
+    assert reopened.get("customer", uuid.UUID(int=7)) is None
+    kinds = [blob[0] == 0x80 for (blob,) in reopened.connection.execute(
+        "SELECT row FROM entity WHERE kind = 'customer' ORDER BY key")]
+    assert kinds == [False, True, True, True, True, False] * 2  # pickled: 2 to 5
+    reopened.close()
