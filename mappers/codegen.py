@@ -82,7 +82,8 @@ def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec
         out.line(f"{result} = {memo}.get({target}.int) if type({target}) is UUID else None")
         out.when(f"{result} is None", f"{result} = {resolver}({target})")
     elif spec is not None:
-        out.either(f"type({target}) is dict", f"{result} = {object_code(spec, target)}", f"{result} = {resolver}({target})")
+        out.either(f"type({target}) is dict", f"{result} = {object_code(spec, target)}",
+                   f"{result} = {resolver}({target})")
     else:
         out.line(f"{result} = {resolver}({target})")
 

@@ -81,8 +81,8 @@ class RowCodec:
     def encode(self, table: str, row: Mapping[str, Any]) -> bytes:
         row = row if type(row) is dict else dict(row)
         blob = encode_known(self._layouts, self._encode, table, row)
-        if blob is None and (table, tuple(row)) not in self._layouts:
-            self._add_layout(table, tuple(row))
+        if blob is None and (table, columns := tuple(row)) not in self._layouts:
+            self._add_layout(table, columns)
             blob = encode_known(self._layouts, self._encode, table, row)
         return blob if blob is not None else pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from mappers.eventids import spelled
-from mappers.state import blob_parameter
+from mappers.entitywrite import blob_parameter
 
 _TABLE = "temp.mapper_scratch"
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
-from mappers.state import ReferenceState, blob_parameter
+from mappers.entitywrite import blob_parameter
+from mappers.state import ReferenceState
 
 MEMORY_LIMIT = 100_000
 

@@ -29,7 +29,7 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 from mappers.encoded import EncodedRows
-from mappers.entitywrite import entity_parameters
+from mappers.entitywrite import disk_key, entity_parameters
 from mappers.rowcodec import RowCodec
 from mappers.schema import Schema, voucher_schema
 
@@ -43,7 +43,7 @@ _PACKED_ABSENT = b""  # the packed form of _ABSENT
 _SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID"
 # Rows live in a rowid table: new rows are appended and only the unique index on (kind, key)
 # takes the random writes of the source's random version-4 UUID keys (~60 bytes an entry, so few
-# pages for each commit to rewrite). A UUID key is stored as its 16 bytes (`_disk_key`). The
+# pages for each commit to rewrite). A UUID key is stored as its 16 bytes (`disk_key`). The
 # file's layout is recorded as `format` in `meta`; a file of another format is refused.
 _FORMAT = 3
 _ENTITY_TABLE = ("CREATE TABLE IF NOT EXISTS entity "
@@ -94,18 +94,6 @@ def _keyed(table: str, key: Any) -> tuple[Any, tuple[str, Any]]:
     its int: hashing that is C, UUID.__hash__ is Python)."""
     key = normal_key(key)
     return key, (table, key.int if type(key) is UUID else key)
-
-
-# A blob is bound as a bytearray: the sqlite3 module binds one directly, where a bytes
-# parameter first goes through its adapter lookup (~0.4 us in CPython 3.11, which formats and
-# drops an AttributeError each time), more than the copy costs (~0.1 us for a key).
-blob_parameter = bytearray
-
-
-def _disk_key(key: Any) -> Any:
-    """How `entity.key` holds a row key (as `normal_key` gives it): a UUID as its 16 bytes,
-    anything else as text. (The column's TEXT affinity leaves blobs as they are.)"""
-    return blob_parameter(key.int.to_bytes(16)) if type(key) is UUID else str(key)
 
 
 class StateFormatError(RuntimeError):
@@ -176,7 +164,7 @@ class ReferenceState:
 
     # -- rows ----------------------------------------------------------------------------------
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
-        """The row of `table` keyed `key` (a uuid.UUID or text; see `normal_key`, `_disk_key`)."""
+        """The row of `table` keyed `key` (a uuid.UUID or text; see `normal_key`, `disk_key`)."""
         # A UUID is cached under its int: hashing that is C, UUID.__hash__ is Python.
         if type(key) is UUID:
             cache_key = (table, key.int)
@@ -216,7 +204,7 @@ class ReferenceState:
             # Inside the open transaction: a read outside one opens and ends its own (~3 us more).
             self.begin()
             found = self.connection.execute(
-                "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, _disk_key(key))).fetchone()
+                "SELECT row FROM entity WHERE kind = ? AND key = ?", (table, disk_key(key))).fetchone()
             blob = found[0] if found else _PACKED_ABSENT
             self._packed.store(((packed_key, blob),))
         return self._codec.decode(blob) if blob else _ABSENT
@@ -317,7 +305,7 @@ class ReferenceState:
         self.begin()
         layouts, encode = self._codec.fast_path()
         upserts, deletes, kept = entity_parameters(entries, layouts, encode, self._codec.encode, self._packed.key,
-                                                   bool(self.packed_bytes), blob_parameter, _PACKED_ABSENT)
+                                                   bool(self.packed_bytes), _PACKED_ABSENT)
         if kept:
             self._packed.store(kept)
         self.rows_written += len(upserts) + len(deletes)
