@@ -3,7 +3,8 @@
 
 The writer's blocks are ~1 kB a row, most of it the event's `data` JSON: RowBinary carries it as
 its UTF-8 bytes after a length, which the engine copies, where a text format would escape every
-quote in it for the engine to unescape. Each column is read by its attribute name and written by
+quote in it for the engine to unescape. Each column is read from its record (a Struct's field
+from its slot, any other record's by attribute name) and written by
 its ClickHouse type (`column_kind`); the types are the tables' own (query/schema.py), so a block
 reads back exactly as the records were:
 
@@ -28,15 +29,27 @@ from cpython.datetime cimport (
     import_datetime,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 import datetime as _datetime_module
+import types as _types
 import uuid as _uuid_module
+
+cdef type _MemberDescriptor = _types.MemberDescriptorType
 
 import_datetime()
 
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    int T_OBJECT_EX
+
 cdef extern from "Python.h":
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     unsigned long long PyLong_AsUnsignedLongLongMask(object value) except? <unsigned long long>-1
     unsigned long long PyLong_AsUnsignedLongLong(object value) except? <unsigned long long>-1
@@ -191,16 +204,32 @@ def encode_rows(list records, tuple columns, tuple kinds):
     cdef int* kind_of = <int*>PyMem_Malloc(max(count, 1) * sizeof(int))
     if kind_of == NULL:
         raise MemoryError()
+    cdef Py_ssize_t* slot_of = <Py_ssize_t*>PyMem_Malloc(max(count, 1) * sizeof(Py_ssize_t))
+    if slot_of == NULL:
+        PyMem_Free(kind_of)
+        raise MemoryError()
     cdef _Buffer buffer = _Buffer(len(records) * 256)
     cdef Py_ssize_t index
     cdef int kind
     cdef object record, value
+    cdef type slotted = None
+    cdef PyObject* held
     try:
         for index in range(count):
             kind_of[index] = kinds[index]
+        if records:
+            slotted = type(records[0])
+            if not _slots(slotted, columns, slot_of):
+                slotted = None
         for record in records:
             for index in range(count):
-                value = getattr(record, <str>columns[index])
+                if type(record) is slotted:
+                    # the field's slot, read as its member descriptor reads it (a Struct's
+                    # fields are always set)
+                    held = (<PyObject**>((<char*><PyObject*>record) + slot_of[index]))[0]
+                    value = <object>held if held != NULL else getattr(record, <str>columns[index])
+                else:
+                    value = getattr(record, <str>columns[index])
                 kind = kind_of[index]
                 if kind & NULLABLE:
                     buffer.reserve(1)[0] = 1 if value is None else 0
@@ -223,3 +252,21 @@ def encode_rows(list records, tuple columns, tuple kinds):
         return PyBytes_FromStringAndSize(buffer.data, buffer.size)
     finally:
         PyMem_Free(kind_of)
+        PyMem_Free(slot_of)
+
+
+cdef bint _slots(type record_type, tuple columns, Py_ssize_t* slot_of) except -1:
+    """Whether every column is an object slot of `record_type` (a msgspec Struct's fields are),
+    read by its member descriptor; then their offsets are in `slot_of`. Reading a slot skips
+    the attribute lookup by name, ~40% of the loop when `getattr` does it."""
+    cdef Py_ssize_t index
+    cdef PyMemberDef* member
+    for index in range(len(columns)):
+        descriptor = getattr(record_type, <str>columns[index], None)
+        if type(descriptor) is not _MemberDescriptor:
+            return False
+        member = (<PyMemberDescrObject*><PyObject*>descriptor).d_member
+        if member.type != T_OBJECT_EX:
+            return False
+        slot_of[index] = member.offset
+    return True

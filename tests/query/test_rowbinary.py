@@ -123,6 +123,33 @@ class _Row(msgspec.Struct):
     created_at: object
 
 
+class _PlainRow:
+    """A record that is not a Struct: its values are found by attribute name."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    @property
+    def text(self) -> str:
+        return f"row {self.number}"
+
+
+class _Numbered(msgspec.Struct):
+    number: int
+    text: str
+
+
+def test_a_block_reads_each_record_as_its_own_type_holds_its_fields() -> None:
+    kinds = (column_kind("UInt64"), column_kind("String"))
+    one_row = [encode_rows([record], ("number", "text"), kinds)
+               for record in (_Numbered(1, "row 1"), _PlainRow(2), _Numbered(3, "row 3"))]
+    assert one_row == [(1).to_bytes(8, "little") + b"\x05row 1", (2).to_bytes(8, "little") + b"\x05row 2",
+                       (3).to_bytes(8, "little") + b"\x05row 3"]
+    mixed = [_Numbered(1, "row 1"), _PlainRow(2), _Numbered(3, "row 3")]
+    assert encode_rows(mixed, ("number", "text"), kinds) == b"".join(one_row)
+    assert encode_rows([_PlainRow(2), _Numbered(1, "row 1")], ("number", "text"), kinds) == one_row[1] + one_row[0]
+
+
 def _leb128(number: int) -> bytes:
     out = bytearray()
     while number >= 0x80:
