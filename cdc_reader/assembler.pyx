@@ -24,7 +24,8 @@ from cpython.dict cimport PyDict_SetItem
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 
 from cdc_reader.pgoutput cimport (
     Begin,
@@ -63,15 +64,16 @@ class AssemblerError(Exception):
 
 cdef class _RowLayout:
     """How to build a row of one relation from column values sent with one pattern of kinds,
-    worked out once per pattern: load the values (psycopg's loaders, one C call for the row),
-    then pair the names of the columns in the row with their values."""
+    worked out once per pattern: take the values of the columns rows carry, load them (psycopg's
+    loaders, one C call for the row), then pair the columns' names with their values."""
 
-    cdef object loader  # RowLoader
+    cdef object loader  # RowLoader of the columns taken
     cdef object load_sequence  # its Transformer's load_sequence
     cdef Py_ssize_t column_count  # of the relation: how many values a row sends
     cdef tuple names  # the columns in the row, in order
     cdef Py_ssize_t* selected  # the index of each one's value among the values sent
-    cdef tuple binary  # the values sent in binary, kept as bytes; () when none
+    cdef bint every_value  # every value sent is taken, in order (`selected` is the identity)
+    cdef tuple binary  # of the values taken, which were sent in binary; () when none
     cdef readonly frozenset unchanged_toast
 
     def __dealloc__(self):
@@ -79,22 +81,29 @@ cdef class _RowLayout:
 
     cdef dict row(self, tuple values):
         cdef object loaded
+        cdef Py_ssize_t index, count = PyTuple_GET_SIZE(self.names)
+        if PyTuple_GET_SIZE(values) != self.column_count:
+            raise AssemblerError(f"row has {PyTuple_GET_SIZE(values)} values for "
+                                 f"{self.column_count} columns")
+        cdef tuple taken = values
+        if not self.every_value:
+            taken = PyTuple_New(count)
+            for index in range(count):
+                value = <object>PyTuple_GET_ITEM(values, self.selected[index])
+                Py_INCREF(value)
+                PyTuple_SET_ITEM(taken, index, value)
         try:
             if self.binary:
                 raise _DataError  # psycopg's text loaders must not see binary values
-            loaded = self.load_sequence(values)
+            loaded = self.load_sequence(taken)
         except _DataError:
-            loaded = self.loader.load_each(values, self.binary)
+            loaded = self.loader.load_each(taken, self.binary)
         if type(loaded) is not tuple:
             loaded = tuple(loaded)
-        if PyTuple_GET_SIZE(loaded) != self.column_count:
-            raise AssemblerError(f"row has {PyTuple_GET_SIZE(loaded)} values for "
-                                 f"{self.column_count} columns")
         cdef dict row = {}
-        cdef Py_ssize_t index
-        for index in range(PyTuple_GET_SIZE(self.names)):
+        for index in range(count):
             PyDict_SetItem(row, <object>PyTuple_GET_ITEM(self.names, index),
-                           <object>PyTuple_GET_ITEM(loaded, self.selected[index]))
+                           <object>PyTuple_GET_ITEM(loaded, index))
         return row
 
 
@@ -105,19 +114,26 @@ cdef class _RelationShape:
     cdef str table
     cdef tuple names
     cdef tuple is_key
-    cdef tuple column_types  # (name, type OID): Change.column_types
-    cdef object loader  # RowLoader
+    cdef tuple carried  # per column: whether rows carry it
+    cdef tuple type_oids
+    cdef tuple column_types  # (name, type OID) of the columns rows carry: Change.column_types
+    cdef object loader  # RowLoader of every column
     cdef dict layouts
     cdef dict key_layouts
 
-    def __init__(self, Relation message):
+    def __init__(self, Relation message, frozenset wanted=None):
+        """`wanted`: the only columns rows carry (None: all); a key column is always carried."""
         cdef RelationColumn column
         self.schema = message.namespace or "pg_catalog"
         self.table = message.name
         self.names = tuple([column.name for column in message.columns])
         self.is_key = tuple([column.is_key for column in message.columns])
-        self.column_types = tuple([(column.name, column.type_oid) for column in message.columns])
-        self.loader = RowLoader([column.type_oid for column in message.columns])
+        self.carried = tuple([wanted is None or column.is_key or column.name in wanted
+                              for column in message.columns])
+        self.type_oids = tuple([column.type_oid for column in message.columns])
+        self.column_types = tuple([(column.name, column.type_oid) for column in message.columns
+                                   if wanted is None or column.is_key or column.name in wanted])
+        self.loader = RowLoader(self.type_oids)
         self.layouts = {}
         self.key_layouts = {}
 
@@ -143,20 +159,24 @@ cdef class _RelationShape:
         layout.selected = <Py_ssize_t*>PyMem_Malloc(max(count, 1) * sizeof(Py_ssize_t))
         if layout.selected == NULL:
             raise MemoryError()
-        names, unchanged = [], []
+        names, unchanged, type_oids, binary = [], [], [], []
         for index in range(count):
+            if not self.carried[index]:
+                continue
             if kinds[index] == ord("u"):
                 unchanged.append(self.names[index])
             elif self.is_key[index] or not key_only:
                 names.append(self.names[index])
+                type_oids.append(self.type_oids[index])
+                binary.append(kinds[index] == ord("b"))
                 layout.selected[selected] = index
                 selected += 1
-        binary = tuple([kind == ord("b") for kind in kinds])
-        layout.loader = self.loader
-        layout.load_sequence = self.loader.load_sequence
+        layout.every_value = selected == count
+        layout.loader = self.loader if layout.every_value else RowLoader(type_oids)
+        layout.load_sequence = layout.loader.load_sequence
         layout.column_count = count
         layout.names = tuple(names)
-        layout.binary = binary if any(binary) else ()
+        layout.binary = tuple(binary) if any(binary) else ()
         layout.unchanged_toast = frozenset(unchanged) if unchanged else _NO_COLUMNS
         return layout
 
@@ -176,14 +196,19 @@ cdef class ChangeAssembler:
     """Feed it every message of one stream, in order; see the module docstring."""
 
     cdef dict relations  # relation OID -> _RelationShape
+    cdef dict columns  # table name -> the only columns its rows carry (None or absent: all)
     cdef bint in_transaction
     cdef object xid
     cdef object commit_lsn
     cdef object commit_time
     cdef Py_ssize_t change_count
 
-    def __init__(self):
+    def __init__(self, columns=None):
+        """`columns`: per table name, the only columns its rows carry (their keys always), for a
+        consumer that reads no others: the rest are neither loaded nor put in the row (None, or a
+        table not named: every column)."""
         self.relations = {}
+        self.columns = dict(columns or {})
         self.in_transaction = False
 
     def feed(self, message):
@@ -241,7 +266,8 @@ cdef class ChangeAssembler:
             self._delete(<Delete>message, envelopes)
             return ord("D")
         if kind is Relation:
-            self.relations[(<Relation>message).oid] = _RelationShape(message)
+            self.relations[(<Relation>message).oid] = _RelationShape(
+                message, self.columns.get((<Relation>message).name))
             return ord("R")
         if kind is Truncate:
             for oid in (<Truncate>message).relation_oids:

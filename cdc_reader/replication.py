@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -120,17 +120,20 @@ class ReplicationSession:
         tables: Sequence[str],
         *,
         status_interval: float = 10.0,
+        columns: Mapping[str, frozenset[str] | None] | None = None,
     ) -> None:
+        """`columns`: per table, the only columns its changes carry (ChangeAssembler's)."""
         self.dsn = dsn
         self.slot = slot
         self.publication = publication
         self.tables = tuple(tables)
+        self.columns = dict(columns or {})
         self.status_interval = status_interval
         self._conn: psycopg.Connection | None = None
         self._state: SlotState | None = None
         self._feedback = Feedback(0, status_interval, time.monotonic())
         self._decoder: Decoder | None = None
-        self._assembler = ChangeAssembler()
+        self._assembler = ChangeAssembler(self.columns)
         self._selector: selectors.DefaultSelector | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ class ReplicationSession:
                 ) from error
             raise error
         self._decoder = Decoder(protocol_version(version))
-        self._assembler = ChangeAssembler()
+        self._assembler = ChangeAssembler(self.columns)
         self._feedback = Feedback(position, self.status_interval, time.monotonic())
 
     def read(self, timeout: float) -> list[Envelope]:

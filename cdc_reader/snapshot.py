@@ -9,7 +9,8 @@ into a bounded queue of row batches; the caller gets the rows range by range in 
 order: tables in the order given (the mappers' dependency order), each table's rows in primary
 key order, as `SELECT * ... ORDER BY <key>` would give them. Values are loaded by psycopg's
 binary loaders (the compiled `cdc_reader/copyrows.pyx` takes the rows off the connection), so
-each row is the same dict of the same Python values that `SELECT *` returns.
+each row is the same dict of the same Python values that `SELECT *` returns, or, for a table
+read for only some of its columns, that `SELECT *` returns of those columns.
 Memory stays bounded for a table of any size: at most SNAPSHOT_CONNECTIONS ranges are in flight,
 each holding at most QUEUE_BATCHES batches of BATCH_ROWS rows.
 """
@@ -20,7 +21,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,15 +95,17 @@ def read_snapshot_batches(
     connections: int = SNAPSHOT_CONNECTIONS,
     on_progress: Callable[[Progress], None] | None = None,
     prepare: Callable[[psycopg.Connection], None] | None = None,
+    columns: Mapping[str, frozenset[str] | None] | None = None,
 ) -> Iterator[tuple[str, tuple[tuple[str, int], ...], list[dict]]]:
     """`read_snapshot`'s rows in batches: (table, column_types, rows), where `column_types` is
     the table's (column, type OID) pairs as read (one tuple per table, shared by its batches).
     `prepare` is called with a connection in the snapshot before the first batch (e.g. to read
-    what mapping the rows needs to know, with `distinct_values`)."""
+    what mapping the rows needs to know, with `distinct_values`). `columns`: per table, the
+    only columns to read (None or absent: all of them)."""
     report = on_progress or (lambda _progress: None)
     with psycopg.connect(dsn) as conn:
         _enter_snapshot(conn, snapshot_name)
-        ranges = plan_ranges(conn, tables, schema=schema, range_rows=range_rows)
+        ranges = plan_ranges(conn, tables, schema=schema, range_rows=range_rows, columns=columns)
         if prepare is not None:
             prepare(conn)
         conn.rollback()
@@ -137,13 +140,15 @@ def distinct_values(conn: psycopg.Connection, table: str, column: str, schema: s
 
 
 def plan_ranges(conn: psycopg.Connection, tables: Sequence[str], *, schema: str = "public",
-                range_rows: int = RANGE_ROWS) -> list[TableRange]:
+                range_rows: int = RANGE_ROWS, columns: Mapping[str, frozenset[str] | None] | None = None,
+                ) -> list[TableRange]:
     """The ranges that cover every row of `tables` exactly once, in reading order; `conn` is in
     the snapshot (the boundaries are sampled there, so any boundaries are correct: every key
-    falls in exactly one half-open range)."""
+    falls in exactly one half-open range). `columns` as for `read_snapshot_batches`."""
     ranges: list[TableRange] = []
+    wanted = columns or {}
     for table in tables:
-        columns, selected, column_types = _columns(conn, schema, table)
+        names, selected, column_types = _columns(conn, schema, table, wanted.get(table))
         key = _primary_key(conn, schema, table)
         estimate = _estimate_rows(conn, schema, table)
         if key:
@@ -152,7 +157,7 @@ def plan_ranges(conn: psycopg.Connection, tables: Sequence[str], *, schema: str 
             bounds = _page_boundaries(conn, schema, table, estimate, range_rows)
         edges = [None, *bounds, None]
         for lower, upper in zip(edges, edges[1:]):
-            ranges.append(TableRange(schema, table, columns, selected, column_types, key, lower, upper, estimate))
+            ranges.append(TableRange(schema, table, names, selected, column_types, key, lower, upper, estimate))
     return ranges
 
 
@@ -285,11 +290,11 @@ class _Readers:
         self._put(index, self._END)
 
 
-def _columns(conn: psycopg.Connection, schema: str, table: str
+def _columns(conn: psycopg.Connection, schema: str, table: str, wanted: frozenset[str] | None = None,
              ) -> tuple[tuple[str, ...], tuple[sql.Composable, ...], tuple[tuple[str, int], ...]]:
-    """The table's columns in `SELECT *` order, how each is selected, and the type COPY sends it
-    as: its own, or text (cast) for a type psycopg has no binary loader for, so the value is the
-    same str that `SELECT *` gives it."""
+    """The table's columns in `SELECT *` order (those of them in `wanted`, unless None), how each
+    is selected, and the type COPY sends it as: its own, or text (cast) for a type psycopg has no
+    binary loader for, so the value is the same str that `SELECT *` gives it."""
     rows = conn.execute(
         "SELECT a.attname, a.atttypid::int FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
@@ -300,6 +305,8 @@ def _columns(conn: psycopg.Connection, schema: str, table: str
     loaders = conn.adapters
     columns, selected, type_oids = [], [], []
     for name, type_oid in rows:
+        if wanted is not None and name not in wanted:
+            continue
         columns.append(name)
         if loaders.get_loader(type_oid, Format.BINARY) is not None:
             selected.append(sql.Identifier(name))

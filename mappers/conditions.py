@@ -59,6 +59,7 @@ class Condition:
 
     text: str
     _code: Code
+    columns: frozenset[str] = frozenset()  # the columns it reads, of either side
 
     def code(self, out: Writer) -> str:
         """A Python expression over `new` and `old`: the condition's SQL value (True, False or
@@ -96,7 +97,7 @@ def compile_condition(text: str, column_types: Mapping[str, SqlType] | None = No
     node = compiler.coerce(node, SqlType.BOOLEAN)
     if node.sql_type not in (SqlType.BOOLEAN, SqlType.ANY):
         raise ConditionError(f"a condition must be boolean, not {node.sql_type.value}")
-    return Condition(text, node.code)
+    return Condition(text, node.code, frozenset(compiler.columns))
 
 
 def _constant(value: Any, sql_type: SqlType) -> _Node:
@@ -121,6 +122,7 @@ def _junction_code(args: list[_Node], decisive: bool) -> Code:
 class _Compiler:
     def __init__(self, column_types: Mapping[str, SqlType]) -> None:
         self.column_types = column_types
+        self.columns: set[str] = set()
 
     def visit(self, node: Any) -> _Node:
         method = getattr(self, f"visit_{type(node).__name__}", None)
@@ -148,6 +150,7 @@ class _Compiler:
         if len(names) != 2 or names[0] not in ("new", "old") or names[1] == "*":
             raise ConditionError(f"columns are written new.<column> or old.<column>, not {'.'.join(names)}")
         side, column = names
+        self.columns.add(column)
         sql_type = self.column_types.get(column, SqlType.ANY)
         code = f"{side}.get({column!r})"
         return _Node(lambda out: code, sql_type)

@@ -179,6 +179,67 @@ def snapshot_lookups(catalog: Catalog) -> frozenset[str]:
     return frozenset(tables)
 
 
+# Columns the mapper reads by name whatever the catalog says: a snapshot event's time falls back
+# to the row's `updated_at` (payload.event_time); the directory records read these of tenants
+# and customers (mappers/directory.py).
+_READ_ALWAYS = frozenset(["updated_at"])
+_DIRECTORY_COLUMNS = {TENANT_TABLE: frozenset(["id", "name"]), CUSTOMER_TABLE: frozenset(["id", "tenant_id", "source_id"])}
+
+
+def columns_read(catalog: Catalog) -> dict[str, frozenset[str] | None]:
+    """Per table the mapper reads, the columns its mapping of a change or snapshot row can read
+    (None: every one): its key, the columns its state keeps, and those its rules, collected values
+    and pass-through references name. A row needs no other column: the reader neither loads nor
+    carries the rest. Every column when the state keeps the whole row or a rule lists the changed
+    columns."""
+    objects = catalog.objects
+    read: dict[str, set[str] | None] = {}
+    for table in catalog.tables:
+        state = catalog.state.get(table)
+        if state is not None and state.columns is None:
+            read[table] = None
+            continue
+        columns = read[table] = set(catalog.schema.table(table).primary_key) | _READ_ALWAYS
+        columns.update(_DIRECTORY_COLUMNS.get(table, ()))
+        if state is not None:
+            columns.update(state.columns)
+
+    def add(table: str, reference: Reference | None, object_name: str | None = None) -> None:
+        columns = read.get(table)
+        if columns is None or reference is None:
+            return
+        if reference.column is not None:
+            columns.add(reference.column)
+        elif not reference.hops:  # the changed row itself: what its object reads of it
+            if object_name is None:
+                read[table] = None
+            else:
+                columns.update(column for _, column in objects[object_name].fields)
+
+    for rule in catalog.rules:
+        if rule.changed_fields is not None and rule.changed_fields.fixed is None:
+            read[rule.table] = None
+        if read.get(rule.table) is None:
+            continue
+        if rule.condition is not None:
+            read[rule.table].update(rule.condition.columns)
+        for reference in (rule.customer, rule.campaign, rule.tenant, rule.subject, rule.snapshot_time):
+            add(rule.table, reference)
+        add(rule.table, rule.voucher, "voucher")
+        for name, reference in rule.objects:
+            add(rule.table, reference, name)
+        if rule.collect is not None and read.get(rule.collect.table) is not None:
+            read[rule.collect.table].add(rule.collect.key)
+            add(rule.collect.table, rule.collect.value)
+    spec = catalog.passthrough
+    if spec is not None and read.get(spec.table) is not None:
+        read[spec.table].add("id")
+        for reference in (spec.id, spec.type, spec.customer, spec.campaign, spec.category, spec.data,
+                          spec.tenant, spec.snapshot_time):
+            add(spec.table, reference)
+    return {table: None if columns is None else frozenset(columns) for table, columns in read.items()}
+
+
 def table_plans(catalog: Catalog, rules: tuple[RulePlan, ...]) -> dict[str, TablePlan]:
     plans = {}
     read_by_snapshot = snapshot_lookups(catalog)

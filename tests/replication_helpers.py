@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import psycopg
 
@@ -29,14 +29,16 @@ def stream_transactions(
     *,
     transactions: int,
     timeout: float = 10.0,
+    columns: Mapping[str, frozenset[str] | None] | None = None,
 ) -> list[list[Envelope]]:
     """Create a slot and publication for `tables`, run `write()`, and return the envelopes of
-    the first `transactions` transactions, one list per transaction (Begin ... Commit).
+    the first `transactions` transactions, one list per transaction (Begin ... Commit);
+    `columns` as ReplicationSession takes them.
 
     The slot and publication get unique names and are dropped afterwards.
     """
     name = unique_name("test_slot")
-    with ReplicationSession(dsn, name, name, tables, status_interval=0.5) as session:
+    with ReplicationSession(dsn, name, name, tables, status_interval=0.5, columns=columns) as session:
         session.prepare(export_snapshot=False)
         try:
             session.start()

@@ -29,7 +29,7 @@ from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, form
 from cdc_reader.replication import ReplicationSession
 from cdc_reader.slot import slot_info
 from cdc_reader.snapshot import Progress, distinct_values, read_snapshot_batches
-from mappers import open_state, tracked_tables
+from mappers import open_state, tracked_columns, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
 from query.status import ReaderPhase, ReaderProgress
@@ -172,7 +172,8 @@ class Pipeline:
                 log.info("reference state loaded", extra=fields(
                     rows=warmed, seconds=round(time.monotonic() - started, 2)))
             with ReplicationSession(
-                settings.require_source(), settings.slot, settings.publication, tracked_tables()
+                settings.require_source(), settings.slot, settings.publication, tracked_tables(),
+                columns=tracked_columns(),
             ) as session:
                 self._stream(session, state)
         finally:
@@ -247,7 +248,7 @@ class Pipeline:
         with collector_paused():
             for table, column_types, batch in read_snapshot_batches(
                 self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
-                prepare=prepare,
+                prepare=prepare, columns=tracked_columns(),
             ):
                 writer.add(mapper.snapshot_rows(table, batch, column_types))
                 rows += len(batch)

@@ -8,8 +8,9 @@ The seed is server-side SQL (generate_series): per customer (with metadata) abou
 transactions (points added, credits added, points expired) and 1.2 customer_event rows; every
 column type of the schema occurs. The sidecar is timed from its start (the slot is created then)
 until every snapshot event is stored and streaming has begun (`PipelineProgress.streaming`).
-The reference reads the same key or ctid ranges (`cdc_reader.snapshot.plan_ranges`) through the
-same number of connections the reader uses (`SNAPSHOT_CONNECTIONS`), in one exported snapshot.
+The reference reads the same key or ctid ranges (`cdc_reader.snapshot.plan_ranges`) of the same
+columns (those the mapping reads, `mappers.tracked_columns`) through the same number of
+connections the reader uses (`SNAPSHOT_CONNECTIONS`), in one exported snapshot.
 One more snapshot runs under cProfile for the profile summary.
 
 Run: python -m tests.bench snapshot [--scale small|full]
@@ -29,7 +30,7 @@ from psycopg import sql
 
 from cdc_reader.slot import ensure_publication
 from cdc_reader.snapshot import SNAPSHOT_CONNECTIONS, plan_ranges, range_query
-from mappers import tracked_tables
+from mappers import tracked_columns, tracked_tables
 from query.store import Store
 from tests.bench import engine_sql, source
 from tests.bench.profile import summarize
@@ -174,12 +175,12 @@ def snapshot_with_pipeline(dsn: str, slot: str, data_dir: Path, store: Store,
 
 def copy_reference(dsn: str) -> float:
     """Seconds to read every tracked table with binary COPY in one exported snapshot, the same
-    ranges through the same number of connections as the reader, the bytes discarded."""
+    ranges and columns through the same number of connections as the reader, the bytes discarded."""
     with psycopg.connect(dsn) as exporter:
         exporter.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         snapshot = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
         started = time.monotonic()
-        ranges = plan_ranges(exporter, tracked_tables())
+        ranges = plan_ranges(exporter, tracked_tables(), columns=tracked_columns())
         work: queue.SimpleQueue = queue.SimpleQueue()
         for item in ranges:
             work.put(item)

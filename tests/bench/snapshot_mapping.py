@@ -24,7 +24,7 @@ import psycopg
 from query.rowbinary import encode_rows
 
 from cdc_reader.snapshot import distinct_values, read_snapshot_batches
-from mappers import EventMapper, SourceIdentity, load_default_catalog, tracked_tables
+from mappers import EventMapper, SourceIdentity, load_default_catalog, tracked_columns, tracked_tables
 from mappers.state import ReferenceState
 from query.writer import _TABLES as STORE_TABLES
 from tests.bench import source
@@ -52,7 +52,7 @@ def read_history(customers: int, workdir: Path) -> tuple[set, list]:
             pairing = EventMapper(load_default_catalog(), probe, SOURCE, SLOT).snapshot_pairing_column()
             probe.close()
             types = distinct_values(exporter, *pairing) if pairing else set()
-            return types, list(read_snapshot_batches(dsn, snapshot, tracked_tables()))
+            return types, list(read_snapshot_batches(dsn, snapshot, tracked_tables(), columns=tracked_columns()))
     finally:
         cluster.destroy()
 

@@ -27,8 +27,8 @@ from tests.cdc_reader.test_pgoutput import BODY
 from tests.conftest import VoucherDatabase, unique_name
 
 
-def assemble(hexes: list[str]) -> list[Envelope]:
-    decoder, assembler = Decoder(4), ChangeAssembler()
+def assemble(hexes: list[str], columns: dict | None = None) -> list[Envelope]:
+    decoder, assembler = Decoder(4), ChangeAssembler(columns)
     return [envelope for payload in hexes
             for envelope in assembler.feed(decoder.decode(bytes.fromhex(payload)))]
 
@@ -61,6 +61,32 @@ def test_unchanged_toast_and_old_key():
                             "mood": "happy", "data": {"a": [1, True, None]}}
     _, change, _ = assemble(captured.UPDATE_TOAST_UNCHANGED)
     assert (change.before, change.unchanged_toast) == (None, {"body"})
+
+
+def test_rows_carry_only_the_columns_asked_for_and_always_their_key():
+    # `item`: id is the key; `body` is unchanged TOAST in these updates
+    columns = {"item": frozenset({"price", "body", "no_such_column"}), "other": frozenset({"x"})}
+    _, change, _ = assemble(captured.INSERT, columns)
+    assert (change.after, change.column_types) == ({"id": 1, "price": Decimal("12.50"), "body": BODY},
+                                                    (("id", 23), ("price", 1700), ("body", 25)))
+    _, change, _ = assemble(captured.UPDATE_KEY, columns)
+    assert (change.before, change.after, change.unchanged_toast) == (
+        {"id": 1}, {"id": 2, "price": Decimal("12.50")}, {"body"})
+    _, change, _ = assemble(captured.UPDATE_KEY, {"item": frozenset({"name"})})
+    assert (change.after, change.unchanged_toast) == ({"id": 2, "name": "renamed"}, frozenset())
+    # tables not named, and None, carry every column
+    _, change, _ = assemble(captured.INSERT, {"item": None})
+    assert change.after == assemble(captured.INSERT)[1].after
+    # REPLICA IDENTITY FULL: every column is the row's identity, so every one is carried; a
+    # key-only old row carries its key whatever is asked for
+    changes = [envelope for envelope in assemble(captured.FULL_IDENTITY, {"item_full": frozenset(),
+                                                                         "item": frozenset({"name"})})
+               if isinstance(envelope, Change)]
+    assert [(c.table, c.before, c.after) for c in changes] == [
+        ("item_full", None, {"id": 1, "note": "first"}),
+        ("item_full", {"id": 1, "note": "first"}, {"id": 1, "note": "second"}),
+        ("item_full", {"id": 1, "note": "second"}, None),
+        ("item", {"id": 2}, None)]
 
 
 def test_full_identity_and_key_deletes():

@@ -18,6 +18,7 @@ from mappers import (
     ReferenceState,
     SourceIdentity,
     load_default_catalog,
+    tracked_columns,
     tracked_tables,
 )
 from mappers.catalog import build_catalog
@@ -166,3 +167,34 @@ def test_the_snapshot_looks_rows_up_only_in_the_tables_its_events_read():
     # orders only for item-derived order updates, which the snapshot does not make; order items never
     assert snapshot_lookups(load_default_catalog()) == {
         "campaign", "customer", "redemption", "segment", "tenant", "voucher"}
+
+
+def test_rows_need_only_the_columns_the_catalog_reads():
+    columns = tracked_columns()
+    assert set(columns) == set(tracked_tables())
+    # whole rows: the state keeps every column of customers and orders; order updates list the
+    # changed columns
+    assert columns["customer"] is None and columns["orders"] is None
+    # an order item: its key, what the state keeps, its time (`updated_at`: a snapshot event's
+    # time when the rule's is missing)
+    assert columns["order_item"] == {"id", "order_id", "tenant_id", "created_at", "updated_at"}
+    # a voucher: the kept columns; the holder rules' conditions read nothing else
+    assert columns["voucher"] == {"id", "code", "type", "campaign_id", "holder_id", "tenant_id", "created_at",
+                                  "updated_at"}
+    # a redemption: its payload object's fields too; a pass-through row: its references
+    assert columns["redemption"] == {"id", "voucher_id", "tenant_id", "customer_id", "created_at", "updated_at",
+                                     "result", "status", "amount", "tracking_id", "metadata"}
+    assert columns["customer_event"] == {"id", "event_type", "customer_id", "campaign_id", "category", "data",
+                                         "tenant_id", "created_at", "updated_at"}
+
+
+def test_a_rule_that_lists_changed_columns_or_reads_a_column_makes_rows_carry_it():
+    document = packaged()
+    document["rule"].append({
+        "type": "customer.voucher.gift.balance_removed", "table": "voucher_transaction",
+        "on": ["insert"], "when": "new.details IS NOT NULL",
+        "customer": "new.voucher_id > voucher.holder_id", "category": "EFFECT"})
+    assert "details" in tracked_columns(build_catalog(document, voucher_schema()))["voucher_transaction"]
+    assert "details" not in tracked_columns()["voucher_transaction"]
+    document["rule"][-1]["changed_fields"] = {"ignore": ["updated_at"]}
+    assert tracked_columns(build_catalog(document, voucher_schema()))["voucher_transaction"] is None

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from cdc_reader.snapshot import distinct_values, read_snapshot, read_snapshot_batches
-from mappers import SnapshotOrderError, tracked_tables
+from mappers import SnapshotOrderError, tracked_columns, tracked_tables
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from mappers.payload import snapshot_event_ids
 from tests.conftest import utc
@@ -75,7 +75,8 @@ def snapshot_records(voucher_db, state_dir):
     with voucher_db.connect() as holder:
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         name = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        for table, row in read_snapshot(voucher_db.dsn, name, tracked_tables(), on_progress=lambda _: None):
+        for table, row in read_snapshot(voucher_db.dsn, name, tracked_tables(), on_progress=lambda _: None,
+                                        columns=tracked_columns()):
             records.extend(mapper.snapshot_row(table, row))
         records.extend(mapper.snapshot_finish())
     mapper.state.commit(1)
@@ -159,7 +160,7 @@ def test_a_snapshot_read_in_batches_past_every_memory_limit_makes_the_same_event
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         name = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
         for table, column_types, rows in read_snapshot_batches(voucher_db.dsn, name, tracked_tables(),
-                                                               range_rows=7):
+                                                               range_rows=7, columns=tracked_columns()):
             batched.extend(mapper.snapshot_rows(table, rows, column_types))
         batched.extend(mapper.snapshot_finish())
     mapper.state.close()
@@ -187,7 +188,8 @@ def test_mapping_a_snapshot_makes_no_reference_cycles(voucher_db, tmp_path):
     with voucher_db.connect() as holder:
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         name = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        batches = list(read_snapshot_batches(voucher_db.dsn, name, tracked_tables(), range_rows=2))
+        batches = list(read_snapshot_batches(voucher_db.dsn, name, tracked_tables(), range_rows=2,
+                                             columns=tracked_columns()))
 
     def snapshot(mapper):
         records = [record for table, column_types, rows in batches
@@ -226,7 +228,7 @@ def test_only_the_types_customer_event_rows_hold_are_counted_for_pairing(voucher
             holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             name = holder.execute("SELECT pg_export_snapshot()").fetchone()[0]
             for table, column_types, rows in read_snapshot_batches(
-                    voucher_db.dsn, name, tracked_tables(), range_rows=7,
+                    voucher_db.dsn, name, tracked_tables(), range_rows=7, columns=tracked_columns(),
                     prepare=lambda conn: mapper.snapshot_pairing_types(types_of(conn))):
                 made.extend(mapper.snapshot_rows(table, rows, column_types))
             made.extend(mapper.snapshot_finish())
