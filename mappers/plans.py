@@ -183,7 +183,8 @@ def snapshot_lookups(catalog: Catalog) -> frozenset[str]:
 # to the row's `updated_at` (payload.event_time); the directory records read these of tenants
 # and customers (mappers/directory.py).
 _READ_ALWAYS = frozenset(["updated_at"])
-_DIRECTORY_COLUMNS = {TENANT_TABLE: frozenset(["id", "name"]), CUSTOMER_TABLE: frozenset(["id", "tenant_id", "source_id"])}
+_DIRECTORY_COLUMNS = {TENANT_TABLE: frozenset(["id", "name"]),
+                      CUSTOMER_TABLE: frozenset(["id", "tenant_id", "source_id"])}
 
 
 def columns_read(catalog: Catalog) -> dict[str, frozenset[str] | None]:
