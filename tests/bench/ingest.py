@@ -44,7 +44,9 @@ def drain_with_pipeline(dsn: str, slot: str, end: int, data_dir: Path, store: St
     """Seconds from starting the pipeline until the slot has confirmed `end`."""
     return source.time_pipeline(
         dsn, slot, data_dir, store, "never",
-        lambda _pipeline, stop: source.wait_confirmed(dsn, slot, end, DRAIN_TIMEOUT, stop=stop), profiler, cpu_seconds,
+        lambda pipeline, stop: source.wait_confirmed(
+            dsn, slot, end, DRAIN_TIMEOUT, stop=stop, local=lambda: pipeline.progress.confirmed_lsn),
+        profiler, cpu_seconds,
         process_cpu_seconds)
 
 

@@ -145,12 +145,15 @@ def confirmed_lsn(conn: psycopg.Connection, slot: str) -> int:
 
 
 def wait_confirmed(dsn: str, slot: str, end: int, timeout: float, poll: float = 0.02,
-                   stop: threading.Event | None = None) -> float:
+                   stop: threading.Event | None = None, local: Callable[[], int | None] | None = None) -> float:
     """Blocks until the slot has confirmed `end`; returns the monotonic time it was seen. A set
-    `stop` (the pipeline failed: `time_pipeline` raises its error) ends the wait at once."""
-    deadline = time.monotonic() + timeout
+    `stop` (the pipeline failed: `time_pipeline` raises its error) ends the wait at once.
+    `local`: for a pipeline in this process, its own confirmed LSN; the wait watches that first
+    and queries the server only once the pipeline has confirmed `end`, since a query every
+    `poll` would take the interpreter's lock from the pipeline being timed."""
+    deadline, goal = time.monotonic() + timeout, end - PAGE_HEADER_SLACK
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while confirmed_lsn(conn, slot) < end - PAGE_HEADER_SLACK:
+        while (local is not None and (local() or 0) < goal) or confirmed_lsn(conn, slot) < goal:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"slot {slot} did not confirm {end:#x} within {timeout:.0f} s")
             if stop is not None and stop.is_set():
