@@ -131,8 +131,8 @@ cdef class _RelationShape:
         self.carried = tuple([wanted is None or column.is_key or column.name in wanted
                               for column in message.columns])
         self.type_oids = tuple([column.type_oid for column in message.columns])
-        self.column_types = tuple([(column.name, column.type_oid) for column in message.columns
-                                   if wanted is None or column.is_key or column.name in wanted])
+        self.column_types = tuple([pair for pair, carried in zip(zip(self.names, self.type_oids), self.carried)
+                                   if carried])
         self.loader = RowLoader(self.type_oids)
         self.layouts = {}
         self.key_layouts = {}

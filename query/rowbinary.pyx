@@ -213,6 +213,7 @@ def encode_rows(list records, tuple columns, tuple kinds):
     cdef int kind
     cdef object record, value
     cdef type slotted = None
+    cdef bint by_slot
     cdef PyObject* held
     try:
         for index in range(count):
@@ -222,8 +223,9 @@ def encode_rows(list records, tuple columns, tuple kinds):
             if not _slots(slotted, columns, slot_of):
                 slotted = None
         for record in records:
+            by_slot = type(record) is slotted
             for index in range(count):
-                if type(record) is slotted:
+                if by_slot:
                     # the field's slot, read as its member descriptor reads it (a Struct's
                     # fields are always set)
                     held = (<PyObject**>((<char*><PyObject*>record) + slot_of[index]))[0]

@@ -247,8 +247,8 @@ class Pipeline:
         # insert has a fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
         with collector_paused():
             for table, column_types, batch in read_snapshot_batches(
-                self.settings.require_source(), slot.snapshot_name, tracked_tables(), on_progress=log_progress,
-                prepare=prepare, columns=tracked_columns(),
+                self.settings.require_source(), slot.snapshot_name, tracked_tables(mapper.catalog),
+                on_progress=log_progress, prepare=prepare, columns=tracked_columns(mapper.catalog),
             ):
                 writer.add(mapper.snapshot_rows(table, batch, column_types))
                 rows += len(batch)
