@@ -32,6 +32,7 @@ from mappers.encoded import EncodedRows
 from mappers.entitywrite import disk_key, entity_parameters
 from mappers.rowcodec import RowCodec
 from mappers.schema import Schema, voucher_schema
+from mappers.walcheckpoint import WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,11 @@ _ENTITY_TABLE = ("CREATE TABLE IF NOT EXISTS entity "
 # memory bound (README, "Memory"), so it stays modest: 16 to 64 MB measured the same on the
 # mapping benchmark, 32 MB holds the unique index of ~500,000 rows.
 _PAGE_CACHE_KIB = 32 * 1024
-# WAL pages written before SQLite copies them into the file (default 1,000: 4 MB). The keys are
-# random, so each commit rewrites pages spread over the whole index; a checkpoint copies each
-# page once however often the WAL holds it, so checkpointing every 40 MB instead of every 4 MB
-# takes ~10% less CPU per written row (and fewer fsyncs), for up to 40 MB more disk.
+# WAL pages written before they are copied into the file (SQLite's default is 1,000: 4 MB), on a
+# thread of their own (mappers/walcheckpoint.py). The keys are random, so each commit rewrites
+# pages spread over the whole index; a checkpoint copies each page once however often the WAL
+# holds it, so checkpointing every 40 MB instead of every 4 MB takes ~10% less CPU per written
+# row (and fewer fsyncs), for up to 40 MB more disk.
 _CHECKPOINT_PAGES = 10_000
 # Rows `add`ed are encoded and written this many at a time.
 ADD_BATCH = 2_000
@@ -131,7 +133,7 @@ class ReferenceState:
         # yields identical events; so the state need not wait for fsync.
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
-        self.connection.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+        self.checkpoints = WalCheckpointer(self.connection, self.path, _CHECKPOINT_PAGES)
         self.connection.executescript(_SCHEMA)
         _prepare_entity_table(self.connection, self.path)
         # `schema`: the column types rows are written by (mappers/rowcodec.py); the voucher
@@ -344,6 +346,7 @@ class ReferenceState:
         self.connection.execute("COMMIT")
         self._in_transaction = False
         self._applied_lsn = lsn
+        self.checkpoints.after_commit()
 
     def rollback(self) -> None:
         """Forget everything since the last commit."""
@@ -362,4 +365,5 @@ class ReferenceState:
     def close(self) -> None:
         """Close; uncommitted changes are rolled back."""
         self.rollback()
+        self.checkpoints.close()
         self.connection.close()

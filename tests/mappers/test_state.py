@@ -280,16 +280,28 @@ def test_a_new_file_has_the_rowid_layout_and_a_bounded_page_cache(tmp_path):
     assert reopened.connection.execute("SELECT name, value FROM meta").fetchall() == [("format", 3)]
 
 
-def test_commits_checkpoint_the_wal_only_every_10000_pages(tmp_path):
+def test_the_wal_is_copied_into_the_file_off_the_committing_thread(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(state_module, "_CHECKPOINT_PAGES", 500)  # 2 MB of 4 kB pages
     state = ReferenceState.open(tmp_path, cache_size=10)
-    for commit in range(3):  # ~2 MB each: past SQLite's default of 1,000 pages in all
-        for number in range(1000):
+    assert state.connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # never in a COMMIT
+    wal = tmp_path / "mapper_state.sqlite3-wal"
+    sizes = []
+    for commit in range(30):  # ~1 MB each, committed as fast as they come
+        for number in range(250):
             state.put("orders", f"o{commit}-{number}", {"id": f"o{commit}-{number}", "note": "x" * 2000})
         state.commit(commit)
-    busy, frames, copied = state.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    assert busy == 0 and frames > 1500 and copied == frames  # nothing was checkpointed before
+        sizes.append(wal.stat().st_size)
+    # Copied while the commits went on, the log restarted from its beginning again and again
+    # (cut back first): without the copies it would hold all 30 MB.
+    assert max(sizes) < 12 * 2**20
+    assert sum(1 for before, after in zip(sizes, sizes[1:]) if after < before) >= 3
+    assert [thread.name for thread in threading.enumerate()].count("state-checkpoint") == 1
     state.close()
-
+    assert "state-checkpoint" not in [thread.name for thread in threading.enumerate()]
+    with sqlite3.connect(tmp_path / "mapper_state.sqlite3") as connection:
+        assert connection.execute("SELECT count(*) FROM entity").fetchone() == (7500,)
 
 def test_a_read_that_misses_the_caches_runs_in_the_open_transaction(tmp_path):
     state = ReferenceState.open(tmp_path, cache_size=2)
