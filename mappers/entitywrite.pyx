@@ -13,7 +13,7 @@ from cpython.list cimport PyList_Append
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.set cimport PySet_Contains
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 
 import uuid
 
@@ -40,6 +40,12 @@ cpdef object encode_known(dict layouts, object encode, object table, dict row):
     """The row's encoding by its known layout (`RowCodec`), or None: no layout known for its
     columns yet, none fits (pickled), a value not of its column's types, or a value MessagePack
     refuses."""
+    cdef object layout = _layout_of(layouts, table, row)
+    return None if layout is None else _encode_by(<tuple>layout, encode, row)
+
+
+cdef object _layout_of(dict layouts, object table, dict row):
+    """The known layout of the row's columns (a (tag, accepted types) tuple), or None."""
     cdef Py_ssize_t size = PyDict_Size(row), position = 0, index = 0
     cdef PyObject* column
     cdef PyObject* value
@@ -49,15 +55,35 @@ cpdef object encode_known(dict layouts, object encode, object table, dict row):
         PyTuple_SET_ITEM(columns, index, <object>column)
         index += 1
     cdef PyObject* found = PyDict_GetItem(layouts, (table, columns))
-    if found == NULL or <object>found is None:
+    if found == NULL:
         return None
-    cdef tuple layout = <tuple>found
+    return <object>found
+
+
+cdef bint _same_columns(tuple columns, dict row):
+    """Whether the row's columns are `columns`' very strings, in order (the rows of one table
+    share their column names' objects: the mapper's constants, the reader's relation)."""
+    cdef Py_ssize_t position = 0, index = 0
+    cdef PyObject* column
+    cdef PyObject* value
+    if PyDict_Size(row) != PyTuple_GET_SIZE(columns):
+        return False
+    while PyDict_Next(row, &position, &column, &value):
+        if column != PyTuple_GET_ITEM(columns, index):
+            return False
+        index += 1
+    return True
+
+
+cdef object _encode_by(tuple layout, object encode, dict row):
+    cdef Py_ssize_t size = PyDict_Size(row), position = 0, index = 0
+    cdef PyObject* column
+    cdef PyObject* value
     cdef tuple accepted = <tuple>PyTuple_GET_ITEM(layout, 1)
     cdef tuple values = PyTuple_New(size + 1)
     cdef object tag = <object>PyTuple_GET_ITEM(layout, 0)
     Py_INCREF(tag)
     PyTuple_SET_ITEM(values, 0, tag)
-    position = index = 0
     while PyDict_Next(row, &position, &column, &value):
         if not PySet_Contains(<object>PyTuple_GET_ITEM(accepted, index), type(<object>value)):
             return None
@@ -78,14 +104,28 @@ def entity_parameters(entries, dict layouts, object encode, object encode_row, o
     (`RowCodec.fast_path`); `encode_row`: `RowCodec.encode`, for the rows they do not fit;
     `absent_blob`: what the encoded level holds for a deleted row."""
     cdef list upserts = [], deletes = [], kept = []
-    cdef object table, key, row, keep, stored_key, blob
+    cdef object table, key, row, keep, stored_key, blob, layout
+    # the last layout found, with its table and columns: the next row of that table has the
+    # same columns, as a rule, so its layout is known without building the lookup's key
+    cdef object last_table = None, last_layout = None
+    cdef tuple last_columns = ()
     for table, key, row, keep in entries:
         stored_key = disk_key(key)
         if row is None:
             PyList_Append(deletes, (table, stored_key))
             blob = absent_blob
         else:
-            blob = encode_known(layouts, encode, table, <dict>row) if type(row) is dict else None
+            blob = None
+            if type(row) is dict:
+                if table is last_table and _same_columns(last_columns, <dict>row):
+                    layout = last_layout
+                else:
+                    layout = _layout_of(layouts, table, <dict>row)
+                    if layout is not None:
+                        last_table, last_layout = table, layout
+                        last_columns = tuple(<dict>row)
+                if layout is not None:
+                    blob = _encode_by(<tuple>layout, encode, <dict>row)
             if blob is None:
                 blob = encode_row(table, row)
             PyList_Append(upserts, (table, stored_key, blob_parameter(blob)))

@@ -129,3 +129,29 @@ def test_a_layout_added_in_a_rolled_back_transaction_is_forgotten(tmp_path):
     assert reopened.connection.execute("SELECT tag, columns FROM row_layout").fetchall() == [
         (1, '[["code","text"],["id","uuid"]]')]
     reopened.close()
+
+
+def test_a_batch_of_mixed_tables_columns_and_types_is_encoded_as_each_row_alone():
+    from mappers.entitywrite import disk_key, entity_parameters
+
+    types = {**TYPES, "other": {"id": SqlType.UUID, "name": SqlType.TEXT}}
+    rows = codec(types)
+    reordered = dict(reversed(ROW.items()))
+    other = {"id": ROW["id"], "name": "Bob"}
+    # consecutive rows of one table and column set, then a change of order, of table, of types
+    # (a bool in the integer column: pickled) and of columns (a new layout learned mid-batch)
+    batch = [ROW, {**ROW, "count": 4}, reordered, {**ROW, "count": 5}, other, {**ROW, "count": True},
+             {**ROW, "count": 6}, {"name": "Cy", "id": ROW["id"]}, other]
+    entries = [("other" if row is other else "thing", uuid.UUID(int=number), row, True)
+               for number, row in enumerate(batch)]
+    alone = codec(types)
+    expected = [alone.encode(table, row) for table, _key, row, _keep in entries]
+    layouts, encode = rows.fast_path()
+    upserts, deletes, kept = entity_parameters(entries, layouts, encode, rows.encode,
+                                               lambda table, key: (table, key), True, b"")
+    assert [bytes(blob) for _table, _key, blob in upserts] == expected
+    assert [(table, bytes(key)) for table, key, _blob in upserts] == [
+        (table, bytes(disk_key(key))) for table, key, _row, _keep in entries]
+    assert deletes == [] and [blob for _key, blob in kept] == expected
+    assert [rows.decode(blob) for blob in expected] == batch
+    assert expected[5][0] == 0x80  # the bool: pickled, as alone
