@@ -42,6 +42,7 @@ class WalCheckpointer:
         self._idle = threading.Event()  # set: the thread is not copying
         self._idle.set()
         self._caught_up = False  # the thread copied what the log held when last asked
+        self._inline = False  # the thread could not open its connection: commits copy
         self._closing = False
         self._thread: threading.Thread | None = None  # started when first needed
 
@@ -55,15 +56,15 @@ class WalCheckpointer:
         if size < self.threshold:
             self._caught_up = False  # the log restarted since
             return
-        if self._caught_up:
+        if self._caught_up or self._inline:
             self._caught_up = False
-            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._checkpoint(self._connection)
             return
+        self._idle.clear()
+        self._copy.set()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="state-checkpoint", daemon=True)
             self._thread.start()
-        self._idle.clear()
-        self._copy.set()
 
     def wait(self) -> None:
         """Until a copy under way is done."""
@@ -78,7 +79,13 @@ class WalCheckpointer:
             self._thread = None
 
     def _run(self) -> None:
-        connection = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            connection = sqlite3.connect(self._path, isolation_level=None)
+        except sqlite3.Error as error:
+            log.warning("reference state checkpoints run in its commits: %s", error)
+            self._inline = True
+            self._idle.set()
+            return
         try:
             while True:
                 self._copy.wait()
@@ -86,11 +93,19 @@ class WalCheckpointer:
                 if self._closing:
                     return
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self._caught_up = True
-                except sqlite3.Error as error:  # the log keeps it all: tried again after a commit
-                    log.warning("reference state checkpoint failed: %s", error)
+                    self._caught_up = self._checkpoint(connection)
                 finally:
                     self._idle.set()
         finally:
             connection.close()
+
+    @staticmethod
+    def _checkpoint(connection: sqlite3.Connection) -> bool:
+        """A PASSIVE checkpoint; False when it failed (the log keeps everything: tried again
+        after a later commit)."""
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as error:
+            log.warning("reference state checkpoint failed: %s", error)
+            return False
+        return True

@@ -303,6 +303,29 @@ def test_the_wal_is_copied_into_the_file_off_the_committing_thread(tmp_path, mon
     with sqlite3.connect(tmp_path / "mapper_state.sqlite3") as connection:
         assert connection.execute("SELECT count(*) FROM entity").fetchone() == (7500,)
 
+def test_without_its_own_connection_the_commits_copy_the_wal(tmp_path, monkeypatch, caplog):
+    from mappers import walcheckpoint
+
+    monkeypatch.setattr(state_module, "_CHECKPOINT_PAGES", 500)  # 2 MB of 4 kB pages
+    state = ReferenceState.open(tmp_path, cache_size=10)
+
+    def refused(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(walcheckpoint.sqlite3, "connect", refused)
+    wal = tmp_path / "mapper_state.sqlite3-wal"
+    sizes = []
+    for commit in range(12):  # ~1 MB each
+        for number in range(250):
+            state.put("orders", f"o{commit}-{number}", {"id": f"o{commit}-{number}", "note": "x" * 2000})
+        state.commit(commit)
+        state.checkpoints.wait()
+        sizes.append(wal.stat().st_size)
+    assert max(sizes) < 6 * 2**20 and sum(1 for before, after in zip(sizes, sizes[1:]) if after < before) >= 3
+    assert "reference state checkpoints run in its commits: unable to open database file" in caplog.text
+    state.close()
+
+
 def test_a_read_that_misses_the_caches_runs_in_the_open_transaction(tmp_path):
     state = ReferenceState.open(tmp_path, cache_size=2)
     state.put("customer", "c1", {"name": "Ann"})
