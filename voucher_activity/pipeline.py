@@ -29,7 +29,7 @@ from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, form
 from cdc_reader.replication import ReplicationSession
 from cdc_reader.slot import slot_info
 from cdc_reader.snapshot import Progress, distinct_values, read_snapshot_batches
-from mappers import open_state, tracked_columns, tracked_tables
+from mappers import Catalog, open_state, tracked_columns, tracked_tables
 from mappers.state import STATE_FILE, ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
 from query.status import ReaderPhase, ReaderProgress
@@ -171,16 +171,18 @@ class Pipeline:
             if warmed:
                 log.info("reference state loaded", extra=fields(
                     rows=warmed, seconds=round(time.monotonic() - started, 2)))
+            # One catalog: the tables and columns the session reads are those its rules map.
+            catalog = load_default_catalog()
             with ReplicationSession(
-                settings.require_source(), settings.slot, settings.publication, tracked_tables(),
-                columns=tracked_columns(),
+                settings.require_source(), settings.slot, settings.publication, tracked_tables(catalog),
+                columns=tracked_columns(catalog),
             ) as session:
-                self._stream(session, state)
+                self._stream(session, state, catalog)
         finally:
             state.close()  # rolls back anything not committed at a checkpoint
             self.progress.streaming = False
 
-    def _stream(self, session: ReplicationSession, state: ReferenceState) -> None:
+    def _stream(self, session: ReplicationSession, state: ReferenceState, catalog: Catalog) -> None:
         settings = self.settings
         recorded = self.store.reader_progress(settings.slot)
         action = start_action(
@@ -202,7 +204,7 @@ class Pipeline:
                 "remove the data directory and the store's tables, and start again to rebuild"
             )
         def new_mapper() -> EventMapper:
-            return EventMapper(load_default_catalog(), state, SourceIdentity(slot.system_id, slot.database),
+            return EventMapper(catalog, state, SourceIdentity(slot.system_id, slot.database),
                                settings.slot, scratch_memory_limit=SCRATCH_ROWS,
                                memo_bytes=settings.state_levels.memo_bytes)
 
