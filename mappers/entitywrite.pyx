@@ -40,24 +40,26 @@ cpdef object encode_known(dict layouts, object encode, object table, dict row):
     """The row's encoding by its known layout (`RowCodec`), or None: no layout known for its
     columns yet, none fits (pickled), a value not of its column's types, or a value MessagePack
     refuses."""
-    cdef object layout = _layout_of(layouts, table, row)
+    cdef object layout = _layout_of(layouts, table, _columns_of(row))
     return None if layout is None else _encode_by(<tuple>layout, encode, row)
 
 
-cdef object _layout_of(dict layouts, object table, dict row):
-    """The known layout of the row's columns (a (tag, accepted types) tuple), or None."""
-    cdef Py_ssize_t size = PyDict_Size(row), position = 0, index = 0
+cdef tuple _columns_of(dict row):
+    cdef Py_ssize_t position = 0, index = 0
     cdef PyObject* column
     cdef PyObject* value
-    cdef tuple columns = PyTuple_New(size)
+    cdef tuple columns = PyTuple_New(PyDict_Size(row))
     while PyDict_Next(row, &position, &column, &value):
         Py_INCREF(<object>column)
         PyTuple_SET_ITEM(columns, index, <object>column)
         index += 1
+    return columns
+
+
+cdef object _layout_of(dict layouts, object table, tuple columns):
+    """The known layout of these columns of `table` (a (tag, accepted types) tuple), or None."""
     cdef PyObject* found = PyDict_GetItem(layouts, (table, columns))
-    if found == NULL:
-        return None
-    return <object>found
+    return None if found == NULL else <object>found
 
 
 cdef bint _same_columns(tuple columns, dict row):
@@ -108,7 +110,7 @@ def entity_parameters(entries, dict layouts, object encode, object encode_row, o
     # the last layout found, with its table and columns: the next row of that table has the
     # same columns, as a rule, so its layout is known without building the lookup's key
     cdef object last_table = None, last_layout = None
-    cdef tuple last_columns = ()
+    cdef tuple last_columns = (), columns
     for table, key, row, keep in entries:
         stored_key = disk_key(key)
         if row is None:
@@ -120,10 +122,10 @@ def entity_parameters(entries, dict layouts, object encode, object encode_row, o
                 if table is last_table and _same_columns(last_columns, <dict>row):
                     layout = last_layout
                 else:
-                    layout = _layout_of(layouts, table, <dict>row)
+                    columns = _columns_of(<dict>row)
+                    layout = _layout_of(layouts, table, columns)
                     if layout is not None:
-                        last_table, last_layout = table, layout
-                        last_columns = tuple(<dict>row)
+                        last_table, last_layout, last_columns = table, layout, columns
                 if layout is not None:
                     blob = _encode_by(<tuple>layout, encode, <dict>row)
             if blob is None:
