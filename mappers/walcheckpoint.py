@@ -35,9 +35,9 @@ class WalCheckpointer:
         self._path = Path(path)
         self._wal = Path(f"{path}-wal")
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        self.threshold = pages * page_size  # bytes of log
+        self._threshold = pages * page_size  # bytes of log
         connection.execute("PRAGMA wal_autocheckpoint=0")  # never inside a COMMIT
-        connection.execute(f"PRAGMA journal_size_limit={self.threshold // 8}")
+        connection.execute(f"PRAGMA journal_size_limit={self._threshold // 8}")
         self._copy = threading.Event()  # set: the thread is to copy
         self._idle = threading.Event()  # set: the thread is not copying
         self._idle.set()
@@ -53,7 +53,7 @@ class WalCheckpointer:
             size = os.stat(self._wal).st_size
         except FileNotFoundError:
             return
-        if size < self.threshold:
+        if size < self._threshold:
             self._caught_up = False  # the log restarted since
             return
         if self._caught_up or self._inline:
