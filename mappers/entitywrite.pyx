@@ -4,8 +4,9 @@
 `ReferenceState._write` runs it for every row a commit, an eviction or a batch of the snapshot's
 `add`s writes: the row's key as the `entity` table holds it (`disk_key`), its MessagePack encoding (the row
 codec's known layouts, checked and encoded here in one pass over the dict; a row no known layout
-fits goes through `RowCodec.encode`, which learns a layout or pickles), and what the encoded
-level keeps. `encode_known` is also the row codec's own check and encoding.
+fits goes through `RowCodec.encode`, which learns a layout or pickles), laid out as the writes'
+statements take them (`mappers/entitywrites.py`), and what the encoded level keeps.
+`encode_known` is also the row codec's own check and encoding.
 """
 
 from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_Size
@@ -100,21 +101,25 @@ cdef object _encode_by(tuple layout, object encode, dict row):
 
 def entity_parameters(entries, dict layouts, object encode, object encode_row, object packed_key,
                       bint packing, object absent_blob):
-    """For (table, key, row, keep) entries (row None: deleted): the upserts' (table, key, blob)
-    and the deletes' (table, key) parameters, and the (packed key, encoding) pairs the encoded
-    level keeps (those with `keep`, when `packing`). `layouts` and `encode`: the row codec's
-    (`RowCodec.fast_path`); `encode_row`: `RowCodec.encode`, for the rows they do not fit;
-    `absent_blob`: what the encoded level holds for a deleted row."""
-    cdef list upserts = [], deletes = [], kept = []
-    cdef object table, key, row, keep, stored_key, blob, layout
+    """For (table, key, row, keep) entries (row None: deleted), what `mappers/entitywrites.py`
+    writes and what the encoded level keeps: `spans` and `data`, the UUID-keyed upserts as one
+    statement's parameters (each row's 16 key bytes then its encoding, appended to `data`, and a
+    (table, where its key starts, its encoding's length) span, counted from 1 as SQLite's substr
+    counts); `upserts`, the other keys' (table, key, blob) parameters; `deletes`, the (table, key) ones; and
+    `kept`, the (packed key, encoding) pairs the encoded level keeps (those with `keep`, when
+    `packing`). `layouts` and `encode`: the row codec's (`RowCodec.fast_path`); `encode_row`:
+    `RowCodec.encode`, for the rows they do not fit; `absent_blob`: what the encoded level holds
+    for a deleted row."""
+    cdef list spans = [], upserts = [], deletes = [], kept = []
+    cdef bytearray data = bytearray()
+    cdef object table, key, row, keep, blob, layout
     # the last layout found, with its table and columns: the next row of that table has the
     # same columns, as a rule, so its layout is known without building the lookup's key
     cdef object last_table = None, last_layout = None
     cdef tuple last_columns = (), columns
     for table, key, row, keep in entries:
-        stored_key = disk_key(key)
         if row is None:
-            PyList_Append(deletes, (table, stored_key))
+            PyList_Append(deletes, (table, disk_key(key)))
             blob = absent_blob
         else:
             blob = None
@@ -130,7 +135,12 @@ def entity_parameters(entries, dict layouts, object encode, object encode_row, o
                     blob = _encode_by(<tuple>layout, encode, <dict>row)
             if blob is None:
                 blob = encode_row(table, row)
-            PyList_Append(upserts, (table, stored_key, blob_parameter(blob)))
+            if type(key) is _UUID:
+                PyList_Append(spans, (table, len(data) + 1, len(blob)))
+                data += key.int.to_bytes(16)
+                data += blob
+            else:
+                PyList_Append(upserts, (table, str(key), blob_parameter(blob)))
         if keep and packing:
             PyList_Append(kept, (packed_key(table, key), blob))
-    return upserts, deletes, kept
+    return spans, data, upserts, deletes, kept

@@ -74,6 +74,7 @@ class RowCodec:
         self._layouts: dict[tuple[str, tuple[str, ...]], tuple[int, tuple[frozenset[type], ...]] | None] = {}
         self._structs: list[type] = []
         self._decode: Any = None
+        self._last_tag = 0
         for tag, kind, columns in self.connection.execute("SELECT tag, kind, columns FROM row_layout ORDER BY tag"):
             typed = tuple((column, SqlType(sql_type)) for column, sql_type in msgspec.json.decode(columns))
             self._learn(tag, kind, typed)
@@ -105,15 +106,19 @@ class RowCodec:
             self._layouts[(table, columns)] = None
             return None
         typed = tuple((column, types[column]) for column in columns)
-        cursor = self.connection.execute(
-            "INSERT INTO row_layout (kind, columns) VALUES (?, ?)",
-            (table, msgspec.json.encode([(column, sql_type.value) for column, sql_type in typed]).decode()))
-        return self._learn(cursor.lastrowid, table, typed)
+        # The tag is given, not read back as the last insert's rowid: the state's writes run
+        # statements of their own on this connection meanwhile (mappers/entitywrites.py).
+        tag = self._last_tag + 1
+        self.connection.execute(
+            "INSERT INTO row_layout (tag, kind, columns) VALUES (?, ?, ?)",
+            (tag, table, msgspec.json.encode([(column, sql_type.value) for column, sql_type in typed]).decode()))
+        return self._learn(tag, table, typed)
 
     def _learn(self, tag: int, table: str, typed: tuple[tuple[str, SqlType], ...]) -> tuple[int, tuple[frozenset[type], ...]]:
         struct = msgspec.defstruct(f"Row{tag}", [(column, _FIELDS[sql_type][0]) for column, sql_type in typed],
                                    array_like=True, tag=tag, tag_field="-")  # no column is named "-"
         self._structs.append(struct)
+        self._last_tag = max(self._last_tag, tag)
         self._decode = msgspec.msgpack.Decoder(Union[tuple(self._structs)]).decode  # noqa: UP007
         layout = self._layouts[(table, tuple(column for column, _ in typed))] = (
             tag, tuple(_FIELDS[sql_type][1] for _, sql_type in typed))

@@ -30,6 +30,7 @@ from uuid import UUID, SafeUUID
 
 from mappers.encoded import EncodedRows
 from mappers.entitywrite import disk_key, entity_parameters
+from mappers.entitywrites import EntityWrites
 from mappers.rowcodec import RowCodec
 from mappers.schema import Schema, voucher_schema
 from mappers.walcheckpoint import WalCheckpointer
@@ -127,18 +128,19 @@ class ReferenceState:
         self.path = Path(path)
         self.cache_size = cache_size
         self.packed_bytes = packed_bytes
-        self.connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.connection.execute("PRAGMA journal_mode=WAL")
+        connection = self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
         # Losing the last commit on power loss only means re-mapping from an older LSN, which
         # yields identical events; so the state need not wait for fsync.
-        self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
-        self.checkpoints = WalCheckpointer(self.connection, self.path, _CHECKPOINT_PAGES)
-        self.connection.executescript(_SCHEMA)
-        _prepare_entity_table(self.connection, self.path)
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
+        self.checkpoints = WalCheckpointer(connection, self.path, _CHECKPOINT_PAGES)
+        self._writes = EntityWrites(connection)  # the rows' upserts, on a thread of their own
+        connection.executescript(_SCHEMA)
+        _prepare_entity_table(connection, self.path)
         # `schema`: the column types rows are written by (mappers/rowcodec.py); the voucher
         # engine's unless told otherwise
-        self._codec = RowCodec(self.connection,
+        self._codec = RowCodec(connection,
                                {name: table.columns for name, table in (schema or voucher_schema()).tables.items()})
         self._cache: OrderedDict[tuple[str, Any], dict[str, Any] | None] = OrderedDict()
         # second level: committed or written rows, encoded (bytes; _PACKED_ABSENT for none)
@@ -149,7 +151,7 @@ class ReferenceState:
         self._memos: dict[str, list[dict[Any, Any]]] = {}  # table -> its row_memo dicts
         self._in_transaction = False
         self.rows_written = 0  # rows written to SQLite since opened (upserts and deletes)
-        row = self.connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
+        row = connection.execute("SELECT value FROM meta WHERE name = 'applied_lsn'").fetchone()
         self._applied_lsn: int | None = int(row[0]) if row else None
 
     @classmethod
@@ -158,6 +160,13 @@ class ReferenceState:
         """The state file in `data_dir` (created on first use)."""
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         return cls(Path(data_dir) / STATE_FILE, cache_size, packed_bytes, schema)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The state file's connection, once the rows written so far are in it (its open
+        transaction also holds the mapper's scratch and the snapshot's pairing)."""
+        self._writes.wait()
+        return self._connection
 
     @property
     def applied_lsn(self) -> int | None:
@@ -301,22 +310,18 @@ class ReferenceState:
             self._write(written)
 
     def _write(self, entries: Any) -> None:
-        """Writes (table, key, row, keep) entries into the open SQLite transaction, keeping the
-        encodings of those with `keep` in the second level. (The loop runs for every row a
-        commit, an eviction or a batch of `add`s writes.)"""
+        """Writes (table, key, row, keep) entries into the open SQLite transaction (on the
+        writes' thread: mappers/entitywrites.py), keeping the encodings of those with `keep` in
+        the second level. (The loop runs for every row a commit, an eviction or a batch of
+        `add`s writes.)"""
         self.begin()
         layouts, encode = self._codec.fast_path()
-        upserts, deletes, kept = entity_parameters(entries, layouts, encode, self._codec.encode, self._packed.key,
-                                                   bool(self.packed_bytes), _PACKED_ABSENT)
+        spans, data, upserts, deletes, kept = entity_parameters(
+            entries, layouts, encode, self._codec.encode, self._packed.key, bool(self.packed_bytes), _PACKED_ABSENT)
         if kept:
             self._packed.store(kept)
-        self.rows_written += len(upserts) + len(deletes)
-        if upserts:
-            self.connection.executemany(
-                "INSERT INTO entity (kind, key, row) VALUES (?, ?, ?) "
-                "ON CONFLICT (kind, key) DO UPDATE SET row = excluded.row", upserts)
-        if deletes:
-            self.connection.executemany("DELETE FROM entity WHERE kind = ? AND key = ?", deletes)
+        self.rows_written += len(spans) + len(upserts) + len(deletes)
+        self._writes.submit(spans, data, upserts, deletes)
 
     # -- transaction ---------------------------------------------------------------------------
     def begin(self) -> None:
@@ -350,8 +355,12 @@ class ReferenceState:
 
     def rollback(self) -> None:
         """Forget everything since the last commit."""
+        try:
+            self._writes.wait()
+        except sqlite3.Error as error:  # its rows are rolled back with the rest
+            log.warning("reference state write failed before a rollback: %s", error)
         if self._in_transaction:
-            self.connection.execute("ROLLBACK")
+            self._connection.execute("ROLLBACK")
             self._in_transaction = False
             self._codec.reload()  # row layouts added since the last commit are gone
         self._cache.clear()
@@ -365,5 +374,6 @@ class ReferenceState:
     def close(self) -> None:
         """Close; uncommitted changes are rolled back."""
         self.rollback()
+        self._writes.close()
         self.checkpoints.close()
-        self.connection.close()
+        self._connection.close()

@@ -132,7 +132,7 @@ def test_a_layout_added_in_a_rolled_back_transaction_is_forgotten(tmp_path):
 
 
 def test_a_batch_of_mixed_tables_columns_and_types_is_encoded_as_each_row_alone():
-    from mappers.entitywrite import disk_key, entity_parameters
+    from mappers.entitywrite import entity_parameters
 
     types = {**TYPES, "other": {"id": SqlType.UUID, "name": SqlType.TEXT}}
     rows = codec(types)
@@ -147,11 +147,13 @@ def test_a_batch_of_mixed_tables_columns_and_types_is_encoded_as_each_row_alone(
     alone = codec(types)
     expected = [alone.encode(table, row) for table, _key, row, _keep in entries]
     layouts, encode = rows.fast_path()
-    upserts, deletes, kept = entity_parameters(entries, layouts, encode, rows.encode,
-                                               lambda table, key: (table, key), True, b"")
-    assert [bytes(blob) for _table, _key, blob in upserts] == expected
-    assert [(table, bytes(key)) for table, key, _blob in upserts] == [
-        (table, bytes(disk_key(key))) for table, key, _row, _keep in entries]
-    assert deletes == [] and [blob for _key, blob in kept] == expected
+    spans, data, upserts, deletes, kept = entity_parameters(entries, layouts, encode, rows.encode,
+                                                            lambda table, key: (table, key), True, b"")
+    # each row as its key's 16 bytes and its encoding, laid end to end; a span per row
+    assert [(table, bytes(data[start - 1:start + 15]), bytes(data[start + 15:start + 15 + length]))
+            for table, start, length in spans] == [
+        (table, key.int.to_bytes(16), blob) for (table, key, _row, _keep), blob in zip(entries, expected)]
+    assert len(data) == sum(16 + len(blob) for blob in expected)
+    assert upserts == deletes == [] and [blob for _key, blob in kept] == expected
     assert [rows.decode(blob) for blob in expected] == batch
     assert expected[5][0] == 0x80  # the bool: pickled, as alone
