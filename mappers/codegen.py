@@ -264,10 +264,12 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
                     if compared:
                         out.when("merged != previous", f"state_put({table!r}, key, merged)")
                     elif op is Op.INSERT:
-                        # a snapshot's rows are read back by later tables, if at all (`add`); the
-                        # encodings of a table the snapshot never looks up are not kept
+                        # a new row is read back, if at all, by the rest of its transaction or
+                        # long after (`add`: not through the first level, where it would push out
+                        # the rows lookups use); the encodings of a table the snapshot never
+                        # looks up are not kept
                         out.either("context.snapshot", f"state_add({table!r}, key, merged, {plan.snapshot_read!r})",
-                                   f"state_put({table!r}, key, merged)")
+                                   f"state_add({table!r}, key, merged)")
                     else:
                         out.line(f"state_put({table!r}, key, merged)")
         out.line("records = []")
