@@ -51,10 +51,17 @@ IDLE_READ_TIMEOUT = 0.5
 CAUGHT_UP_BATCH_AGE = 0.02
 MAX_BATCH_AGE = 0.08
 # Catching up (the transaction being read committed over CATCH_UP_LAG seconds ago: a backlog after
-# a restart or a burst), batches grow to CATCH_UP_BATCH_AGE or the writer's max_rows instead: an
+# a restart or a burst), batches grow to CATCH_UP_BATCH_AGE or CATCH_UP_BATCH_ROWS instead: an
 # insert has a fixed cost of ~15 ms, and no one is waiting for a particular event yet.
 CATCH_UP_LAG = 1.0
 CATCH_UP_BATCH_AGE = 2.0
+# Rows a batch holds at most: live, a burst's insert stays within ~50-100 ms (docs/store.md,
+# "Batch size"); catching up and in the initial snapshot, nobody waits for a particular event,
+# and the engine merges fewer, larger parts: draining 1M changes (`./dev bench ingest --scale
+# full`), merges took 5.2-5.6 s of CPU with 10,000-row batches, 2.3 s with 40,000, on a core
+# the walsender and the pipeline's own inserts need.
+LIVE_BATCH_ROWS = 10_000
+CATCH_UP_BATCH_ROWS = 40_000
 # Seconds between reference-state commits (each followed by the LSN confirm) while the stream is
 # busy. Flushing the batch makes events visible; committing the state is what lets the server
 # drop WAL. A commit writes every state row changed since the last one into SQLite's B-tree
@@ -209,7 +216,8 @@ class Pipeline:
                                memo_bytes=settings.state_levels.memo_bytes)
 
         mapper = None
-        writer = EventWriter(self.store, max_age=CAUGHT_UP_BATCH_AGE, metrics=self.metrics)
+        writer = EventWriter(self.store, max_rows=CATCH_UP_BATCH_ROWS, max_age=CAUGHT_UP_BATCH_AGE,
+                             metrics=self.metrics)
         self._rows_counted = 0  # the writer's rows_written already in progress.events_written
         try:
             if slot.created:
@@ -306,6 +314,7 @@ class Pipeline:
                     writer.mark(envelope.end_lsn)
                     committed = self.progress.last_commit_time = envelope.commit_time.timestamp()
                     behind = time.time() - committed > CATCH_UP_LAG
+                    writer.max_rows = CATCH_UP_BATCH_ROWS if behind else LIVE_BATCH_ROWS
                     if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
