@@ -70,6 +70,11 @@ CATCH_UP_BATCH_ROWS = 40_000
 # ids; SPEC §7). Once the stream has nothing more to give, the pipeline commits and confirms at
 # once.
 STATE_COMMIT_INTERVAL = 1.0
+# Catching up, a commit waits for the batch's insert (up to CATCH_UP_BATCH_ROWS) and the state's
+# writes, 0.5-0.8 s while draining 1M changes, so the state is committed, and the LSN confirmed,
+# every CATCH_UP_COMMIT_INTERVAL instead: a long catch-up still lets the server drop WAL as it
+# goes, and a crash replays at most this much.
+CATCH_UP_COMMIT_INTERVAL = 10.0
 RATE_LOG_INTERVAL = 60.0
 RETAINED_WAL_INTERVAL = 15.0
 # How long a thread may hold the interpreter's lock while another waits. The write-behind insert
@@ -129,6 +134,7 @@ class Pipeline:
         self.metrics = metrics
         self.progress = PipelineProgress()
         self._committed_at = 0.0  # monotonic time of the last state commit
+        self._commit_interval = STATE_COMMIT_INTERVAL  # CATCH_UP_COMMIT_INTERVAL while catching up
         self._rows_counted = 0
 
     # -- supervision --------------------------------------------------------------------------
@@ -315,7 +321,11 @@ class Pipeline:
                     committed = self.progress.last_commit_time = envelope.commit_time.timestamp()
                     behind = time.time() - committed > CATCH_UP_LAG
                     writer.max_rows = CATCH_UP_BATCH_ROWS if behind else LIVE_BATCH_ROWS
-                    if writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE):
+                    self._commit_interval = CATCH_UP_COMMIT_INTERVAL if behind else STATE_COMMIT_INTERVAL
+                    # (catching up, batches are written behind as they fill, so their age and
+                    # size alone would not bring a commit about)
+                    if (writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE)
+                            or (behind and self._seconds_until_commit() == 0)):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
                 if not envelopes and writer.pending:
@@ -344,8 +354,8 @@ class Pipeline:
         session.send_feedback()
 
     def _checkpoint(self, writer: EventWriter, state: ReferenceState, session, commit: bool = False) -> None:
-        """Flush the batch (its events become visible); then, if `commit` or STATE_COMMIT_INTERVAL
-        has passed since the last commit, commit the state as of the durable LSN and confirm it.
+        """Flush the batch (its events become visible); then, if `commit` or the commit interval
+        (STATE_COMMIT_INTERVAL, CATCH_UP_COMMIT_INTERVAL) has passed since the last commit, commit the state as of the durable LSN and confirm it.
         Only between transactions, and the commit only right after a flush: the state must hold
         exactly the transactions up to the LSN it is committed at, no more, no less."""
         # The batch is written behind: while the next changes are mapped, or, at a commit, while
@@ -370,8 +380,8 @@ class Pipeline:
         log.debug("checkpoint", extra=fields(lsn=format_lsn(durable)))
 
     def _seconds_until_commit(self) -> float:
-        """How long until STATE_COMMIT_INTERVAL has passed since the last state commit."""
-        return max(self._committed_at + STATE_COMMIT_INTERVAL - time.monotonic(), 0.0)
+        """How long until the commit interval has passed since the last state commit."""
+        return max(self._committed_at + self._commit_interval - time.monotonic(), 0.0)
 
     @staticmethod
     def _commit_waiting(writer: EventWriter, state: ReferenceState) -> bool:

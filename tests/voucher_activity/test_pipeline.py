@@ -25,10 +25,12 @@ from tests.pipeline_helpers import (
     assert_each_business_row_once,
     prepare_source,
     raw_duplicates,
+    server_wal_lsn,
     settings_for,
     wait_caught_up,
 )
 from tests.replication_helpers import confirmed_lsn
+from voucher_activity import pipeline as pipeline_module
 
 BULK_CUSTOMERS = 20_000
 
@@ -111,6 +113,43 @@ def test_graceful_restart_resumes_where_it_stopped(voucher_db, store_url, tmp_pa
         stored_since_restart = store.rows(
             "SELECT count() FROM customer_events WHERE source_lsn > {lsn:UInt64}", {"lsn": stopped_at})[0][0]
         assert written_this_run == stored_since_restart
+
+
+def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, tmp_path, monkeypatch):
+    """Draining a backlog, the pipeline commits its state and confirms an LSN every
+    CATCH_UP_COMMIT_INTERVAL, not only once caught up: the server drops WAL as it goes, and
+    a crash replays at most that much."""
+    monkeypatch.setattr(pipeline_module, "CATCH_UP_COMMIT_INTERVAL", 0.25)
+    customers = 40_000
+    prepare_source(voucher_db.dsn)
+    VoucherTraffic(voucher_db.dsn, seed=3).setup()
+    slot = unique_name("va")
+    settings = settings_for(voucher_db.dsn, store_url, tmp_path, slot, snapshot="never")
+    with Store.open(store_url) as store:
+        with PipelineThread(settings, store) as running:  # creates the slot
+            running.wait_streaming()
+        started = confirmed_lsn(voucher_db.dsn, slot)
+        with psycopg.connect(voucher_db.dsn, autocommit=True) as conn:
+            conn.execute(  # one transaction per customer, as the engine writes them
+                "DO $$ DECLARE tenant uuid := (SELECT id FROM tenant WHERE name = 'acme'); BEGIN "
+                f"FOR i IN 1..{customers} LOOP "
+                "INSERT INTO customer (id, created_at, updated_at, source_id, name, tenant_id) "
+                "VALUES (gen_random_uuid(), now(), now(), 'backlog-' || i, 'Backlog ' || i, tenant); "
+                "COMMIT; END LOOP; END $$")
+        ended = server_wal_lsn(voucher_db.dsn)
+        time.sleep(1.5)  # every transaction of the backlog is older than CATCH_UP_LAG
+        confirmed = set()
+        with PipelineThread(settings, store) as running:
+            deadline = time.monotonic() + 120
+            while (lsn := confirmed_lsn(voucher_db.dsn, slot)) < ended:
+                assert running.error is None and time.monotonic() < deadline, running.error
+                confirmed.add(lsn)
+                time.sleep(0.01)
+        on_the_way = sorted(lsn for lsn in confirmed if started < lsn < ended)
+        assert len(on_the_way) >= 3, [f"{lsn:X}" for lsn in on_the_way]
+        created = store.rows(
+            "SELECT count() FROM customer_events_dedup WHERE type = 'customer.created'", {})[0][0]
+        assert created == customers
 
 
 def test_survives_a_postgresql_restart_mid_stream(tmp_path, store_url):
