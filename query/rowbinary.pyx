@@ -16,7 +16,7 @@ reads back exactly as the records were:
 - Nullable(T): a byte (1: NULL, 0: a value follows), then T.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.datetime cimport (
     PyDateTime_DATE_GET_HOUR,
     PyDateTime_DATE_GET_MICROSECOND,
@@ -28,8 +28,9 @@ from cpython.datetime cimport (
     datetime,
     import_datetime,
 )
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
@@ -48,6 +49,7 @@ cdef extern from "structmember.h":
     int T_OBJECT_EX
 
 cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** block, Py_ssize_t size) except -1
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
@@ -87,6 +89,10 @@ def column_kind(str clickhouse_type):
 
 
 cdef class _Buffer:
+    """The block, written straight into the bytes object it is returned as (`finish`): a
+    40,000-row block is ~30 MB, and copying it out of a buffer of its own would touch as much
+    fresh memory again, page by page."""
+    cdef PyObject* block  # owned: the only reference until `finish`
     cdef char* data
     cdef Py_ssize_t size
     cdef Py_ssize_t capacity
@@ -94,25 +100,31 @@ cdef class _Buffer:
     def __cinit__(self, Py_ssize_t capacity):
         self.capacity = max(capacity, 64)
         self.size = 0
-        self.data = <char*>PyMem_Malloc(self.capacity)
-        if self.data == NULL:
-            raise MemoryError()
+        block = PyBytes_FromStringAndSize(NULL, self.capacity)
+        Py_INCREF(block)
+        self.block = <PyObject*>block
+        self.data = PyBytes_AS_STRING(block)
 
     def __dealloc__(self):
-        PyMem_Free(self.data)
+        Py_XDECREF(self.block)
 
     cdef inline char* reserve(self, Py_ssize_t count) except NULL:
         cdef Py_ssize_t needed = self.size + count
         cdef Py_ssize_t capacity
-        cdef char* grown
         if needed > self.capacity:
             capacity = max(needed, self.capacity * 2)
-            grown = <char*>PyMem_Realloc(self.data, capacity)
-            if grown == NULL:
-                raise MemoryError()
-            self.data = grown
+            _PyBytes_Resize(&self.block, capacity)  # on failure it frees the block, sets NULL and raises
+            self.data = PyBytes_AS_STRING(<object>self.block)
             self.capacity = capacity
         return self.data + self.size
+
+    cdef object finish(self):
+        """The block, cut to what was written (the buffer is done with)."""
+        _PyBytes_Resize(&self.block, self.size)
+        block = <object>self.block
+        Py_XDECREF(self.block)
+        self.block = NULL
+        return block
 
 
 cdef inline void _put_u64(char* out, uint64_t value) noexcept:
@@ -251,7 +263,7 @@ def encode_rows(list records, tuple columns, tuple kinds):
                     _write_bool(buffer, value)
                 else:
                     raise ValueError(f"RowBinary: unknown column kind {kind}")
-        return PyBytes_FromStringAndSize(buffer.data, buffer.size)
+        return buffer.finish()
     finally:
         PyMem_Free(kind_of)
         PyMem_Free(slot_of)

@@ -150,6 +150,16 @@ def test_a_block_reads_each_record_as_its_own_type_holds_its_fields() -> None:
     assert encode_rows([_PlainRow(2), _Numbered(1, "row 1")], ("number", "text"), kinds) == one_row[1] + one_row[0]
 
 
+def test_a_block_past_its_first_guess_of_size_is_its_rows_in_order() -> None:
+    # the block starts at 256 bytes a row and grows as rows of 2 kB each are written
+    kinds = (column_kind("UInt64"), column_kind("String"))
+    records = [_Numbered(number, f"{number:04d}" * 512) for number in range(1_000)]
+    one_by_one = [encode_rows([record], ("number", "text"), kinds) for record in records]
+    assert encode_rows(records, ("number", "text"), kinds) == b"".join(one_by_one)
+    assert len(one_by_one[7]) == 8 + 2 + 2048
+    assert encode_rows([], ("number", "text"), kinds) == b""
+
+
 def _leb128(number: int) -> bytes:
     out = bytearray()
     while number >= 0x80:
