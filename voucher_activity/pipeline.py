@@ -50,30 +50,22 @@ IDLE_READ_TIMEOUT = 0.5
 # MAX_BATCH_AGE when the stream never pauses.
 CAUGHT_UP_BATCH_AGE = 0.02
 MAX_BATCH_AGE = 0.08
-# Catching up (the transaction being read committed over CATCH_UP_LAG seconds ago: a backlog after
-# a restart or a burst), batches grow to CATCH_UP_BATCH_AGE or CATCH_UP_BATCH_ROWS instead: an
-# insert has a fixed cost of ~15 ms, and no one is waiting for a particular event yet.
+# Seconds between reference-state commits (each followed by the LSN confirm) while a live stream
+# is busy. Flushing makes events visible; committing the state lets the server drop WAL. A commit
+# writes every state row changed since the last one (random keys: ~a page a row), so a busy stream
+# commits at most this often: a crash replays at most this much, which rewrites identical events
+# (deterministic ids; SPEC §7). Once the stream has nothing more to give, it commits at once.
+STATE_COMMIT_INTERVAL = 1.0
+LIVE_BATCH_ROWS = 10_000  # a live burst's insert stays within ~50-100 ms
+# Catching up (the transaction read committed over CATCH_UP_LAG seconds ago: a backlog after a
+# restart or a burst), nobody waits for a particular event: batches grow to CATCH_UP_BATCH_AGE or
+# CATCH_UP_BATCH_ROWS (fewer, larger parts for the engine to merge), and the state is committed
+# every CATCH_UP_COMMIT_INTERVAL (a commit then waits for the batch's insert and the state's
+# writes, 0.5-0.8 s). Batches are written behind as they fill, so their age and size alone would
+# not bring a commit about. docs/store.md, "Batch size", has the measurements.
 CATCH_UP_LAG = 1.0
 CATCH_UP_BATCH_AGE = 2.0
-# Rows a batch holds at most: live, a burst's insert stays within ~50-100 ms (docs/store.md,
-# "Batch size"); catching up and in the initial snapshot, nobody waits for a particular event,
-# and the engine merges fewer, larger parts: draining 1M changes (`./dev bench ingest --scale
-# full`), merges took 5.2-5.6 s of CPU with 10,000-row batches, 2.3 s with 40,000, on a core
-# the walsender and the pipeline's own inserts need.
-LIVE_BATCH_ROWS = 10_000
 CATCH_UP_BATCH_ROWS = 40_000
-# Seconds between reference-state commits (each followed by the LSN confirm) while the stream is
-# busy. Flushing the batch makes events visible; committing the state is what lets the server
-# drop WAL. A commit writes every state row changed since the last one into SQLite's B-tree
-# (random keys: ~one page per row), so a busy stream commits at most this often instead of at
-# every flush: a crash replays at most this much, which rewrites identical events (deterministic
-# ids; SPEC §7). Once the stream has nothing more to give, the pipeline commits and confirms at
-# once.
-STATE_COMMIT_INTERVAL = 1.0
-# Catching up, a commit waits for the batch's insert (up to CATCH_UP_BATCH_ROWS) and the state's
-# writes, 0.5-0.8 s while draining 1M changes, so the state is committed, and the LSN confirmed,
-# every CATCH_UP_COMMIT_INTERVAL instead: a long catch-up still lets the server drop WAL as it
-# goes, and a crash replays at most this much.
 CATCH_UP_COMMIT_INTERVAL = 10.0
 RATE_LOG_INTERVAL = 60.0
 RETAINED_WAL_INTERVAL = 15.0
@@ -81,7 +73,6 @@ RETAINED_WAL_INTERVAL = 15.0
 # runs in the engine with the lock released but takes it back a few times a batch: at the 5 ms
 # default a drain spent a quarter of its time waiting for inserts, at 1 ms none (docs/benchmarks.md).
 GIL_SWITCH_INTERVAL = 0.001
-
 
 # Per-transaction bookkeeping kept in memory before it spills to SQLite (bounded memory for a
 # transaction of any size; measured: 1M-row transaction, see tests/voucher_activity/test_big_transaction.py).
@@ -322,8 +313,6 @@ class Pipeline:
                     behind = time.time() - committed > CATCH_UP_LAG
                     writer.max_rows = CATCH_UP_BATCH_ROWS if behind else LIVE_BATCH_ROWS
                     self._commit_interval = CATCH_UP_COMMIT_INTERVAL if behind else STATE_COMMIT_INTERVAL
-                    # (catching up, batches are written behind as they fill, so their age and
-                    # size alone would not bring a commit about)
                     if (writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE)
                             or (behind and self._seconds_until_commit() == 0)):
                         self._checkpoint(writer, state, session)
@@ -355,11 +344,10 @@ class Pipeline:
 
     def _checkpoint(self, writer: EventWriter, state: ReferenceState, session, commit: bool = False) -> None:
         """Flush the batch (its events become visible); then, if `commit` or the commit interval
-        (STATE_COMMIT_INTERVAL, CATCH_UP_COMMIT_INTERVAL) has passed since the last commit, commit the state as of the durable LSN and confirm it.
-        Only between transactions, and the commit only right after a flush: the state must hold
-        exactly the transactions up to the LSN it is committed at, no more, no less."""
-        # The batch is written behind: while the next changes are mapped, or, at a commit, while
-        # the state writes its changed rows into its open transaction.
+        has passed, commit the state as of the durable LSN and confirm it. Only between
+        transactions, and the commit only right after a flush: the state must hold exactly the
+        transactions up to the LSN it is committed at. (The batch is written behind: while the
+        next changes are mapped, or, at a commit, while the state writes its changed rows.)"""
         writer.write_behind()
         if not commit and self._seconds_until_commit() > 0:
             return
