@@ -278,6 +278,9 @@ class UnpersistedState(ReferenceState):
             memo.pop(memo_key, None)
         self._rows[(table, memo_key)] = row
 
+    def add(self, table: str, key: object, row: dict, keep: bool = True) -> None:
+        self.put(table, key, row)
+
     def commit(self, lsn: int) -> None:
         self._applied_lsn = lsn
 
