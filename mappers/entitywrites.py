@@ -10,19 +10,24 @@ one blob, their tables and offsets in a JSON array that `json_each` walks. SQLit
 batch in one step, with the lock released, on the writes' thread, while the pipeline maps on.
 The rare rows keyed by text, and deletes, follow in the same job with `executemany`.
 
-The writes share the state's connection and its open transaction. A job runs after the one
-before it, and the state waits for the last before anything that must see the rows (a SELECT of
-a row no cache level holds), before COMMIT and before ROLLBACK. Statements of other tables on
-that connection (the scratch's spills, the row codec's layouts) may run meanwhile: SQLite
-serializes a connection's statements (`sqlite3.threadsafety` 3), and their order within the
-transaction does not matter. A job's error is raised by the next `submit` or `wait`, so by the
-commit at the latest, before it commits anything. Where SQLite cannot share a connection between
-threads, the jobs run inline.
+The writes share the state's connection and its open transaction. Jobs run in the order
+submitted, queued without the pipeline waiting for them, and the state waits for them all
+before anything that must see the rows (a SELECT of a row no cache level holds), before its own
+COMMIT and before ROLLBACK. While catching up, the commit itself is a job: it waits there for the
+insert of the events it covers, and the rows written after it queue behind it
+(`ReferenceState.commit_when_stored`). Statements of other tables on that connection (the
+scratch's spills, the row codec's layouts) may run meanwhile: SQLite serializes a connection's
+statements (`sqlite3.threadsafety` 3), the scratch is a temporary table, and a layout written
+early is harmless. Once a job has failed, no later one runs, so no commit follows a lost write;
+the error is raised by the next `submit` or `wait`. Where SQLite cannot share a connection
+between threads, the jobs run inline.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -42,32 +47,53 @@ DELETE = "DELETE FROM entity WHERE kind = ? AND key = ?"
 
 
 class EntityWrites:
-    """Jobs of row writes into `connection`'s `entity` table, in order, on a thread of their own
-    (inline without `background`)."""
+    """Jobs on `connection`, run in order on a thread of their own (inline without
+    `background`): the rows' writes, and the commits the pipeline makes while catching up
+    (`ReferenceState.commit_when_stored`). Jobs queue without waiting for the ones before; once
+    a job has failed, none after it runs (a commit must not follow a lost write), and its error
+    is raised by the next `submit`, `call` or `wait` until `reset`."""
 
     def __init__(self, connection: sqlite3.Connection, background: bool = sqlite3.threadsafety == 3) -> None:
         self._connection = connection
         self._background = background
         self._executor: ThreadPoolExecutor | None = None  # started with the first job
-        self._pending: Future[None] | None = None
+        self._pending: deque[Future[Any]] = deque()
+        self._failure: BaseException | None = None  # the first job that failed (set on the writes' thread)
 
     def submit(self, spans: list[tuple[str, int, int]], data: bytearray,
                upserts: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]]) -> None:
-        """Write `entity_parameters`' rows (mappers/entitywrite.pyx), after the jobs before; a
-        failed job before this one raises its error here."""
-        self.wait()
+        """Write `entity_parameters`' rows (mappers/entitywrite.pyx), after the jobs before."""
+        self.call(self._run, spans, data, upserts, deletes)
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        """`function(*args)` after the jobs before it; its future."""
+        pending = self._pending
+        while pending and pending[0].done():
+            pending.popleft().result()  # raises a failed job's error
         if not self._background:
-            self._run(spans, data, upserts, deletes)
-            return
+            if self._failure is not None:
+                raise self._failure
+            done: Future[Any] = Future()
+            done.set_result(self._guarded(function, args))
+            return done
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="state-writes")
-        self._pending = self._executor.submit(self._run, spans, data, upserts, deletes)
+        job = self._executor.submit(self._guarded, function, args)
+        pending.append(job)
+        return job
 
     def wait(self) -> None:
-        """Until every job submitted is written; raises the error of one that failed."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        """Until every job submitted has run; raises the error of one that failed."""
+        pending = self._pending
+        while pending:
+            pending[0].exception()  # waits
+            pending.popleft()
+        if self._failure is not None:
+            raise self._failure
+
+    def reset(self) -> None:
+        """After `wait` (and a rollback of what the jobs wrote): forget a failure."""
+        self._failure = None
 
     def close(self) -> None:
         """Wait for the jobs and stop the thread."""
@@ -77,6 +103,15 @@ class EntityWrites:
             if self._executor is not None:
                 self._executor.shutdown()
                 self._executor = None
+
+    def _guarded(self, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return function(*args)
+        except BaseException as error:
+            self._failure = error
+            raise
 
     def _run(self, spans: list[tuple[str, int, int]], data: bytearray,
              upserts: list[tuple[str, str, Any]], deletes: list[tuple[str, Any]]) -> None:

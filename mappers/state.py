@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import OrderedDict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -345,11 +346,29 @@ class ReferenceState:
         """Make every change so far durable, as the state at `lsn`."""
         self.write_changes()
         self.begin()
-        self.connection.execute(
-            "INSERT INTO meta (name, value) VALUES ('applied_lsn', ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (lsn,))
-        self.connection.execute("COMMIT")
+        self._writes.wait()
+        self._commit_at(lsn)
         self._in_transaction = False
+
+    def commit_when_stored(self, lsn: int, stored: Future[Any]) -> Future[Any]:
+        """`commit(lsn)` without waiting: queued behind the writes of every change so far, it
+        commits once `stored` resolves (the events up to `lsn` are in the store; its error
+        commits nothing and is raised by the state's next write or commit), and the rows changed
+        after it queue behind it. Its future; `applied_lsn` is `lsn` once it is done."""
+        self.write_changes()
+        self.begin()
+        return self._writes.call(self._commit_stored, lsn, stored)
+
+    def _commit_stored(self, lsn: int, stored: Future[Any]) -> None:
+        stored.result()
+        self._commit_at(lsn)
+        self._connection.execute("BEGIN")  # the state stays in a transaction, as before the job
+
+    def _commit_at(self, lsn: int) -> None:
+        connection = self._connection
+        connection.execute("INSERT INTO meta (name, value) VALUES ('applied_lsn', ?) "
+                           "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (lsn,))
+        connection.execute("COMMIT")
         self._applied_lsn = lsn
         self.checkpoints.after_commit()
 
@@ -357,10 +376,12 @@ class ReferenceState:
         """Forget everything since the last commit."""
         try:
             self._writes.wait()
-        except sqlite3.Error as error:  # its rows are rolled back with the rest
+        except Exception as error:  # what it wrote is rolled back with the rest
             log.warning("reference state write failed before a rollback: %s", error)
+        self._writes.reset()
         if self._in_transaction:
-            self._connection.execute("ROLLBACK")
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
             self._in_transaction = False
             self._codec.reload()  # row layouts added since the last commit are gone
         self._cache.clear()

@@ -16,6 +16,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,6 +104,11 @@ class EventWriter:
         return self._count >= self.max_rows
 
     @property
+    def sending(self) -> bool:
+        """A batch written behind is still being stored (a `write_behind` now would wait for it)."""
+        return self._sending is not None and self._sending.is_alive()
+
+    @property
     def marked_lsn(self) -> int | None:
         """The highest marked LSN that is not durable yet (None when all marks are)."""
         if self._marked is None or self._marked == self._durable:
@@ -162,17 +168,25 @@ class EventWriter:
         self._durable = marked
         return marked
 
-    def write_behind(self) -> None:
+    def write_behind(self) -> Future[int | None]:
         """Start writing everything pending on a thread of its own and return: the engine parses
         and stores a block with the interpreter's lock released, so the owner maps the next
         changes meanwhile. Not a durability point: only `flush` advances `durable_lsn`. One
         batch at a time (this waits for the previous one); its failure is raised by the next
-        `write_behind` or `flush`, with its rows kept for that flush to write again."""
+        `write_behind` or `flush`, with its rows kept for that flush to write again. Returns
+        the batch's future: the highest LSN marked so far, once everything added so far is
+        stored; the insert's error if it failed."""
         self._await_sending()
+        marked = self._marked
         self._encode()
+        stored: Future[int | None] = Future()
         if self._unsent:
-            self._sending = threading.Thread(target=self._send_behind, name="store-writer", daemon=True)
+            self._sending = threading.Thread(target=self._send_behind, args=(stored, marked),
+                                             name="store-writer", daemon=True)
             self._sending.start()
+        else:
+            stored.set_result(marked)  # every batch before is stored (or this raised)
+        return stored
 
     def close(self) -> None:
         """Wait for a write-behind still running (its failure is dropped: the owner is done)."""
@@ -249,8 +263,11 @@ class EventWriter:
         else:
             cache.invalidate(tags)
 
-    def _send_behind(self) -> None:
+    def _send_behind(self, stored: Future[int | None], marked: int | None) -> None:
         try:
             self._send()
         except BaseException as error:  # raised in the owner's thread by its next call
             self._failure = error
+            stored.set_exception(error)
+        else:
+            stored.set_result(marked)

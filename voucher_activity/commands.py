@@ -28,7 +28,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cdc_reader.checks import SourceNotReadyError
 from cdc_reader.slot import drop_publication, drop_slot
-from mappers.state import StateFormatError
+from mappers.state import STATE_FILE, StateFormatError
 from query.activity_cache import ActivityCache
 from query.api.app import create_app
 from query.location import redacted
@@ -45,7 +45,7 @@ from voucher_activity.config import (
 )
 from voucher_activity.logs import fields
 from voucher_activity.memory import release_library_pages_periodically, tune_collector
-from voucher_activity.pipeline import Pipeline, state_path
+from voucher_activity.pipeline import Pipeline
 from voucher_activity.resume import ReaderStateMissingError, SlotLostError
 from voucher_activity.sql_command import StoreNotFoundError, locate_store, run_sql
 from voucher_activity.status import collect_status, render_table
@@ -253,7 +253,7 @@ def teardown(args: argparse.Namespace, settings: Settings) -> int:
     with psycopg.connect(settings.require_source(), autocommit=True) as conn:
         slot_dropped = drop_slot(conn, settings.slot)
         publication_dropped = drop_publication(conn, settings.publication)
-    path = state_path(settings)
+    path = settings.data_dir / STATE_FILE
     for leftover in (path, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal")):
         leftover.unlink(missing_ok=True)
     print(f"slot {settings.slot}: {'dropped' if slot_dropped else 'absent'}")

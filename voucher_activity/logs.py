@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from cdc_reader.snapshot import Progress
 from voucher_activity.config import LogFormat
 
 _FIELDS = "va_fields"
@@ -21,6 +22,14 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 def fields(**values: Any) -> dict[str, Any]:
     """Wrap key/value pairs for `extra=` so formatters can tell them from LogRecord internals."""
     return {_FIELDS: values}
+
+
+def progress_fields(progress: Progress) -> dict[str, Any]:
+    """`fields` of a long operation's progress: rows done of the total, rows/s, the ETA."""
+    eta = progress.eta_seconds
+    return fields(table=progress.table, rows_done=progress.rows_done, rows_total=progress.rows_total,
+                  rows_per_second=round(progress.rows_per_second),
+                  eta_seconds=None if eta is None else round(eta, 1))
 
 
 class JsonFormatter(logging.Formatter):

@@ -20,7 +20,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 
 import psycopg
 from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exponential_jitter
@@ -28,17 +28,18 @@ from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exp
 from cdc_reader.changes import Change, TransactionBegin, TransactionCommit, format_lsn
 from cdc_reader.replication import ReplicationSession
 from cdc_reader.slot import slot_info
-from cdc_reader.snapshot import Progress, distinct_values, read_snapshot_batches
+from cdc_reader.snapshot import distinct_values, read_snapshot_batches
 from mappers import Catalog, open_state, tracked_columns, tracked_tables
-from mappers.state import STATE_FILE, ReferenceState
+from mappers.state import ReferenceState
 from mappers.transaction import EventMapper, SourceIdentity, load_default_catalog
 from query.status import ReaderPhase, ReaderProgress
 from query.store import Store, StoreError
 from query.writer import EventWriter
 from voucher_activity.config import Settings, SnapshotMode
-from voucher_activity.logs import fields
+from voucher_activity.logs import fields, progress_fields
 from voucher_activity.memory import collector_paused
 from voucher_activity.resume import SlotLostError, StartAction, start_action
+from voucher_activity.status import PipelineProgress
 
 log = logging.getLogger("voucher_activity.pipeline")
 
@@ -60,9 +61,9 @@ LIVE_BATCH_ROWS = 10_000  # a live burst's insert stays within ~50-100 ms
 # Catching up (the transaction read committed over CATCH_UP_LAG seconds ago: a backlog after a
 # restart or a burst), nobody waits for a particular event: batches grow to CATCH_UP_BATCH_AGE or
 # CATCH_UP_BATCH_ROWS (fewer, larger parts for the engine to merge), and the state is committed
-# every CATCH_UP_COMMIT_INTERVAL (a commit then waits for the batch's insert and the state's
-# writes, 0.5-0.8 s). Batches are written behind as they fill, so their age and size alone would
-# not bring a commit about. docs/store.md, "Batch size", has the measurements.
+# every CATCH_UP_COMMIT_INTERVAL without waiting (`_commit_behind`: its COMMIT waits for the
+# batch's insert on the state's writes thread). Batches are written behind as they fill, so their
+# age and size alone would not bring a commit about. docs/store.md, "Batch size", has figures.
 CATCH_UP_LAG = 1.0
 CATCH_UP_BATCH_AGE = 2.0
 CATCH_UP_BATCH_ROWS = 40_000
@@ -79,40 +80,6 @@ GIL_SWITCH_INTERVAL = 0.001
 SCRATCH_ROWS = 5_000
 
 
-def log_progress(progress: Progress) -> None:
-    eta = progress.eta_seconds
-    log.info(
-        "snapshot progress",
-        extra=fields(
-            table=progress.table, rows_done=progress.rows_done, rows_total=progress.rows_total,
-            rows_per_second=round(progress.rows_per_second), eta_seconds=None if eta is None else round(eta, 1),
-        ),
-    )
-
-
-def state_path(settings: Settings):
-    return settings.data_dir / STATE_FILE
-
-
-@dataclass
-class PipelineProgress:
-    """What the pipeline reports to /v1/status, /readyz and the metrics (updated in place by
-    the pipeline thread only; readers take a consistent-enough copy of scalars)."""
-
-    streaming: bool = False
-    snapshot_running: bool = False
-    last_error: str | None = None
-    confirmed_lsn: int | None = None
-    last_commit_time: float | None = None  # unix time of the last stored transaction's commit
-    pending_since: float | None = None  # when the oldest change not yet in the store was received
-    events_written: int = 0
-    transactions: int = 0
-    started: float = field(default_factory=time.time)
-
-    def lag_seconds(self) -> float:
-        return 0.0 if self.pending_since is None else max(time.time() - self.pending_since, 0.0)
-
-
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, StoreError, OSError))
 
@@ -125,7 +92,8 @@ class Pipeline:
         self.metrics = metrics
         self.progress = PipelineProgress()
         self._committed_at = 0.0  # monotonic time of the last state commit
-        self._commit_interval = STATE_COMMIT_INTERVAL  # CATCH_UP_COMMIT_INTERVAL while catching up
+        self._catching_up = False  # commits every CATCH_UP_COMMIT_INTERVAL, without waiting
+        self._behind: tuple[Future, int] | None = None  # a commit made behind (`_commit_behind`)
         self._rows_counted = 0
 
     # -- supervision --------------------------------------------------------------------------
@@ -255,7 +223,8 @@ class Pipeline:
         with collector_paused():
             for table, column_types, batch in read_snapshot_batches(
                 self.settings.require_source(), slot.snapshot_name, tracked_tables(mapper.catalog),
-                on_progress=log_progress, prepare=prepare, columns=tracked_columns(mapper.catalog),
+                on_progress=lambda progress: log.info("snapshot progress", extra=progress_fields(progress)),
+                prepare=prepare, columns=tracked_columns(mapper.catalog),
             ):
                 writer.add(mapper.snapshot_rows(table, batch, column_types))
                 rows += len(batch)
@@ -271,7 +240,9 @@ class Pipeline:
         in_transaction = skipping = False
         rate_started, rate_transactions = time.monotonic(), 0
         retained_checked = 0.0
+        self._behind = None
         while not self.stop.is_set():
+            self._confirm_behind(session)
             # Batching: once the batch is due (max_age), keep taking whatever the stream already
             # holds (a zero-timeout read) and checkpoint when a read comes back empty, so a
             # backlog is written in large inserts; MAX_BATCH_AGE caps the wait under steady load.
@@ -312,9 +283,9 @@ class Pipeline:
                     committed = self.progress.last_commit_time = envelope.commit_time.timestamp()
                     behind = time.time() - committed > CATCH_UP_LAG
                     writer.max_rows = CATCH_UP_BATCH_ROWS if behind else LIVE_BATCH_ROWS
-                    self._commit_interval = CATCH_UP_COMMIT_INTERVAL if behind else STATE_COMMIT_INTERVAL
+                    self._catching_up = behind
                     if (writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE)
-                            or (behind and self._seconds_until_commit() == 0)):
+                            or (behind and self._seconds_until_commit() == 0 and not writer.sending)):
                         self._checkpoint(writer, state, session)
             if not in_transaction:
                 if not envelopes and writer.pending:
@@ -348,8 +319,11 @@ class Pipeline:
         transactions, and the commit only right after a flush: the state must hold exactly the
         transactions up to the LSN it is committed at. (The batch is written behind: while the
         next changes are mapped, or, at a commit, while the state writes its changed rows.)"""
-        writer.write_behind()
+        stored = writer.write_behind()
         if not commit and self._seconds_until_commit() > 0:
+            return
+        if not commit and self._catching_up:
+            self._commit_behind(writer, state, stored)
             return
         state.write_changes()
         durable = writer.flush()
@@ -359,17 +333,40 @@ class Pipeline:
             self.progress.pending_since = None
         if written:
             log.debug("flushed", extra=fields(lsn=format_lsn(durable or 0), rows=written))
+        self._confirm_behind(session, wait=True)
         if not self._commit_waiting(writer, state):
             return
         state.commit(durable)
-        session.confirm(durable)
         self._committed_at = time.monotonic()
-        self.progress.confirmed_lsn = durable
-        log.debug("checkpoint", extra=fields(lsn=format_lsn(durable)))
+        self._confirm(session, durable)
+
+    def _commit_behind(self, writer: EventWriter, state: ReferenceState, stored: Future) -> None:
+        """Catching up, a commit does not wait for the batch's insert: queued behind the state's
+        writes, it commits once the batch is stored (`ReferenceState.commit_when_stored`), and
+        the loop confirms it when it is done (`_confirm_behind`)."""
+        lsn = writer.marked_lsn if writer.marked_lsn is not None else writer.durable_lsn
+        if self._behind is None and lsn is not None and (state.applied_lsn or 0) < lsn:
+            self._behind = (state.commit_when_stored(lsn, stored), lsn)
+        self._committed_at = time.monotonic()
+
+    def _confirm_behind(self, session, wait: bool = False) -> None:
+        """Confirm a commit made behind once it is done (or, with `wait`, when it is)."""
+        if self._behind is None or not (wait or self._behind[0].done()):
+            return
+        committed, lsn = self._behind
+        self._behind = None
+        committed.result()  # its insert or a state write failed: nothing was committed
+        self._confirm(session, lsn)
+
+    def _confirm(self, session, lsn: int) -> None:
+        session.confirm(lsn)
+        self.progress.confirmed_lsn = lsn
+        log.debug("checkpoint", extra=fields(lsn=format_lsn(lsn)))
 
     def _seconds_until_commit(self) -> float:
         """How long until the commit interval has passed since the last state commit."""
-        return max(self._committed_at + self._commit_interval - time.monotonic(), 0.0)
+        interval = CATCH_UP_COMMIT_INTERVAL if self._catching_up else STATE_COMMIT_INTERVAL
+        return max(self._committed_at + interval - time.monotonic(), 0.0)
 
     @staticmethod
     def _commit_waiting(writer: EventWriter, state: ReferenceState) -> bool:

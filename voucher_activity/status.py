@@ -1,8 +1,11 @@
 """What `voucher-activity status` prints and `GET /v1/status` returns: the slot, the publication,
-confirmed LSN, lag in bytes and seconds, WAL retained by the slot, and what the store holds."""
+confirmed LSN, lag in bytes and seconds, WAL retained by the slot, and what the store holds; and
+what a running pipeline reports of itself (`PipelineProgress`)."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -11,6 +14,25 @@ from cdc_reader.changes import format_lsn, parse_lsn
 from cdc_reader.slot import publication_tables, slot_info
 from query.store import Store
 from voucher_activity.config import Settings
+
+
+@dataclass
+class PipelineProgress:
+    """What the pipeline reports to /v1/status, /readyz and the metrics (updated in place by
+    the pipeline thread only; readers take a consistent-enough copy of scalars)."""
+
+    streaming: bool = False
+    snapshot_running: bool = False
+    last_error: str | None = None
+    confirmed_lsn: int | None = None
+    last_commit_time: float | None = None  # unix time of the last stored transaction's commit
+    pending_since: float | None = None  # when the oldest change not yet in the store was received
+    events_written: int = 0
+    transactions: int = 0
+    started: float = field(default_factory=time.time)
+
+    def lag_seconds(self) -> float:
+        return 0.0 if self.pending_since is None else max(time.time() - self.pending_since, 0.0)
 
 
 def collect_status(settings: Settings, store: Store | None, live_lag_seconds: float | None = None) -> dict[str, Any]:

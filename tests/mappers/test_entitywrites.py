@@ -1,10 +1,14 @@
 """The reference state's row writes on a thread of their own (mappers/entitywrites.py): what they
-write is what the rows are, in order, seen by every read, and a failure is never committed."""
+write is what the rows are, in order, seen by every read, and a failure is never committed; a
+commit made behind (`commit_when_stored`) commits what came before it once its events are
+stored, nothing after it, and nothing at all when they are not."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
+from concurrent.futures import Future
 
 import pytest
 
@@ -82,3 +86,54 @@ def test_a_failed_write_is_raised_by_the_commit_which_commits_nothing(tmp_path):
     assert reopened.applied_lsn == 1
     assert reopened.connection.execute("SELECT count(*) FROM entity").fetchone() == (1,)
     reopened.close()
+
+
+def _customers(state: ReferenceState, numbers: range) -> None:
+    for number in numbers:
+        state.put("customer", uuid.UUID(int=number), {"id": uuid.UUID(int=number), "number": number})
+
+
+def _stored_numbers(path) -> tuple[int | None, list[int]]:
+    state = ReferenceState.open(path, cache_size=10)
+    numbers = sorted(row["number"] for key in range(1, 200)
+                     if (row := state.get("customer", uuid.UUID(int=key))) is not None)
+    applied = state.applied_lsn
+    state.close()
+    return applied, numbers
+
+
+def test_a_commit_made_behind_commits_what_came_before_it_once_its_events_are_stored(tmp_path):
+    state = ReferenceState.open(tmp_path, cache_size=10)
+    _customers(state, range(1, 50))
+    stored: Future = Future()
+    committed = state.commit_when_stored(5, stored)
+    # the state goes on while the commit waits for the store: these rows queue behind it
+    going_on = threading.Thread(target=lambda: (_customers(state, range(50, 100)), state.write_changes()))
+    going_on.start()
+    going_on.join(timeout=30)
+    assert not going_on.is_alive() and not committed.done()
+    stored.set_result(5)
+    committed.result(timeout=30)
+    assert state.applied_lsn == 5
+    state.close()  # a crash before the next commit: the rows after it are rolled back
+    assert _stored_numbers(tmp_path) == (5, list(range(1, 50)))
+
+
+def test_a_commit_made_behind_whose_events_were_not_stored_commits_nothing(tmp_path):
+    state = ReferenceState.open(tmp_path, cache_size=10)
+    _customers(state, range(1, 10))
+    state.commit(1)
+    _customers(state, range(10, 50))
+    stored: Future = Future()
+    committed = state.commit_when_stored(2, stored)
+    stored.set_exception(OSError("the store is gone"))
+    with pytest.raises(OSError, match="the store is gone"):
+        committed.result(timeout=30)
+    with pytest.raises(OSError, match="the store is gone"):  # the state's next write raises it
+        _customers(state, range(50, 60))
+    with pytest.raises(OSError, match="the store is gone"):  # and no later commit goes through
+        state.commit(3)
+    state.rollback()
+    assert state.applied_lsn == 1
+    state.close()
+    assert _stored_numbers(tmp_path) == (1, list(range(1, 10)))

@@ -115,6 +115,17 @@ def test_graceful_restart_resumes_where_it_stopped(voucher_db, store_url, tmp_pa
         assert written_this_run == stored_since_restart
 
 
+def _customer_backlog(dsn: str, customers: int) -> None:
+    """New customers, one transaction each, as the engine writes them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ DECLARE tenant uuid := (SELECT id FROM tenant WHERE name = 'acme'); BEGIN "
+            f"FOR i IN 1..{customers} LOOP "
+            "INSERT INTO customer (id, created_at, updated_at, source_id, name, tenant_id) "
+            "VALUES (gen_random_uuid(), now(), now(), 'backlog-' || i, 'Backlog ' || i, tenant); "
+            "COMMIT; END LOOP; END $$")
+
+
 def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, tmp_path, monkeypatch):
     """Draining a backlog, the pipeline commits its state and confirms an LSN every
     CATCH_UP_COMMIT_INTERVAL, not only once caught up: the server drops WAL as it goes, and
@@ -129,13 +140,7 @@ def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, 
         with PipelineThread(settings, store) as running:  # creates the slot
             running.wait_streaming()
         started = confirmed_lsn(voucher_db.dsn, slot)
-        with psycopg.connect(voucher_db.dsn, autocommit=True) as conn:
-            conn.execute(  # one transaction per customer, as the engine writes them
-                "DO $$ DECLARE tenant uuid := (SELECT id FROM tenant WHERE name = 'acme'); BEGIN "
-                f"FOR i IN 1..{customers} LOOP "
-                "INSERT INTO customer (id, created_at, updated_at, source_id, name, tenant_id) "
-                "VALUES (gen_random_uuid(), now(), now(), 'backlog-' || i, 'Backlog ' || i, tenant); "
-                "COMMIT; END LOOP; END $$")
+        _customer_backlog(voucher_db.dsn, customers)
         ended = server_wal_lsn(voucher_db.dsn)
         time.sleep(1.5)  # every transaction of the backlog is older than CATCH_UP_LAG
         confirmed = set()
@@ -224,6 +229,41 @@ def test_store_outage_confirms_nothing_then_delivers_everything(voucher_db, stor
         wait_caught_up(voucher_db.dsn, slot, timeout=90, running=running)
         checked = assert_each_business_row_once(voucher_db.dsn, store)
     assert checked["redemption"] > 20
+
+
+def test_a_store_outage_while_catching_up_confirms_nothing_then_delivers_everything(
+        voucher_db, store_url, tmp_path, monkeypatch):
+    # catching up, a commit does not wait for its events' insert: it must not happen without it
+    monkeypatch.setattr(pipeline_module, "CATCH_UP_COMMIT_INTERVAL", 0.2)
+    customers = 20_000
+    prepare_source(voucher_db.dsn)
+    VoucherTraffic(voucher_db.dsn, seed=5).setup()
+    slot = unique_name("va")
+    settings = settings_for(voucher_db.dsn, store_url, tmp_path, slot, snapshot="never")
+    with Store.open(store_url) as store:
+        with PipelineThread(settings, store) as running:  # creates the slot
+            running.wait_streaming()
+        before = confirmed_lsn(voucher_db.dsn, slot)
+        _customer_backlog(voucher_db.dsn, customers)
+        time.sleep(1.5)  # every transaction of the backlog is older than CATCH_UP_LAG
+        admin = connect(store.location)
+        table = f"{store.location.database}.customer_events"
+        admin.command(f"DETACH TABLE {table}")  # every insert of events now fails
+        attached = False
+        try:
+            with PipelineThread(settings, store) as running:
+                time.sleep(4)
+                assert confirmed_lsn(voucher_db.dsn, slot) == before
+                admin.command(f"ATTACH TABLE {table}")
+                attached = True
+                wait_caught_up(voucher_db.dsn, slot, timeout=90, running=running)
+        finally:
+            if not attached:
+                admin.command(f"ATTACH TABLE {table}")
+            admin.close()
+        created = store.rows(
+            "SELECT count() FROM customer_events_dedup WHERE type = 'customer.created'", {})[0][0]
+        assert created == customers
 
 
 def test_idle_slot_keeps_up_with_untracked_writes(voucher_db, store_url, tmp_path):
