@@ -115,8 +115,16 @@ def test_graceful_restart_resumes_where_it_stopped(voucher_db, store_url, tmp_pa
         assert written_this_run == stored_since_restart
 
 
-def _customer_backlog(dsn: str, customers: int) -> None:
-    """New customers, one transaction each, as the engine writes them."""
+def _behind_a_backlog(dsn: str, store: Store, store_url: str, data_dir: Path, customers: int):
+    """A slot created (by a pipeline that stops at once), then new customers written, one
+    transaction each, as the engine writes them, all older than CATCH_UP_LAG when this returns:
+    the pipeline's settings, the slot's confirmed LSN, and the server's WAL position after it."""
+    prepare_source(dsn)
+    VoucherTraffic(dsn, seed=3).setup()
+    settings = settings_for(dsn, store_url, data_dir, unique_name("va"), snapshot="never")
+    with PipelineThread(settings, store) as running:
+        running.wait_streaming()
+    started = confirmed_lsn(dsn, settings.slot)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "DO $$ DECLARE tenant uuid := (SELECT id FROM tenant WHERE name = 'acme'); BEGIN "
@@ -124,6 +132,9 @@ def _customer_backlog(dsn: str, customers: int) -> None:
             "INSERT INTO customer (id, created_at, updated_at, source_id, name, tenant_id) "
             "VALUES (gen_random_uuid(), now(), now(), 'backlog-' || i, 'Backlog ' || i, tenant); "
             "COMMIT; END LOOP; END $$")
+    ended = server_wal_lsn(dsn)
+    time.sleep(1.5)
+    return settings, started, ended
 
 
 def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, tmp_path, monkeypatch):
@@ -132,17 +143,9 @@ def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, 
     a crash replays at most that much."""
     monkeypatch.setattr(pipeline_module, "CATCH_UP_COMMIT_INTERVAL", 0.25)
     customers = 40_000
-    prepare_source(voucher_db.dsn)
-    VoucherTraffic(voucher_db.dsn, seed=3).setup()
-    slot = unique_name("va")
-    settings = settings_for(voucher_db.dsn, store_url, tmp_path, slot, snapshot="never")
     with Store.open(store_url) as store:
-        with PipelineThread(settings, store) as running:  # creates the slot
-            running.wait_streaming()
-        started = confirmed_lsn(voucher_db.dsn, slot)
-        _customer_backlog(voucher_db.dsn, customers)
-        ended = server_wal_lsn(voucher_db.dsn)
-        time.sleep(1.5)  # every transaction of the backlog is older than CATCH_UP_LAG
+        settings, started, ended = _behind_a_backlog(voucher_db.dsn, store, store_url, tmp_path, customers)
+        slot = settings.slot
         confirmed = set()
         with PipelineThread(settings, store) as running:
             deadline = time.monotonic() + 120
@@ -236,16 +239,9 @@ def test_a_store_outage_while_catching_up_confirms_nothing_then_delivers_everyth
     # catching up, a commit does not wait for its events' insert: it must not happen without it
     monkeypatch.setattr(pipeline_module, "CATCH_UP_COMMIT_INTERVAL", 0.2)
     customers = 20_000
-    prepare_source(voucher_db.dsn)
-    VoucherTraffic(voucher_db.dsn, seed=5).setup()
-    slot = unique_name("va")
-    settings = settings_for(voucher_db.dsn, store_url, tmp_path, slot, snapshot="never")
     with Store.open(store_url) as store:
-        with PipelineThread(settings, store) as running:  # creates the slot
-            running.wait_streaming()
-        before = confirmed_lsn(voucher_db.dsn, slot)
-        _customer_backlog(voucher_db.dsn, customers)
-        time.sleep(1.5)  # every transaction of the backlog is older than CATCH_UP_LAG
+        settings, before, _ = _behind_a_backlog(voucher_db.dsn, store, store_url, tmp_path, customers)
+        slot = settings.slot
         admin = connect(store.location)
         table = f"{store.location.database}.customer_events"
         admin.command(f"DETACH TABLE {table}")  # every insert of events now fails
