@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
+from mappers.entitywrite import newest_that_fit
+
 # Bytes an entry costs besides its encoding's content: the bytes object's header (33), the key
 # int (44) and the dict's share of its slots, 30-60 as the table fills (measured with
 # tracemalloc; tests/mappers/test_encoded.py checks that the budget bounds it).
@@ -84,8 +86,18 @@ class EncodedRows:
             if key not in rows:
                 kept.append((key, blob))
                 room -= cost
+        return self._hold_oldest(kept, room)
+
+    def store_oldest_rows(self, rows: Iterable[tuple[str, Any, bytes]]) -> int:
+        """`store_oldest` of the `entity` table's (table, key, encoding) rows, newest first;
+        those not keyed by a UUID are passed over (compiled: a restart warms hundreds of
+        thousands of rows, mappers/entitywrite.pyx)."""
+        kept, room = newest_that_fit(rows, self.uuid_key, self._rows, self.budget - self.size, ENTRY_OVERHEAD)
+        return self._hold_oldest(kept, room)
+
+    def _hold_oldest(self, kept: list[tuple[Any, bytes]], room: int) -> int:
         held = dict(reversed(kept))
-        held.update(rows)
+        held.update(self._rows)
         self._rows = held
         self.size = self.budget - room
         return len(kept)

@@ -9,7 +9,8 @@ statements take them (`mappers/entitywrites.py`), and what the encoded level kee
 `encode_known` is also the row codec's own check and encoding.
 """
 
-from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_Size
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_Next, PyDict_Size
 from cpython.list cimport PyList_Append
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
@@ -19,6 +20,9 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTu
 import uuid
 
 import msgspec
+
+cdef extern from "Python.h":
+    object _PyLong_FromByteArray(const unsigned char* bytes, size_t n, int little_endian, int is_signed)
 
 cdef object _UUID = uuid.UUID
 cdef tuple _ENCODE_ERRORS = (OverflowError, ValueError, TypeError, msgspec.EncodeError)
@@ -35,6 +39,38 @@ cpdef object disk_key(object key):
     if type(key) is _UUID:
         return blob_parameter(key.int.to_bytes(16))
     return str(key)
+
+
+def newest_that_fit(rows, object uuid_key, dict held, Py_ssize_t room, Py_ssize_t overhead):
+    """For the encoded level's warm-up (`EncodedRows.store_oldest_rows`): of `entity` rows
+    (table, key, encoding), newest first, the (encoded level's key, encoding) pairs of those
+    keyed by a UUID (`disk_key`'s 16 bytes) that `held` does not hold, while each one's cost (its
+    encoding's length plus `overhead`) fits `room`; and the room left. `uuid_key(table, number)`
+    is the encoded level's key of a UUID given by its int."""
+    cdef list kept = []
+    cdef dict bases = {}
+    cdef object table, key, blob, base, packed
+    cdef PyObject* found
+    cdef Py_ssize_t cost
+    for table, key, blob in rows:
+        if type(key) is not bytes:
+            continue
+        cost = len(blob) + overhead
+        if cost > room:
+            break
+        found = PyDict_GetItem(bases, table)
+        if found == NULL:
+            base = bases[table] = uuid_key(table, 0)
+        else:
+            base = <object>found
+        if PyBytes_GET_SIZE(key) == 16:
+            packed = base | _PyLong_FromByteArray(<const unsigned char*>PyBytes_AS_STRING(key), 16, 0, 0)
+        else:
+            packed = base | int.from_bytes(key, "big")
+        if not PyDict_Contains(held, packed):
+            PyList_Append(kept, (packed, blob))
+            room -= cost
+    return kept, room
 
 
 cpdef object encode_known(dict layouts, object encode, object table, dict row):

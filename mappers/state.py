@@ -230,8 +230,7 @@ class ReferenceState:
             return 0
         packed = self._packed
         rows = self.connection.execute("SELECT kind, key, row FROM entity ORDER BY rowid DESC")
-        loaded = packed.store_oldest((packed.uuid_key(table, int.from_bytes(key)), blob)
-                                     for table, key, blob in rows if type(key) is bytes)
+        loaded = packed.store_oldest_rows(rows)
         rows.close()
         return loaded
 

@@ -72,6 +72,22 @@ def test_older_rows_fill_what_the_budget_leaves_and_go_first():
     assert rows.get(recent) == b"r" * 10
 
 
+def test_rows_of_the_state_file_are_held_by_uuid_newest_first_within_the_budget():
+    cost = 10 + ENTRY_OVERHEAD
+    rows = EncodedRows(3 * cost)
+    first, second, third, known = (uuid.UUID(int=number) for number in (1, 2**64 + 3, 2**128 - 1, 7))
+    rows.store([(rows.key("voucher", known), b"kept000000")])
+    # as the `entity` table holds them, newest first: a UUID key as its 16 bytes, others as text
+    entity = [("customer", first.bytes, b"newest0000"), ("customer", "text-key", b"skipped000"),
+              ("voucher", known.bytes, b"stale00000"), ("voucher", second.bytes, b"second0000"),
+              ("customer", third.bytes, b"no room000")]
+    assert rows.store_oldest_rows(entity) == 2
+    assert rows.size == 3 * cost and len(rows) == 3
+    assert [rows.get(rows.key(table, key)) for table, key in
+            [("customer", first), ("voucher", second), ("voucher", known), ("customer", third),
+             ("customer", "text-key")]] == [b"newest0000", b"second0000", b"kept000000", None, None]
+
+
 def test_the_budget_counts_what_the_entries_cost():
     """The entries' counted size is at least what tracemalloc sees them take (their encodings,
     key ints and the dict's slots, whose share varies with the table's fill), and not far above."""
