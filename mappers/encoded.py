@@ -74,28 +74,12 @@ class EncodedRows:
         if size > self.budget:
             self._drop_oldest()
 
-    def store_oldest(self, entries: Iterable[tuple[Any, bytes]]) -> int:
-        """Hold (key, encoding) entries, from the newest to the oldest, for keys not held yet,
-        while they fit the budget, as older than everything held; returns how many."""
-        rows, room = self._rows, self.budget - self.size
-        kept = []
-        for key, blob in entries:
-            cost = len(blob) + ENTRY_OVERHEAD
-            if cost > room:
-                break
-            if key not in rows:
-                kept.append((key, blob))
-                room -= cost
-        return self._hold_oldest(kept, room)
-
     def store_oldest_rows(self, rows: Iterable[tuple[str, Any, bytes]]) -> int:
-        """`store_oldest` of the `entity` table's (table, key, encoding) rows, newest first;
-        those not keyed by a UUID are passed over (compiled: a restart warms hundreds of
-        thousands of rows, mappers/entitywrite.pyx)."""
+        """Hold the `entity` table's (table, key, encoding) rows, from the newest to the oldest,
+        for keys not held yet, while they fit the budget, as older than everything held; those
+        not keyed by a UUID are passed over; returns how many (the loop is compiled: a restart
+        warms hundreds of thousands of rows, mappers/entitywrite.pyx)."""
         kept, room = newest_that_fit(rows, self.uuid_key, self._rows, self.budget - self.size, ENTRY_OVERHEAD)
-        return self._hold_oldest(kept, room)
-
-    def _hold_oldest(self, kept: list[tuple[Any, bytes]], room: int) -> int:
         held = dict(reversed(kept))
         held.update(self._rows)
         self._rows = held

@@ -71,8 +71,6 @@ class EntityWrites:
         while pending and pending[0].done():
             pending.popleft().result()  # raises a failed job's error
         if not self._background:
-            if self._failure is not None:
-                raise self._failure
             done: Future[Any] = Future()
             done.set_result(self._guarded(function, args))
             return done

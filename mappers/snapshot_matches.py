@@ -33,8 +33,11 @@ class SnapshotMatches:
     def __init__(self, state: ReferenceState, memory_limit: int = MEMORY_LIMIT) -> None:
         self.state = state
         self.memory_limit = memory_limit
-        state.connection.execute(_TABLE)
-        state.connection.execute(_WANTED)
+        # Its own tables on the state's connection, in the state's transaction: they need not
+        # wait for the state's row writes (mappers/entitywrites.py), which run meanwhile.
+        self.connection = connection = state.connection
+        connection.execute(_TABLE)
+        connection.execute(_WANTED)
         self._counts: dict[tuple[int, str], int] = {}  # (customer id's int, type) -> events
         self._spilled = False  # the state's table holds counts too
         # pairs whose spilled counts `prefetch` moved into memory: the table holds none of them
@@ -73,9 +76,11 @@ class SnapshotMatches:
         if not self._spilled or key in self._prefetched:
             return False
         self.state.begin()
-        return self.state.connection.execute(
-            "UPDATE snapshot_match SET business = business - 1 "
-            "WHERE customer_id = ? AND type = ? AND business > 0", (blob_parameter(customer.int.to_bytes(16)), event_type)).rowcount == 1
+        # (RETURNING, not the cursor's rowcount: that counts the connection's last change, which
+        # may be the row writes' on their own thread)
+        return self.connection.execute(
+            "UPDATE snapshot_match SET business = business - 1 WHERE customer_id = ? AND type = ? "
+            "AND business > 0 RETURNING 1", (blob_parameter(customer.int.to_bytes(16)), event_type)).fetchone() is not None
 
     def prefetch(self, pairs: Iterable[tuple[int, str]]) -> None:
         """The (customer id's int, type) pairs the next rows will `take`: their spilled counts
@@ -89,7 +94,7 @@ class SnapshotMatches:
         self._prefetched = wanted
         if not wanted:
             return
-        connection = self.state.connection
+        connection = self.connection
         self.state.begin()
         connection.executemany("INSERT INTO temp.snapshot_match_wanted VALUES (?, ?)",
                                ((blob_parameter(customer.to_bytes(16)), event_type) for customer, event_type in wanted))
@@ -110,11 +115,11 @@ class SnapshotMatches:
         self._prefetched = set()
         self._types = None
         self.state.begin()
-        self.state.connection.execute("DELETE FROM snapshot_match")
+        self.connection.execute("DELETE FROM snapshot_match")
 
     def _spill(self) -> None:
         self.state.begin()
-        self.state.connection.executemany(
+        self.connection.executemany(
             "INSERT INTO snapshot_match VALUES (?, ?, ?) ON CONFLICT (customer_id, type) "
             "DO UPDATE SET business = business + excluded.business",
             ((blob_parameter(customer.to_bytes(16)), event_type, count)

@@ -59,11 +59,13 @@ def test_nothing_is_held_without_a_budget():
 def test_older_rows_fill_what_the_budget_leaves_and_go_first():
     cost = 10 + ENTRY_OVERHEAD
     rows = EncodedRows(5 * cost)
-    recent = rows.key("customer", "recent")
+    recent = rows.key("customer", uuid.UUID(int=100))
     rows.store([(recent, b"r" * 10)])
     # newest first, as the state reads its file; one already held is not loaded again
-    older = [(rows.key("customer", f"o{number}"), b"o" * 10) for number in range(6)]
-    assert rows.store_oldest([(recent, b"stale00000"), *older]) == 4
+    ids = [uuid.UUID(int=number) for number in range(6)]
+    older = [(rows.key("customer", customer_id), b"o" * 10) for customer_id in ids]
+    entity = [("customer", customer_id.bytes, b"o" * 10) for customer_id in ids]
+    assert rows.store_oldest_rows([("customer", uuid.UUID(int=100).bytes, b"stale00000"), *entity]) == 4
     assert rows.size == 5 * cost and len(rows) == 5
     # over the budget: the oldest loaded go first, until a sixteenth of it is free
     rows.store([(rows.key("customer", "next"), b"n" * 10)])
