@@ -1,12 +1,15 @@
 """`voucher_activity.memory.release_library_pages` in a fresh process with chDB loaded: the library's
 read-only pages leave the process's RSS, the pages it wrote (relocations) stay, and chDB keeps
-answering correctly."""
+answering correctly. The collector's settings for catching up and for streaming live."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+
+from voucher_activity.memory import collector_catching_up
 
 RELEASE = """
 import json, os, chdb
@@ -59,3 +62,14 @@ def test_without_the_store_loaded_nothing_is_released():
     probe = "from voucher_activity.memory import release_library_pages; print(release_library_pages())"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["0"], result.stderr
+
+
+def test_catching_up_raises_the_young_generations_threshold_and_streaming_live_lowers_it():
+    previous = gc.get_threshold()
+    try:
+        assert collector_catching_up(True) is True
+        assert gc.get_threshold() == (1_000_000, previous[1], previous[2])
+        assert collector_catching_up(False) is False
+        assert gc.get_threshold() == (100_000, previous[1], previous[2])
+    finally:
+        gc.set_threshold(*previous)

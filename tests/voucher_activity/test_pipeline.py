@@ -4,6 +4,8 @@ and an idle slot that keeps up with untracked writes."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import shutil
 import tempfile
 import threading
@@ -31,6 +33,7 @@ from tests.pipeline_helpers import (
 )
 from tests.replication_helpers import confirmed_lsn
 from voucher_activity import pipeline as pipeline_module
+from voucher_activity.memory import CATCH_UP_YOUNG_OBJECTS
 
 BULK_CUSTOMERS = 20_000
 
@@ -137,24 +140,28 @@ def _behind_a_backlog(dsn: str, store: Store, store_url: str, data_dir: Path, cu
     return settings, started, ended
 
 
-def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, tmp_path, monkeypatch):
+def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, tmp_path, monkeypatch, request):
     """Draining a backlog, the pipeline commits its state and confirms an LSN every
     CATCH_UP_COMMIT_INTERVAL, not only once caught up: the server drops WAL as it goes, and
     a crash replays at most that much."""
+    request.addfinalizer(functools.partial(gc.set_threshold, *gc.get_threshold()))
     monkeypatch.setattr(pipeline_module, "CATCH_UP_COMMIT_INTERVAL", 0.25)
     customers = 40_000
     with Store.open(store_url) as store:
         settings, started, ended = _behind_a_backlog(voucher_db.dsn, store, store_url, tmp_path, customers)
         slot = settings.slot
-        confirmed = set()
+        confirmed, young_thresholds = set(), set()
         with PipelineThread(settings, store) as running:
             deadline = time.monotonic() + 120
             while (lsn := confirmed_lsn(voucher_db.dsn, slot)) < ended:
                 assert running.error is None and time.monotonic() < deadline, running.error
                 confirmed.add(lsn)
+                young_thresholds.add(gc.get_threshold()[0])
                 time.sleep(0.01)
         on_the_way = sorted(lsn for lsn in confirmed if started < lsn < ended)
         assert len(on_the_way) >= 3, [f"{lsn:X}" for lsn in on_the_way]
+        # the collector's young generation was set for catching up (voucher_activity.memory)
+        assert CATCH_UP_YOUNG_OBJECTS in young_thresholds, young_thresholds
         created = store.rows(
             "SELECT count() FROM customer_events_dedup WHERE type = 'customer.created'", {})[0][0]
         assert created == customers
