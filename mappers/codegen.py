@@ -258,9 +258,13 @@ def change_function(out: Source, plan: TablePlan, op: Op, rules: tuple[RulePlan,
                 if op is Op.DELETE:
                     out.line(f"state_delete({table!r}, key)")
                 else:
-                    out.line("merged = {**old, **new} if old else new")
-                    if state.columns is not None:
-                        out.line(f"merged = dict(zip({state.columns!r}, map(merged.get, {state.columns!r})))")
+                    if state.columns is None:
+                        out.line("merged = {**old, **new} if old else new")
+                    else:
+                        # the kept columns of {**old, **new}, built in one dict display
+                        out.either("old", "merged = {" + ", ".join(
+                            f"{column!r}: new.get({column!r}, old.get({column!r}))" for column in state.columns) + "}",
+                            "merged = {" + ", ".join(f"{column!r}: new.get({column!r})" for column in state.columns) + "}")
                     if compared:
                         out.when("merged != previous", f"state_put({table!r}, key, merged)")
                     elif op is Op.INSERT:

@@ -142,8 +142,12 @@ def test_a_table_without_state_or_rules_for_a_change_does_nothing_else(mapper):
 def test_an_update_reads_the_previous_row_and_puts_only_a_changed_one(mapper):
     text = function(mapper.generated_source(), "change_voucher_update")
     assert "    previous = lookup('voucher', key)\n" in text
-    assert ("        merged = dict(zip(('id', 'code', 'type', 'campaign_id', 'holder_id', 'tenant_id'), "
-            "map(merged.get, ('id', 'code', 'type', 'campaign_id', 'holder_id', 'tenant_id'))))\n"
+    # the kept columns of {**old, **new}, one dict display
+    kept = ('id', 'code', 'type', 'campaign_id', 'holder_id', 'tenant_id')
+    assert ("        if old:\n"
+            "            merged = {" + ", ".join(f"{c!r}: new.get({c!r}, old.get({c!r}))" for c in kept) + "}\n"
+            "        else:\n"
+            "            merged = {" + ", ".join(f"{c!r}: new.get({c!r})" for c in kept) + "}\n"
             "        if merged != previous:\n"
             "            state_put('voucher', key, merged)\n") in text
     # an insert has no previous row to read, and puts its row
