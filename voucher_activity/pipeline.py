@@ -38,6 +38,7 @@ from query.writer import EventWriter
 from voucher_activity.config import Settings, SnapshotMode
 from voucher_activity.logs import fields, progress_fields
 from voucher_activity.memory import collector_catching_up, collector_paused
+from voucher_activity.priorities import background_threads_lowered
 from voucher_activity.resume import SlotLostError, StartAction, start_action
 from voucher_activity.status import PipelineProgress
 
@@ -109,9 +110,10 @@ class Pipeline:
             reraise=True,
         )
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
-        for attempt in retrying:
-            with attempt:
-                self._run_once()
+        with background_threads_lowered():  # they yield the CPU to this one (and PostgreSQL)
+            for attempt in retrying:
+                with attempt:
+                    self._run_once()
 
     def _log_retry(self, retry_state) -> None:
         error = retry_state.outcome.exception()

@@ -1,0 +1,46 @@
+"""`voucher_activity.priorities`: the background threads, ours by name and chDB's by the names
+ClickHouse gives them, are lowered to nice 10 and nothing else is; in a fresh process, so that
+the test session's own threads keep their priority."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import json, os, tempfile, threading
+from chdb import session
+from voucher_activity.priorities import lower_background_threads
+
+store = session.Session(tempfile.mkdtemp())
+store.query("CREATE TABLE t (a UInt64) ENGINE = MergeTree ORDER BY a")
+for part in range(5):
+    store.query(f"INSERT INTO t SELECT number FROM numbers({part * 1000}, 1000)")
+release = threading.Event()
+threads = [threading.Thread(target=release.wait, name=name) for name in ("state-writes_0", "store-writer_0", "http")]
+for thread in threads:
+    thread.start()
+first, again = lower_background_threads(), lower_background_threads()
+nice, engine = {}, 0
+for task in os.listdir("/proc/self/task"):
+    name = open(f"/proc/self/task/{task}/comm").read().strip()
+    nice.setdefault(name, set()).add(os.getpriority(os.PRIO_PROCESS, int(task)))
+    engine += name in ("MergeMutate", "BgSchPool")
+nice.update({thread.name: {os.getpriority(os.PRIO_PROCESS, thread.native_id)} for thread in threads})
+release.set()
+print(json.dumps({"first": first, "again": again, "engine": engine, "main": os.getpriority(os.PRIO_PROCESS, 0),
+                  "nice": {name: sorted(values) for name, values in nice.items()}}))
+"""
+
+
+def test_background_threads_are_lowered_and_no_other():
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    nice = seen["nice"]
+    assert nice["MergeMutate"] == [10] and nice["BgSchPool"] == [10]
+    assert nice["state-writes_0"] == [10] and nice["store-writer_0"] == [10]
+    assert nice["http"] == [0] and nice["ThreadPool"] == [0] and seen["main"] == 0
+    # each lowered once: chDB's merge and schedule threads and our two
+    assert seen["engine"] >= 2 and seen["first"] == seen["engine"] + 2 and seen["again"] == 0

@@ -1,0 +1,101 @@
+"""The sidecar's background threads yield the CPU to its pipeline and to PostgreSQL.
+
+The pipeline thread is the sidecar's critical path: it holds the interpreter's lock and maps
+every change in order. Everything else the process runs is work behind it that has slack: the
+store's inserts (`query/writer.py`, the store-writer thread), the reference state's writes and
+WAL checkpoints (`mappers/entitywrites.py`, `mappers/walcheckpoint.py`) and, with the embedded
+store, ClickHouse's merges and background schedule (chDB's MergeMutate and BgSchPool threads).
+On a machine whose cores the sidecar shares with the database, those threads competed with the
+pipeline thread and with the walsender for a core: in a 1M-change drain on two cores
+(`./dev bench ingest --scale full`'s backlog, drains alternated), the pipeline thread waited
+2.9-3.2 s for a core with them at the default priority and 1.9-2.4 s with them at nice 10
+(`/proc/thread-self/schedstat`). Lowered, they still run whenever a core is free, and at least
+at a tenth of a contended core's share, so they keep up: the pipeline waits for each batch's
+insert before the next one, and a commit for the state's writes.
+
+ClickHouse's server does the same for its own merges (`os_threads_nice_value_merge_mutate`);
+embedded, chDB's threads are threads of this process, found by the names ClickHouse gives them.
+
+Linux only: there `setpriority(PRIO_PROCESS, tid)` sets one thread. Raising a thread's nice
+value needs no privilege; nothing here ever lowers one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from voucher_activity.logs import fields
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_NICE = 10
+# Python threads by the name prefix they are given, chDB's by the name ClickHouse gives its
+# threads (/proc/self/task/<tid>/comm).
+PYTHON_THREADS = ("store-writer", "state-writes", "state-checkpoint")
+ENGINE_THREADS = ("MergeMutate", "BgSchPool")
+# Pools start threads when work first comes, most of them in the pipeline's first second (and
+# ClickHouse's retire idle ones): looked for at these intervals, then every RESCAN_SECONDS.
+FIRST_SCANS = (0.25, 0.25, 0.5, 1.0)
+RESCAN_SECONDS = 2.0
+
+
+def background_threads() -> set[int]:
+    """The native ids of this process's background threads now running."""
+    found = {thread.native_id for thread in threading.enumerate()
+             if thread.name.startswith(PYTHON_THREADS) and thread.native_id is not None}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if name.startswith(ENGINE_THREADS):
+            found.add(int(task))
+    return found
+
+
+def lower_background_threads() -> int:
+    """Sets every background thread to nice BACKGROUND_NICE (those already there or lower stay);
+    returns how many were lowered now."""
+    if not sys.platform.startswith("linux"):
+        return 0  # elsewhere PRIO_PROCESS is the whole process
+    lowered = 0
+    for thread_id in background_threads():
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread_id) < BACKGROUND_NICE:
+                os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
+                lowered += 1
+        except OSError:  # the thread ended meanwhile
+            continue
+    return lowered
+
+
+@contextlib.contextmanager
+def background_threads_lowered() -> Iterator[None]:
+    """Inside, a daemon thread calls `lower_background_threads` at once, after each of
+    FIRST_SCANS and then every RESCAN_SECONDS."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        waits = iter(FIRST_SCANS)
+        while True:
+            lowered = lower_background_threads()
+            if lowered:
+                log.debug("background threads lowered", extra=fields(threads=lowered, nice=BACKGROUND_NICE))
+            if stop.wait(next(waits, RESCAN_SECONDS)):
+                return
+
+    threading.Thread(target=loop, name="background-priority", daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
