@@ -13,9 +13,10 @@ bytes, where JSONEachRow had to escape and the engine unescape every quote in it
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,6 @@ _TABLES: dict[type, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
 for _kind, (_table, _columns, _) in _TABLES.items():
     assert set(_kind.__struct_fields__) == set(_columns), (_kind, _table)
 _EVERYTHING: frozenset = frozenset(["everything"])
-BEHIND_THREAD = "store-writer"  # the name of the thread that writes batches behind
 
 
 def dedup_token(table: str, rows: int, block: bytes) -> str:
@@ -82,12 +82,9 @@ class EventWriter:
         self._marked: int | None = None
         self._durable: int | None = None
         # Encoded blocks the store has not acknowledged yet, in order; while a write-behind
-        # runs, only its thread touches them.
+        # thread runs, only that thread touches them.
         self._unsent: list[_Block] = []
-        # the write-behind's thread (one, kept: the pipeline lowers its priority by its name,
-        # voucher_activity/priorities.py) and the batch it is writing
-        self._behind: ThreadPoolExecutor | None = None
-        self._sending: Future[None] | None = None
+        self._sending: threading.Thread | None = None
         self._failure: BaseException | None = None  # what the last write-behind raised
         self.rows_written = 0  # rows the store has acknowledged, in all
 
@@ -109,7 +106,7 @@ class EventWriter:
     @property
     def sending(self) -> bool:
         """A batch written behind is still being stored (a `write_behind` now would wait for it)."""
-        return self._sending is not None and not self._sending.done()
+        return self._sending is not None and self._sending.is_alive()
 
     @property
     def marked_lsn(self) -> int | None:
@@ -184,23 +181,22 @@ class EventWriter:
         self._encode()
         stored: Future[int | None] = Future()
         if self._unsent:
-            if self._behind is None:
-                self._behind = ThreadPoolExecutor(1, thread_name_prefix=BEHIND_THREAD)
-            self._sending = self._behind.submit(self._send_behind, stored, marked)
+            self._sending = threading.Thread(target=self._send_behind, args=(stored, marked),
+                                             name="store-writer", daemon=True)
+            self._sending.start()
         else:
             stored.set_result(marked)  # every batch before is stored (or this raised)
         return stored
 
     def close(self) -> None:
         """Wait for a write-behind still running (its failure is dropped: the owner is done)."""
-        if self._behind is not None:
-            self._behind.shutdown()
-            self._behind = None
-        self._sending = None
+        if self._sending is not None:
+            self._sending.join()
+            self._sending = None
 
     def _await_sending(self) -> None:
         if self._sending is not None:
-            self._sending.result()  # (`_send_behind` keeps its failure in `_failure`)
+            self._sending.join()
             self._sending = None
         failure, self._failure = self._failure, None
         if failure is not None:

@@ -1,17 +1,19 @@
 """The sidecar's background threads yield the CPU to its pipeline and to PostgreSQL.
 
 The pipeline thread is the sidecar's critical path: it holds the interpreter's lock and maps
-every change in order. Everything else the process runs is work behind it that has slack: the
-store's inserts (`query/writer.py`, the store-writer thread), the reference state's writes and
-WAL checkpoints (`mappers/entitywrites.py`, `mappers/walcheckpoint.py`) and, with the embedded
-store, ClickHouse's merges and background schedule (chDB's MergeMutate and BgSchPool threads).
+every change in order. Some of the work the process runs behind it has slack: the reference
+state's writes and WAL checkpoints (`mappers/entitywrites.py`, `mappers/walcheckpoint.py`; a
+commit waits for them, every second or ten) and, with the embedded store, ClickHouse's merges
+and background schedule (chDB's MergeMutate and BgSchPool threads). The store's inserts
+(`query/writer.py`) keep their priority: streaming live, each one is between a commit and the
+moment its events can be read.
 On a machine whose cores the sidecar shares with the database, those threads competed with the
 pipeline thread and with the walsender for a core: in a 1M-change drain on two cores
 (`./dev bench ingest --scale full`'s backlog, drains alternated), the pipeline thread waited
-2.9-3.2 s for a core with them at the default priority and 1.9-2.4 s with them at nice 10
+2.9-4.2 s for a core with them at the default priority (six drains) and 2.25-2.48 s with them
+at nice 10 (two drains)
 (`/proc/thread-self/schedstat`). Lowered, they still run whenever a core is free, and at least
-at a tenth of a contended core's share, so they keep up: the pipeline waits for each batch's
-insert before the next one, and a commit for the state's writes.
+at a tenth of a contended core's share, so they keep up: a commit waits for the state's writes.
 
 ClickHouse's server does the same for its own merges (`os_threads_nice_value_merge_mutate`);
 embedded, chDB's threads are threads of this process, found by the names ClickHouse gives them.
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 BACKGROUND_NICE = 10
 # Python threads by the name prefix they are given, chDB's by the name ClickHouse gives its
 # threads (/proc/self/task/<tid>/comm).
-PYTHON_THREADS = ("store-writer", "state-writes", "state-checkpoint")
+PYTHON_THREADS = ("state-writes", "state-checkpoint")
 ENGINE_THREADS = ("MergeMutate", "BgSchPool")
 # Pools start threads when work first comes, most of them in the pipeline's first second (and
 # ClickHouse's retire idle ones): looked for at these intervals, then every RESCAN_SECONDS.

@@ -152,22 +152,22 @@ def test_a_long_catch_up_commits_and_confirms_as_it_goes(voucher_db, store_url, 
     with Store.open(store_url) as store:
         settings, started, ended = _behind_a_backlog(voucher_db.dsn, store, store_url, tmp_path, customers)
         slot = settings.slot
-        confirmed, young_thresholds, writers_nice = set(), set(), set()
+        confirmed, young_thresholds, writes_nice = set(), set(), set()
         with PipelineThread(settings, store) as running:
             deadline = time.monotonic() + 120
             while (lsn := confirmed_lsn(voucher_db.dsn, slot)) < ended:
                 assert running.error is None and time.monotonic() < deadline, running.error
                 confirmed.add(lsn)
                 young_thresholds.add(gc.get_threshold()[0])
-                writers_nice.update(os.getpriority(os.PRIO_PROCESS, thread.native_id)
-                                    for thread in threading.enumerate() if thread.name.startswith("store-writer"))
+                writes_nice.update(os.getpriority(os.PRIO_PROCESS, thread.native_id)
+                                   for thread in threading.enumerate() if thread.name.startswith("state-writes"))
                 time.sleep(0.01)
         on_the_way = sorted(lsn for lsn in confirmed if started < lsn < ended)
         assert len(on_the_way) >= 3, [f"{lsn:X}" for lsn in on_the_way]
         # the collector's young generation was set for catching up (voucher_activity.memory)
         assert CATCH_UP_YOUNG_OBJECTS in young_thresholds, young_thresholds
-        # the inserts' thread yields the CPU to the pipeline's (voucher_activity/priorities.py)
-        assert BACKGROUND_NICE in writers_nice, writers_nice
+        # the state's writes yield the CPU to the pipeline thread (voucher_activity/priorities.py)
+        assert BACKGROUND_NICE in writes_nice, writes_nice
         created = store.rows(
             "SELECT count() FROM customer_events_dedup WHERE type = 'customer.created'", {})[0][0]
         assert created == customers
