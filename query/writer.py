@@ -86,6 +86,9 @@ class EventWriter:
         self._unsent: list[_Block] = []
         self._sending: threading.Thread | None = None
         self._failure: BaseException | None = None  # what the last write-behind raised
+        # called first on each thread that writes a batch behind (the pipeline lowers the
+        # thread's priority while it catches up, voucher_activity/priorities.py)
+        self.behind_started: Callable[[], None] | None = None
         self.rows_written = 0  # rows the store has acknowledged, in all
 
     @property
@@ -181,7 +184,7 @@ class EventWriter:
         self._encode()
         stored: Future[int | None] = Future()
         if self._unsent:
-            self._sending = threading.Thread(target=self._send_behind, args=(stored, marked),
+            self._sending = threading.Thread(target=self._send_behind, args=(stored, marked, self.behind_started),
                                              name="store-writer", daemon=True)
             self._sending.start()
         else:
@@ -263,8 +266,11 @@ class EventWriter:
         else:
             cache.invalidate(tags)
 
-    def _send_behind(self, stored: Future[int | None], marked: int | None) -> None:
+    def _send_behind(self, stored: Future[int | None], marked: int | None,
+                     started: Callable[[], None] | None) -> None:
         try:
+            if started is not None:
+                started()
             self._send()
         except BaseException as error:  # raised in the owner's thread by its next call
             self._failure = error

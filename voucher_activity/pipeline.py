@@ -37,8 +37,8 @@ from query.store import Store, StoreError
 from query.writer import EventWriter
 from voucher_activity.config import Settings, SnapshotMode
 from voucher_activity.logs import fields, progress_fields
-from voucher_activity.memory import collector_catching_up, collector_paused
-from voucher_activity.priorities import background_threads_lowered
+from voucher_activity.memory import collector_paused
+from voucher_activity.priorities import background_threads_lowered, catching_up
 from voucher_activity.resume import SlotLostError, StartAction, start_action
 from voucher_activity.status import PipelineProgress
 
@@ -286,7 +286,7 @@ class Pipeline:
                     behind = time.time() - committed > CATCH_UP_LAG
                     writer.max_rows = CATCH_UP_BATCH_ROWS if behind else LIVE_BATCH_ROWS
                     if behind is not self._catching_up:
-                        self._catching_up = collector_catching_up(behind)
+                        self._catching_up = catching_up(behind, writer)
                     if (writer.full or writer.age >= (CATCH_UP_BATCH_AGE if behind else MAX_BATCH_AGE)
                             or (behind and self._seconds_until_commit() == 0 and not writer.sending)):
                         self._checkpoint(writer, state, session)

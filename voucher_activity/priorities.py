@@ -4,9 +4,10 @@ The pipeline thread is the sidecar's critical path: it holds the interpreter's l
 every change in order. Some of the work the process runs behind it has slack: the reference
 state's writes and WAL checkpoints (`mappers/entitywrites.py`, `mappers/walcheckpoint.py`; a
 commit waits for them, every second or ten) and, with the embedded store, ClickHouse's merges
-and background schedule (chDB's MergeMutate and BgSchPool threads). The store's inserts
-(`query/writer.py`) keep their priority: streaming live, each one is between a commit and the
-moment its events can be read.
+and background schedule (chDB's MergeMutate and BgSchPool threads), and, while it catches up
+on a backlog, the store's inserts (`query/writer.py`: the pipeline waits for a batch's insert
+only when the next batch is full). Streaming live, the inserts keep their priority: each one
+stands between a commit and the moment its events can be read.
 On a machine whose cores the sidecar shares with the database, those threads competed with the
 pipeline thread and with the walsender for a core: in a 1M-change drain on two cores
 (`./dev bench ingest --scale full`'s backlog, drains alternated), the pipeline thread waited
@@ -32,7 +33,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from query.writer import EventWriter
 from voucher_activity.logs import fields
+from voucher_activity.memory import collector_catching_up
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,21 @@ def background_threads() -> set[int]:
         if name.startswith(ENGINE_THREADS):
             found.add(int(task))
     return found
+
+
+def lower_this_thread() -> None:
+    """Sets the calling thread to nice BACKGROUND_NICE (Linux only)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
+
+
+def catching_up(behind: bool, writer: EventWriter) -> bool:
+    """The process set for catching up on a backlog (`behind`) or for streaming live: the
+    collector's young generation (`memory.collector_catching_up`), and whether the writer's
+    inserts run lowered. Returns `behind`."""
+    writer.behind_started = lower_this_thread if behind else None
+    return collector_catching_up(behind)
 
 
 def lower_background_threads() -> int:

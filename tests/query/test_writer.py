@@ -3,6 +3,8 @@ loss, and the same rows written twice never visible twice."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from query.activity_sql import ActivityQuery
@@ -178,3 +180,16 @@ def test_the_engine_takes_the_cluster_insert_settings(store: Store, store_url: s
         writer.mark(9)
         assert writer.flush() == 9
     assert stored(store) == sorted((e.id, 1) for e in events)
+
+
+def test_write_behind_calls_its_start_hook_on_the_thread_that_writes(store: Store) -> None:
+    writer = EventWriter(store)
+    threads = []
+    writer.behind_started = lambda: threads.append(threading.current_thread().name)
+    writer.add([ACME, DAVE, f.event(ACME, DAVE.id, 1, 1)])
+    writer.write_behind().result()
+    writer.behind_started = None
+    writer.add([f.event(ACME, DAVE.id, 2, 2)])
+    writer.write_behind().result()
+    assert threads == ["store-writer"]
+    assert len(stored(store)) == 2

@@ -6,8 +6,14 @@ the test session's own threads keep their priority."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+
+from query.store import Store
+from query.writer import EventWriter
+from voucher_activity.priorities import BACKGROUND_NICE, catching_up
 
 PROBE = """
 import json, os, tempfile, threading
@@ -45,3 +51,24 @@ def test_background_threads_are_lowered_and_no_other():
     assert nice["store-writer_0"] == [0] and nice["http"] == [0] and nice["ThreadPool"] == [0] and seen["main"] == 0
     # each lowered once: chDB's merge and schedule threads and the state's writes
     assert seen["engine"] >= 2 and seen["first"] == seen["engine"] + 1 and seen["again"] == 0
+
+
+def _nice_on_a_thread(function) -> int:
+    seen = []
+
+    def run() -> None:
+        function()
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_catching_up_the_inserts_thread_is_lowered_and_streaming_live_it_is_not(store: Store):
+    writer = EventWriter(store)
+    assert catching_up(True, writer) is True
+    assert _nice_on_a_thread(writer.behind_started) == BACKGROUND_NICE
+    assert catching_up(False, writer) is False
+    assert writer.behind_started is None
