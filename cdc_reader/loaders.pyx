@@ -23,9 +23,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 import orjson
 import psycopg
-from psycopg.adapt import AdaptersMap, Transformer
+from psycopg.adapt import AdaptersMap, Loader, Transformer
 from psycopg.pq import Format
-from psycopg.types.json import set_json_loads
 
 LOADED_TYPES = (
     "bool", "bytea", "int2", "int4", "int8", "oid", "float4", "float8", "numeric", "date",
@@ -42,6 +41,18 @@ def json_loads(data: bytes) -> Any:
     """psycopg's json/jsonb `loads`: orjson, except where it would lose precision or refuse:
     integers beyond 64 bits (a run of 19 digits may be one) become floats in orjson and numbers
     beyond a double's range are errors, while json.loads keeps both as psycopg does."""
+    return _json_loads(data)
+
+
+class JsonTextLoader(Loader):
+    """json and jsonb values in text format, parsed by `json_loads` in one compiled call (psycopg's
+    own loader runs a Python method and then `loads` for each value)."""
+
+    def load(self, data):
+        return _json_loads(data)
+
+
+cdef object _json_loads(object data):
     if type(data) is not bytes:
         data = bytes(data)
     if not _has_digit_run(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), LONG_DIGIT_RUN):
@@ -78,7 +89,8 @@ def _adapters() -> AdaptersMap:
     for name in LOADED_TYPES:
         oid = _TYPES[name].oid
         adapters.register_loader(oid, psycopg.adapters.get_loader(oid, _TEXT))
-    set_json_loads(json_loads, adapters)  # registers psycopg's json and jsonb loaders
+    for name in ("json", "jsonb"):
+        adapters.register_loader(name, JsonTextLoader)
     return adapters
 
 

@@ -50,6 +50,9 @@ cdef extern from "structmember.h":
 
 cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject** block, Py_ssize_t size) except -1
+    ctypedef struct PyLongObject:
+        pass
+    int _PyLong_AsByteArray(PyLongObject* number, unsigned char* bytes, size_t n, int little_endian, int is_signed) except -1
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
@@ -75,6 +78,20 @@ _KINDS = {
 }
 
 cdef object _UUID = _uuid_module.UUID
+
+
+cdef Py_ssize_t _uuid_int_slot() except -1:
+    """Where a UUID keeps its `int` (uuid.UUID has __slots__: a member descriptor's offset)."""
+    descriptor = _uuid_module.UUID.__dict__["int"]
+    if type(descriptor) is not _MemberDescriptor:
+        raise TypeError("uuid.UUID.int is not a slot")
+    cdef PyMemberDef* member = (<PyMemberDescrObject*><PyObject*>descriptor).d_member
+    if member.type != T_OBJECT_EX:
+        raise TypeError("uuid.UUID.int is not an object slot")
+    return member.offset
+
+
+cdef Py_ssize_t _UUID_INT_SLOT = _uuid_int_slot()
 cdef object _UTC = _datetime_module.timezone.utc
 cdef object _EPOCH = _datetime_module.datetime(1970, 1, 1, tzinfo=_UTC)
 
@@ -137,10 +154,15 @@ cdef inline void _put_u64(char* out, uint64_t value) noexcept:
 cdef int _write_uuid(_Buffer buffer, object value) except -1:
     if type(value) is not _UUID:
         raise TypeError(f"RowBinary: expected a UUID, got {type(value).__name__}")
-    cdef object number = value.int
+    # its `int` read from the slot (a UUID always has one set), its 16 bytes written little
+    # endian in place, then the halves swapped: the high half goes first
+    cdef PyObject* held = (<PyObject**>((<char*><PyObject*>value) + _UUID_INT_SLOT))[0]
+    cdef object number = <object>held if held != NULL else value.int
+    cdef unsigned char little[16]
+    _PyLong_AsByteArray(<PyLongObject*>number, little, 16, 1, 0)
     cdef char* out = buffer.reserve(16)
-    _put_u64(out, PyLong_AsUnsignedLongLongMask(number >> 64))
-    _put_u64(out + 8, PyLong_AsUnsignedLongLongMask(number))
+    memcpy(out, little + 8, 8)
+    memcpy(out + 8, little, 8)
     buffer.size += 16
     return 0
 
