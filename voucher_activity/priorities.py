@@ -11,8 +11,8 @@ stands between a commit and the moment its events can be read.
 On a machine whose cores the sidecar shares with the database, those threads competed with the
 pipeline thread and with the walsender for a core: in a 1M-change drain on two cores
 (`./dev bench ingest --scale full`'s backlog, drains alternated), the pipeline thread waited
-2.9-4.2 s for a core with them at the default priority (six drains) and 2.25-2.48 s with them
-at nice 10 (two drains)
+2.9-4.2 s for a core with them at the default priority and 1.9-2.5 s with them at nice 10 (six
+drains each)
 (`/proc/thread-self/schedstat`). Lowered, they still run whenever a core is free, and at least
 at a tenth of a contended core's share, so they keep up: a commit waits for the state's writes.
 
