@@ -8,19 +8,20 @@ and background schedule (chDB's MergeMutate and BgSchPool threads), and, while i
 on a backlog, the store's inserts (`query/writer.py`: the pipeline waits for a batch's insert
 only when the next batch is full). Streaming live, the inserts keep their priority: each one
 stands between a commit and the moment its events can be read.
+
 On a machine whose cores the sidecar shares with the database, those threads competed with the
 pipeline thread and with the walsender for a core: in a 1M-change drain on two cores
-(`./dev bench ingest --scale full`'s backlog, drains alternated), the pipeline thread waited
-2.9-4.2 s for a core with them at the default priority and 1.9-2.5 s with them at nice 10 (six
-drains each)
-(`/proc/thread-self/schedstat`). Lowered, they still run whenever a core is free, and at least
-at a tenth of a contended core's share, so they keep up: a commit waits for the state's writes.
+(`./dev bench ingest --scale full`'s backlog, drains alternated, six each), the pipeline thread
+waited 2.9-4.2 s for a core with them at the default priority and 1.9-2.5 s with them at nice
+10 (`/proc/thread-self/schedstat`). Lowered, they still run whenever a core is free, and at
+least at a tenth of a contended core's share, so they keep up: a commit waits for the state's
+writes.
 
 ClickHouse's server does the same for its own merges (`os_threads_nice_value_merge_mutate`);
 embedded, chDB's threads are threads of this process, found by the names ClickHouse gives them.
 
 Linux only: there `setpriority(PRIO_PROCESS, tid)` sets one thread. Raising a thread's nice
-value needs no privilege; nothing here ever lowers one.
+value needs no privilege; nothing here ever decreases one.
 """
 
 from __future__ import annotations
