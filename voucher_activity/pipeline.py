@@ -215,8 +215,8 @@ class Pipeline:
 
     def _snapshot(self, slot, mapper: EventMapper, writer: EventWriter) -> None:
         self.progress.snapshot_running = True
-        started = time.monotonic()
-        rows = 0
+        started, rows = time.monotonic(), 0
+        catching_up(True, writer)  # a backlog too: its inserts have slack
         # Only the event types the snapshot's pass-through rows hold are counted for pairing.
         pairing = mapper.snapshot_pairing_column()
         prepare = (lambda conn: mapper.snapshot_pairing_types(distinct_values(conn, *pairing))) if pairing else None
@@ -242,7 +242,7 @@ class Pipeline:
         in_transaction = skipping = False
         rate_started, rate_transactions = time.monotonic(), 0
         retained_checked = 0.0
-        self._behind = None
+        self._behind, self._catching_up = None, catching_up(False, writer)  # until a commit tells
         while not self.stop.is_set():
             self._confirm_behind(session)
             # Batching: once the batch is due (max_age), keep taking whatever the stream already

@@ -5,8 +5,8 @@ every change in order. Some of the work the process runs behind it has slack: th
 state's writes and WAL checkpoints (`mappers/entitywrites.py`, `mappers/walcheckpoint.py`; a
 commit waits for them, every second or ten) and, with the embedded store, ClickHouse's merges
 and background schedule (chDB's MergeMutate and BgSchPool threads), and, while it catches up
-on a backlog, the store's inserts (`query/writer.py`: the pipeline waits for a batch's insert
-only when the next batch is full). Streaming live, the inserts keep their priority: each one
+on a backlog or takes the initial snapshot, the store's inserts (`query/writer.py`: the
+pipeline waits for a batch's insert only when the next batch is full). Streaming live, the inserts keep their priority: each one
 stands between a commit and the moment its events can be read.
 
 On a machine whose cores the sidecar shares with the database, those threads competed with the
@@ -77,7 +77,7 @@ def lower_this_thread() -> None:
 
 
 def catching_up(behind: bool, writer: EventWriter) -> bool:
-    """The process set for catching up on a backlog (`behind`) or for streaming live: the
+    """The process set for catching up on a backlog or the snapshot (`behind`) or for streaming live: the
     collector's young generation (`memory.collector_catching_up`), and whether the writer's
     inserts run lowered. Returns `behind`."""
     writer.behind_started = lower_this_thread if behind else None
