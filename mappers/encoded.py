@@ -40,7 +40,8 @@ class EncodedRows:
     def key(self, table: str, key: Any) -> Any:
         """Where the row of `table` keyed `key` (a UUID, or text) is held."""
         if type(key) is UUID:
-            return self.uuid_key(table, key.int)
+            base = self._tables.get(table)  # `uuid_key` in place: this runs for every row read
+            return base | key.int if base is not None else self.uuid_key(table, key.int)
         return (table, key)
 
     def uuid_key(self, table: str, number: int) -> int:
@@ -88,6 +89,13 @@ class EncodedRows:
 
     def discard(self, key: Any) -> None:
         blob = self._rows.pop(key, None)
+        if blob is not None:
+            self.size -= len(blob) + ENTRY_OVERHEAD
+
+    def discard_row(self, table: str, key: Any) -> None:
+        """`discard(key(table, key))` (for every row put or added)."""
+        base = self._tables.get(table) if type(key) is UUID else None
+        blob = self._rows.pop(base | key.int if base is not None else self.key(table, key), None)
         if blob is not None:
             self.size -= len(blob) + ENTRY_OVERHEAD
 

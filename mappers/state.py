@@ -254,7 +254,7 @@ class ReferenceState:
         if memos is not None:
             for memo in memos:
                 memo.pop(memo_key, None)
-        self._packed.discard(self._packed.key(table, key))
+        self._packed.discard_row(table, key)
 
     def delete(self, table: str, key: Any) -> None:
         self.put(table, key, _ABSENT)  # type: ignore[arg-type]

@@ -35,6 +35,20 @@ def test_a_row_is_held_under_its_table_and_key():
     assert len(rows) == 0 and rows.size == 0 and rows.get(rows.key("voucher", key)) is None
 
 
+def test_a_rows_encoding_is_discarded_by_its_table_and_key():
+    rows = EncodedRows(10_000)
+    key = uuid.UUID(int=42)
+    rows.store([(rows.key("customer", key), b"c"), (rows.key("voucher", key), b"v"),
+                (rows.key("customer", "text-42"), b"t")])
+    rows.discard_row("customer", key)
+    rows.discard_row("customer", "text-42")
+    rows.discard_row("customer", key)  # not held: nothing happens
+    rows.discard_row("segment", uuid.UUID(int=7))  # a table never seen
+    assert rows.get(rows.key("customer", key)) is None and rows.get(rows.key("customer", "text-42")) is None
+    assert rows.get(rows.key("voucher", key)) == b"v"
+    assert len(rows) == 1 and rows.size == 1 + ENTRY_OVERHEAD
+
+
 def test_past_the_budget_the_least_recently_stored_or_read_go_first():
     blob = b"x" * 60
     cost = len(blob) + ENTRY_OVERHEAD
