@@ -93,9 +93,8 @@ class EncodedRows:
             self.size -= len(blob) + ENTRY_OVERHEAD
 
     def discard_row(self, table: str, key: Any) -> None:
-        """`discard(key(table, key))` (for every row put or added)."""
-        base = self._tables.get(table) if type(key) is UUID else None
-        blob = self._rows.pop(base | key.int if base is not None else self.key(table, key), None)
+        """`discard(key(table, key))` in one call (for every row put or added)."""
+        blob = self._rows.pop(self.key(table, key), None)
         if blob is not None:
             self.size -= len(blob) + ENTRY_OVERHEAD
 

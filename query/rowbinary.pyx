@@ -56,7 +56,6 @@ cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
-    unsigned long long PyLong_AsUnsignedLongLongMask(object value) except? <unsigned long long>-1
     unsigned long long PyLong_AsUnsignedLongLong(object value) except? <unsigned long long>-1
 
 # The kinds of column a block can hold; `column_kind` names them by ClickHouse type.
@@ -78,20 +77,7 @@ _KINDS = {
 }
 
 cdef object _UUID = _uuid_module.UUID
-
-
-cdef Py_ssize_t _uuid_int_slot() except -1:
-    """Where a UUID keeps its `int` (uuid.UUID has __slots__: a member descriptor's offset)."""
-    descriptor = _uuid_module.UUID.__dict__["int"]
-    if type(descriptor) is not _MemberDescriptor:
-        raise TypeError("uuid.UUID.int is not a slot")
-    cdef PyMemberDef* member = (<PyMemberDescrObject*><PyObject*>descriptor).d_member
-    if member.type != T_OBJECT_EX:
-        raise TypeError("uuid.UUID.int is not an object slot")
-    return member.offset
-
-
-cdef Py_ssize_t _UUID_INT_SLOT = _uuid_int_slot()
+cdef Py_ssize_t _UUID_INT_SLOT  # where a UUID keeps its `int` (set below, by `_slots`)
 cdef object _UTC = _datetime_module.timezone.utc
 cdef object _EPOCH = _datetime_module.datetime(1970, 1, 1, tzinfo=_UTC)
 
@@ -306,3 +292,7 @@ cdef bint _slots(type record_type, tuple columns, Py_ssize_t* slot_of) except -1
             return False
         slot_of[index] = member.offset
     return True
+
+
+if not _slots(_UUID, ("int",), &_UUID_INT_SLOT):  # uuid.UUID has __slots__
+    raise ImportError("RowBinary: uuid.UUID keeps its int elsewhere than in a slot")

@@ -33,10 +33,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from query.writer import EventWriter
 from voucher_activity.logs import fields
 from voucher_activity.memory import collector_catching_up
+
+if TYPE_CHECKING:
+    from query.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,7 @@ def background_threads() -> set[int]:
 def lower_this_thread() -> None:
     """Sets the calling thread to nice BACKGROUND_NICE (Linux only)."""
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
+        _lower(0)
 
 
 def catching_up(behind: bool, writer: EventWriter) -> bool:
@@ -89,15 +91,19 @@ def lower_background_threads() -> int:
     returns how many were lowered now."""
     if not sys.platform.startswith("linux"):
         return 0  # elsewhere PRIO_PROCESS is the whole process
-    lowered = 0
-    for thread_id in background_threads():
-        try:
-            if os.getpriority(os.PRIO_PROCESS, thread_id) < BACKGROUND_NICE:
-                os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
-                lowered += 1
-        except OSError:  # the thread ended meanwhile
-            continue
-    return lowered
+    return sum(_lower(thread_id) for thread_id in background_threads())
+
+
+def _lower(thread_id: int) -> bool:
+    """Sets the thread (0: the calling one) to nice BACKGROUND_NICE unless its nice value is
+    that or higher already; whether it did."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, thread_id) >= BACKGROUND_NICE:
+            return False
+        os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
+    except OSError:  # the thread ended meanwhile
+        return False
+    return True
 
 
 @contextlib.contextmanager
