@@ -75,7 +75,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     # The full-scale snapshot benchmark's working set (450,000 customers and vouchers, 540,000
     # redemptions: 346 MiB encoded, 19.2 MiB per 25,000 customers measured) fits the encoded
     # level's three quarters of 512 MiB (`state_levels`).
-    "state-cache": ("VA_STATE_CACHE", "512MiB"),
+    "state-cache": ("VA_STATE_CACHE", "1GiB"),
     "cluster": ("VA_STORE_CLUSTER", None),
     "sql-listen": ("VA_SQL_LISTEN", "127.0.0.1:8123"),
 }
@@ -84,14 +84,18 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
 MIN_STATE_CACHE = 16 * 2**20
 
 # The reference state's working set lives within --state-cache (Settings.state_cache): an eighth
-# of it holds the most recently used rows as dicts (~2 kB each), an eighth the mapper's memos of
+# of it holds the most recently used rows as dicts (~2 kB each), a quarter the mapper's memos of
 # serialized payload objects (~0.34 kB a customer, each hit saving a lookup, a build and a
 # serialization: ~4 us), the rest rows in their encoded form (~0.34 kB a customer with its
 # bookkeeping, decoded in ~1 us), which spares a SQLite read (~60 us): byte for byte the most
-# valuable level, so it takes the most. See README "Memory".
+# valuable level, so it takes the most. The default, 1 GiB, holds the full-scale snapshot's
+# working set on every level (`./dev bench snapshot --scale full`: 450,000 customers and as many
+# vouchers, 346 MiB encoded and ~300 MB of objects); against 512 MiB (an eighth of it for the memos)
+# it takes a quarter off the pipeline thread's CPU in that snapshot (docs/benchmarks.md). See
+# README "Memory".
 DICT_ROW_BYTES = 2048
 DICT_SHARE = 8
-MEMO_SHARE = 8
+MEMO_SHARE = 4
 
 
 class StateLevels(NamedTuple):

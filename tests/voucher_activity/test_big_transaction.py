@@ -20,7 +20,7 @@ from tests.pipeline_helpers import confirmed_lsn, prepare_source, ready, server_
 
 ROWS = 1_000_000
 SNAPSHOT_ROWS = 500_000
-STATE_CACHE = 512 * 2**20  # the default
+STATE_CACHE = 2**30  # the default
 PEAK_RSS_LIMIT = 512 * 2**20 + STATE_CACHE
 
 

@@ -25,17 +25,17 @@ def test_what_is_not_a_size_is_refused_naming_the_flag(text):
 
 
 def test_the_default_and_the_floor():
-    assert build_settings({}).state_cache == 512 * 2**20
+    assert build_settings({}).state_cache == 2**30
     assert build_settings({"state-cache": "16MiB"}).state_cache == 16 * 2**20
     with pytest.raises(ConfigError, match=r"^--state-cache/VA_STATE_CACHE must be at least 16MiB$"):
         build_settings({"state-cache": "15MiB"})
 
 
 def test_the_budget_is_split_between_rows_their_encodings_and_serialized_objects():
-    levels = state_levels(512 * 2**20)
-    assert levels == (32_768, 384 * 2**20, 64 * 2**20)
-    assert (levels.rows, levels.packed_bytes, levels.memo_bytes) == (32_768, 384 * 2**20, 64 * 2**20)
-    assert levels.rows * 2048 + levels.packed_bytes + levels.memo_bytes == 512 * 2**20
+    levels = state_levels(2**30)
+    assert levels == (65_536, 640 * 2**20, 256 * 2**20)
+    assert (levels.rows, levels.packed_bytes, levels.memo_bytes) == (65_536, 640 * 2**20, 256 * 2**20)
+    assert levels.rows * 2048 + levels.packed_bytes + levels.memo_bytes == 2**30
 
 
 @pytest.mark.parametrize(
