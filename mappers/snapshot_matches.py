@@ -1,10 +1,11 @@
 """The initial snapshot's pairing of `customer_event` rows with business events: a row whose
 (customer, type) a business row of the snapshot already made an event for is that event's
-copy, and is left out (SPEC §4: the event appears once). Counts are kept in memory up to
-`memory_limit` (customer, type) pairs (~150 bytes each), then added to the state's SQLite table
-in one statement: counting each event there took one statement per event, ~12% of the
-snapshot's time (tests/bench/snapshot.py). A customer is kept by its id's 128-bit int in memory
-and its 16 bytes in SQLite: no UUID is made or spelled as text. The SQLite side lives in the state file's open
+copy, and is left out (SPEC §4: the event appears once). Counts are kept in memory
+(mappers/paircounts.pyx: 24 bytes a slot, at most two thirds full) up to `memory_limit` (customer,
+type) pairs, then added to the state's SQLite table in one statement: counting each event there
+took one statement per event, ~12% of the snapshot's time (tests/bench/snapshot.py). The full-scale
+benchmark's ~1M pairs fit. A customer is kept by its id's 128-bit int in memory and its 16 bytes
+in SQLite: no UUID is made or spelled as text. The SQLite side lives in the state file's open
 transaction, so a crash mid-snapshot rolls it back with the rest. Once counts are spilled,
 `prefetch` moves the counts a batch of `customer_event` rows will take back into memory in one
 statement, instead of one statement per row."""
@@ -14,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
+import orjson
+
 from mappers.entitywrite import blob_parameter
+from mappers.paircounts import PairCounts
 from mappers.state import ReferenceState
 
-MEMORY_LIMIT = 100_000
+MEMORY_LIMIT = 2**21 * 2 // 3  # a table of 2^21 slots, 48 MiB
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS snapshot_match (
@@ -27,6 +31,19 @@ CREATE TABLE IF NOT EXISTS snapshot_match (
 """
 
 _WANTED = "CREATE TEMP TABLE IF NOT EXISTS snapshot_match_wanted (customer_id BLOB NOT NULL, type TEXT NOT NULL)"
+
+# A spill, and the pairs a prefetch wants, go to SQLite as one statement each: the customers'
+# 16-byte ids in one blob, the rest in a JSON array that `json_each` walks (its key is the
+# index). `executemany` took a step per pair and the interpreter's lock back after each, waiting
+# for the reader threads whenever they held it. (As the state's row writes: mappers/entitywrites.py.)
+_SPILL = (
+    "INSERT INTO snapshot_match (customer_id, type, business) "
+    "SELECT substr(?2, pair.key * 16 + 1, 16), json_extract(pair.value, '$[0]'), json_extract(pair.value, '$[1]') "
+    "FROM json_each(?1) AS pair WHERE true "  # (a WHERE before ON CONFLICT: SQLite's parser)
+    "ON CONFLICT (customer_id, type) DO UPDATE SET business = business + excluded.business"
+)
+_WANT = ("INSERT INTO temp.snapshot_match_wanted "
+         "SELECT substr(?2, pair.key * 16 + 1, 16), pair.value FROM json_each(?1) AS pair")
 
 
 class SnapshotMatches:
@@ -38,7 +55,7 @@ class SnapshotMatches:
         self.connection = connection = state.connection
         connection.execute(_TABLE)
         connection.execute(_WANTED)
-        self._counts: dict[tuple[int, str], int] = {}  # (customer id's int, type) -> events
+        self._counts = PairCounts()  # (customer id's int, type) -> events
         self._spilled = False  # the state's table holds counts too
         # pairs whose spilled counts `prefetch` moved into memory: the table holds none of them
         self._prefetched: set[tuple[int, str]] = set()
@@ -59,21 +76,16 @@ class SnapshotMatches:
         if self._types is not None and event_type not in self._types:
             return
         counts = self._counts
-        key = (customer.int, event_type)
-        counts[key] = counts.get(key, 0) + 1
+        counts.add(customer.int, event_type)
         if len(counts) >= self.memory_limit:
             self._spill()
 
     def take(self, customer: UUID, event_type: str) -> bool:
         """Pair one customer_event row with an unpaired business event of the same (customer,
         type); False when none is left (the row is the only record of its event)."""
-        counts = self._counts
-        key = (customer.int, event_type)
-        left = counts.get(key)
-        if left:
-            counts[key] = left - 1
+        if self._counts.take(customer.int, event_type):
             return True
-        if not self._spilled or key in self._prefetched:
+        if not self._spilled or (customer.int, event_type) in self._prefetched:
             return False
         self.state.begin()
         # (RETURNING, not the cursor's rowcount: that counts the connection's last change, which
@@ -96,21 +108,20 @@ class SnapshotMatches:
             return
         connection = self.connection
         self.state.begin()
-        connection.executemany("INSERT INTO temp.snapshot_match_wanted VALUES (?, ?)",
-                               ((blob_parameter(customer.to_bytes(16)), event_type) for customer, event_type in wanted))
+        connection.execute(_WANT, (orjson.dumps([event_type for _customer, event_type in wanted]),
+                                   _ids(customer for customer, _event_type in wanted)))
         moved = connection.execute(
             "DELETE FROM snapshot_match WHERE (customer_id, type) IN "
             "(SELECT customer_id, type FROM temp.snapshot_match_wanted) RETURNING customer_id, type, business"
         ).fetchall()
         connection.execute("DELETE FROM temp.snapshot_match_wanted")
-        counts = self._counts
+        add = self._counts.add
         for customer, event_type, business in moved:
-            key = (int.from_bytes(customer), event_type)
-            counts[key] = counts.get(key, 0) + business
+            add(int.from_bytes(customer), event_type, business)
 
     def clear(self) -> None:
         """The snapshot is over: forget every count."""
-        self._counts.clear()
+        self._counts.drain()
         self._spilled = False
         self._prefetched = set()
         self._types = None
@@ -119,11 +130,13 @@ class SnapshotMatches:
 
     def _spill(self) -> None:
         self.state.begin()
-        self.connection.executemany(
-            "INSERT INTO snapshot_match VALUES (?, ?, ?) ON CONFLICT (customer_id, type) "
-            "DO UPDATE SET business = business + excluded.business",
-            ((blob_parameter(customer.to_bytes(16)), event_type, count)
-             for (customer, event_type), count in self._counts.items()))
-        self._counts.clear()
+        ids, values = self._counts.drain()
+        if values:
+            self.connection.execute(_SPILL, (orjson.dumps(values), blob_parameter(ids)))
         self._spilled = True
         self._prefetched = set()
+
+
+def _ids(customers: Iterable[int]) -> bytearray:
+    """The customers' ids, 16 bytes each, in one blob."""
+    return blob_parameter(b"".join(customer.to_bytes(16) for customer in customers))

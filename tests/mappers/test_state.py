@@ -120,6 +120,26 @@ def test_snapshot_matches_pair_one_to_one(tmp_path, memory_limit):
     assert matches.take(c2, "customer.created") is False
 
 
+def test_snapshot_matches_spilled_counts_add_up_and_come_back_by_prefetch(tmp_path):
+    import uuid
+
+    customers = [uuid.UUID(int=number << 100 | number) for number in range(1, 6)]
+    matches = SnapshotMatches(ReferenceState.open(tmp_path), memory_limit=3)
+    for _round in range(2):  # the same pairs spilled twice: their counts add up on disk
+        for customer in customers:
+            matches.count(customer, "customer.created")
+        matches.count(customers[0], "customer.redemption.succeeded")
+    assert matches.spilled is True
+    matches.prefetch([(customers[0].int, "customer.created"), (customers[0].int, "customer.redemption.succeeded"),
+                      (customers[1].int, "customer.created")])
+    assert [matches.take(customers[0], "customer.created") for _ in range(3)] == [True, True, False]
+    assert [matches.take(customers[0], "customer.redemption.succeeded") for _ in range(3)] == [True, True, False]
+    assert [matches.take(customers[1], "customer.created") for _ in range(3)] == [True, True, False]
+    # not prefetched: taken from disk one at a time
+    assert [matches.take(customers[4], "customer.created") for _ in range(3)] == [True, True, False]
+    assert matches.take(customers[2], "customer.segment.entered") is False
+
+
 def test_scratch_keeps_order_and_answers_across_a_spill():
     connection = sqlite3.connect(":memory:", isolation_level=None)
     scratch = Scratch(connection, memory_limit=3)
