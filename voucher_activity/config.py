@@ -73,8 +73,8 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "tokens": ("VA_API_TOKENS", None),
     "log-format": ("VA_LOG_FORMAT", None),
     # The full-scale snapshot benchmark's working set (450,000 customers and vouchers, 540,000
-    # redemptions: 346 MiB encoded, 19.2 MiB per 25,000 customers measured) fits the encoded
-    # level's three quarters of 512 MiB (`state_levels`).
+    # redemptions: 346 MiB encoded, 19.2 MiB per 25,000 customers measured, and their payload
+    # objects) fits the encoded level's five eighths of 1 GiB and the memos' quarter (`state_levels`).
     "state-cache": ("VA_STATE_CACHE", "1GiB"),
     "cluster": ("VA_STORE_CLUSTER", None),
     "sql-listen": ("VA_SQL_LISTEN", "127.0.0.1:8123"),
