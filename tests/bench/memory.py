@@ -1,7 +1,9 @@
 """7. Memory: the sidecar's resident set (`voucher-activity run`, its own process, sampled with
 psutil every 100 ms) idle, during sustained ingest (pgbench at full speed, engine-like mix), and
 at its peak while one transaction of N row changes (a bulk import of N customers) is decoded,
-mapped, stored and confirmed. No reference: pg_recvlogical keeps nothing.
+mapped, stored and confirmed, and at its peak while a second sidecar takes the initial snapshot
+of `bench snapshot`'s history (5.09M rows at full scale), from its start until it streams. No
+reference: pg_recvlogical keeps nothing.
 
 Run: python -m tests.bench memory [--scale small|full]
 """
@@ -15,9 +17,13 @@ from pathlib import Path
 
 import psycopg
 
+from cdc_reader.slot import ensure_publication
+from mappers import tracked_tables
 from tests.bench import engine_sql, source
 from tests.bench.report import Figure, Outcome, entry_point, log
 from tests.bench.scale import Scale
+from tests.bench.snapshot import SNAPSHOT_TIMEOUT
+from tests.bench.snapshot import seed as seed_history
 
 SAMPLE_INTERVAL = 0.1
 MiB = 2**20
@@ -43,7 +49,8 @@ class Sampler:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.samples.append(self.sidecar.rss())
+        if self.sidecar.process.poll() is None:  # (one that exited raised its own error)
+            self.samples.append(self.sidecar.rss())
 
 
 def run(scale: Scale, workdir: Path) -> Outcome:
@@ -70,6 +77,17 @@ def run(scale: Scale, workdir: Path) -> Outcome:
             source.wait_confirmed(dsn, "voucher_activity", source.current_lsn(dsn), timeout=3600)
             seconds = time.monotonic() - started
         log(f"memory: {changes:,}-change transaction stored and confirmed in {seconds:.1f} s")
+        sidecar.stop()
+        history_dsn = source.create_voucher_database(cluster, "history")
+        with psycopg.connect(history_dsn, autocommit=True) as conn:
+            ensure_publication(conn, source.PUBLICATION, tracked_tables())
+        rows = sum(seed_history(history_dsn, scale.snapshot_customers).values())
+        sidecar = source.Sidecar.start(history_dsn, workdir / "history", slot="history", snapshot="initial", ready=False)
+        with Sampler(sidecar) as snapshot:
+            started = time.monotonic()
+            sidecar.wait_ready(SNAPSHOT_TIMEOUT)
+            snapshot_seconds = time.monotonic() - started
+        log(f"memory: initial snapshot of {rows:,} rows taken in {snapshot_seconds:.1f} s")
     finally:
         if sidecar is not None:
             sidecar.stop()
@@ -79,11 +97,14 @@ def run(scale: Scale, workdir: Path) -> Outcome:
                "MiB", statistics.median(sustained.samples) / MiB, None, "", higher_is_better=False),
         Figure("7. memory", f"sidecar RSS peak, one {changes:,}-change transaction", "MiB",
                max(big.samples) / MiB, None, "", higher_is_better=False),
+        Figure("7. memory", f"sidecar RSS peak, initial snapshot of {rows:,} rows", "MiB",
+               max(snapshot.samples) / MiB, None, "", higher_is_better=False),
     ]
     notes = (f"### 7. Memory\nIdle RSS after the seed: {idle / MiB:.0f} MiB. Sustained: max "
              f"{max(sustained.samples) / MiB:.0f} MiB over {len(sustained.samples)} samples. The "
              f"{changes:,}-change transaction took {seconds:.1f} s from COMMIT to confirmed "
-             f"({changes / seconds:,.0f} changes/s).")
+             f"({changes / seconds:,.0f} changes/s). The snapshot of {rows:,} rows took "
+             f"{snapshot_seconds:.1f} s from the sidecar's start until it was ready (streaming).")
     return Outcome(figures, notes)
 
 

@@ -203,18 +203,21 @@ class Sidecar:
     log_path: Path
 
     @classmethod
-    def start(cls, dsn: str, data_dir: Path, slot: str = "voucher_activity", timeout: float = 60) -> Sidecar:
+    def start(cls, dsn: str, data_dir: Path, slot: str = "voucher_activity", timeout: float = 60,
+              snapshot: str = "never", ready: bool = True) -> Sidecar:
+        """Started; with `ready`, once it streams (an initial snapshot, if any, taken)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         log_path = data_dir / "sidecar.log"
         command = [sys.executable, "-m", "voucher_activity.cli", "run", "--source", dsn, "--store",
                    f"chdb://{data_dir / 'clickhouse'}", "--data-dir", str(data_dir), "--listen",
-                   f"127.0.0.1:{port}", "--tokens", "*=admin", "--slot", slot, "--snapshot", "never",
+                   f"127.0.0.1:{port}", "--tokens", "*=admin", "--slot", slot, "--snapshot", snapshot,
                    "--log-format", "json", "--sql-listen", "off"]
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         sidecar = cls(process, port, log_path)
-        sidecar.wait_ready(timeout)
+        if ready:
+            sidecar.wait_ready(timeout)
         return sidecar
 
     @property
