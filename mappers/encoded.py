@@ -87,13 +87,8 @@ class EncodedRows:
         self.size = self.budget - room
         return len(kept)
 
-    def discard(self, key: Any) -> None:
-        blob = self._rows.pop(key, None)
-        if blob is not None:
-            self.size -= len(blob) + ENTRY_OVERHEAD
-
     def discard_row(self, table: str, key: Any) -> None:
-        """`discard(key(table, key))` in one call (for every row put or added)."""
+        """Drops the encoding of the row of `table` keyed `key`, if held (for every row put or added)."""
         blob = self._rows.pop(self.key(table, key), None)
         if blob is not None:
             self.size -= len(blob) + ENTRY_OVERHEAD

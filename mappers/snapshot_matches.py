@@ -83,16 +83,17 @@ class SnapshotMatches:
     def take(self, customer: UUID, event_type: str) -> bool:
         """Pair one customer_event row with an unpaired business event of the same (customer,
         type); False when none is left (the row is the only record of its event)."""
-        if self._counts.take(customer.int, event_type):
+        number = customer.int
+        if self._counts.take(number, event_type):
             return True
-        if not self._spilled or (customer.int, event_type) in self._prefetched:
+        if not self._spilled or (number, event_type) in self._prefetched:
             return False
         self.state.begin()
         # (RETURNING, not the cursor's rowcount: that counts the connection's last change, which
         # may be the row writes' on their own thread)
         return self.connection.execute(
             "UPDATE snapshot_match SET business = business - 1 WHERE customer_id = ? AND type = ? "
-            "AND business > 0 RETURNING 1", (blob_parameter(customer.int.to_bytes(16)), event_type)).fetchone() is not None
+            "AND business > 0 RETURNING 1", (blob_parameter(number.to_bytes(16)), event_type)).fetchone() is not None
 
     def prefetch(self, pairs: Iterable[tuple[int, str]]) -> None:
         """The (customer id's int, type) pairs the next rows will `take`: their spilled counts

@@ -27,8 +27,8 @@ def test_a_row_is_held_under_its_table_and_key():
     rows.store([(rows.key("customer", key), b"changed")])  # replaced, counted once
     assert rows.get(rows.key("customer", key)) == b"changed"
     assert len(rows) == 3 and rows.size == 7 + 2 * (1 + ENTRY_OVERHEAD) + ENTRY_OVERHEAD
-    rows.discard(rows.key("customer", key))
-    rows.discard(rows.key("customer", key))  # not held: nothing happens
+    rows.discard_row("customer", key)
+    rows.discard_row("customer", key)  # not held: nothing happens
     assert rows.get(rows.key("customer", key)) is None
     assert len(rows) == 2 and rows.size == 2 * (1 + ENTRY_OVERHEAD)
     rows.clear()
