@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -162,28 +164,106 @@ def window_sql(
     """The first `window` rows (copies included) after `after` in the requested order, with
     every filter of `query` applied and created_at in [`since`, `until`) when given; ties on
     created_at are broken by id in the same direction."""
-    filters, parameters = filter_conditions(query)
-    conditions = [_CUSTOMER, *filters]
-    parameters |= {"tenant_id": tenant_id, "customer_id": customer_id}
+    conditions, parameters = _window_conditions(query, after, since, until)
+    parameters |= {"tenant_id": tenant_id, "customer_id": customer_id, "window": window}
+    direction = _direction(query)
+    sql = (
+        f"SELECT {columns} FROM {EVENTS_TABLE} WHERE {' AND '.join([_CUSTOMER, *conditions])} "
+        f"ORDER BY created_at {direction}, id {direction} LIMIT {{window:UInt32}}"
+    )
+    return sql, parameters
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRead:
+    """One `window_sql` read, as `batch_window_sql` batches it (hashable: equal reads are run once)."""
+
+    tenant_id: uuid.UUID
+    customer_id: uuid.UUID
+    query: ActivityQuery
+    after: Position | None
+    window: int
+    columns: str = PAGE_COLUMNS
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def sql(self) -> tuple[str, dict[str, Any]]:
+        return window_sql(self.tenant_id, self.customer_id, self.query, self.after, self.window, self.columns,
+                          self.since, self.until)
+
+
+_PARAMETER = re.compile(r"\{(\w+):")
+
+
+def batch_window_sql(reads: Sequence[WindowRead]) -> tuple[str, dict[str, Any]]:
+    """Reads of one shape (`columns` and order) of different customers as one query, whose rows
+    are each preceded by the number of the read they answer (its place in `reads`); each read's
+    rows come in its order, up to the largest `window` (each caller keeps its own).
+
+    The customers are one `IN` set, which the primary key's analysis takes at once (a query per
+    customer would pay the query's fixed cost and its part openings each time); each read's
+    other conditions (filters, cursor, time bounds) apply to its own rows. A row belongs to the
+    read of its customer: no two reads may be of the same customer."""
+    keys = [(read.tenant_id, read.customer_id) for read in reads]
+    parameters: dict[str, Any] = {"keys": keys, "window": max(read.window for read in reads)}
+    conditions = ["(tenant_id, customer_id) IN {keys:Array(Tuple(UUID, UUID))}"]
+    # The reads sharing conditions (a first page's, mostly) test them once.
+    shared: dict[tuple, list[int]] = {}
+    for number, read in enumerate(reads):
+        where, values = _window_conditions(read.query, read.after, read.since, read.until)
+        key = tuple(where), tuple((name, tuple(value) if type(value) is list else value)
+                                  for name, value in sorted(values.items()))
+        shared.setdefault(key, []).append(number)
+    if len(shared) == 1:
+        ((where, values),) = shared
+        conditions += where
+        parameters |= {name: list(value) if type(value) is tuple else value for name, value in values}
+    else:
+        # Bounds every read keeps to, so that the months no read wants are not opened.
+        if all(read.since is not None for read in reads):
+            conditions.append(f"created_at >= {_moment('since')}")
+            parameters["since"] = _micros(min(read.since for read in reads))  # type: ignore[type-var]
+        if all(read.until is not None for read in reads):
+            conditions.append(f"created_at < {_moment('until')}")
+            parameters["until"] = _micros(max(read.until for read in reads))  # type: ignore[type-var]
+        branches = []
+        for group, ((where, values), numbers) in enumerate(shared.items()):
+            text = " AND ".join(where) or "1"
+            text = _PARAMETER.sub(lambda match, group=group: f"{{g{group}_{match[1]}:", text)
+            branches.append(f"read IN ({', '.join(map(str, numbers))}), {text}")
+            parameters |= {f"g{group}_{name}": list(value) if type(value) is tuple else value
+                           for name, value in values}
+        conditions.append(f"multiIf({', '.join(branches)}, 0)")
+    direction = _direction(reads[0].query)
+    sql = (
+        f"SELECT indexOf({{keys:Array(Tuple(UUID, UUID))}}, (tenant_id, customer_id)) - 1 AS read, "
+        f"{reads[0].columns} FROM {EVENTS_TABLE} WHERE {' AND '.join(conditions)} "
+        f"ORDER BY read, created_at {direction}, id {direction} LIMIT {{window:UInt32}} BY read"
+    )
+    return sql, parameters
+
+
+def _direction(query: ActivityQuery) -> str:
+    return "DESC" if query.order is Order.DESCENDING else "ASC"
+
+
+def _window_conditions(
+    query: ActivityQuery, after: Position | None, since: datetime | None, until: datetime | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """A window read's conditions besides its customer, and their parameters."""
+    conditions, parameters = filter_conditions(query)
     if since is not None:
         conditions.append(f"created_at >= {_moment('since')}")
         parameters["since"] = _micros(since)
     if until is not None:
         conditions.append(f"created_at < {_moment('until')}")
         parameters["until"] = _micros(until)
-    descending = query.order is Order.DESCENDING
     if after is not None:
-        beyond = "<" if descending else ">"
+        beyond = "<" if query.order is Order.DESCENDING else ">"
         conditions.append(
             f"(created_at {beyond} {_moment('after_at')} OR "
             f"(created_at = {_moment('after_at')} AND id {beyond} {{after_id:UUID}}))"
         )
         parameters["after_at"] = _micros(after.created_at)
         parameters["after_id"] = after.id
-    direction = "DESC" if descending else "ASC"
-    parameters["window"] = window
-    sql = (
-        f"SELECT {columns} FROM {EVENTS_TABLE} WHERE {' AND '.join(conditions)} "
-        f"ORDER BY created_at {direction}, id {direction} LIMIT {{window:UInt32}}"
-    )
-    return sql, parameters
+    return conditions, parameters

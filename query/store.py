@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -20,7 +19,8 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from query import activity_sql, analytics_sql
 from query.activity_cache import ActivityCache
-from query.activity_sql import ActivityQuery, HistoryShape, Position, iso_utc
+from query.activity_reads import POINT_READ, ActivityReads, StoredEvent
+from query.activity_sql import ActivityQuery, HistoryShape, Position
 from query.clients import (
     StoreError,
     ThreadReaders,
@@ -30,8 +30,6 @@ from query.clients import (
     reader,
 )
 from query.location import StoreLocation, parse_store_url
-from query.positions import PositionMemory
-from query.status import ReaderPhase, ReaderProgress, StoreStatus, TenantStatus
 from query.schema import (
     CUSTOMERS_TABLE,
     EVENTS_TABLE,
@@ -42,6 +40,7 @@ from query.schema import (
     render_ddl,
     stages_backfill_sql,
 )
+from query.status import ReaderPhase, ReaderProgress, StoreStatus, TenantStatus
 
 # A tenant name resolves from memory; a name not seen yet reloads the directory at once, and a
 # rename is seen within this many seconds.
@@ -49,25 +48,6 @@ TENANT_DIRECTORY_SECONDS = 5.0
 # How often the history's shape (activity_sql.recent_months_start) is read again; it only
 # decides where a read looks first, never what it returns.
 HISTORY_SHAPE_SECONDS = 60.0
-# Reads of one customer's key range touch a few granules: a second thread costs more than it
-# saves, and under concurrency the other requests' queries use the cores.
-POINT_READ = {"max_threads": 1}
-# Pages up to this many rows deep are read in one query, `data` of the skipped rows included;
-# deeper ones skip on the key columns first (Store.activity).
-ONE_QUERY_ROWS = 200
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One activity row as the API returns it (`data` still JSON text)."""
-
-    id: uuid.UUID
-    type: str
-    category: str
-    data: str
-    created_at: datetime
-    group_id: str
-
 
 @dataclass(frozen=True, slots=True)
 class TenantDirectory:
@@ -98,10 +78,9 @@ class Store:
         # Replaced whole, never mutated: a reader sees one consistent directory.
         self._tenants = TenantDirectory()
         self._tunable = read_only_level(writer) != 1  # the user's level: see read_only
-        # The first and last events of pages served: where clients continue from.
-        self._positions = PositionMemory()
         self._shape: tuple[float, HistoryShape | None] = (float("-inf"), None)  # (read at, shape)
         self.has_schema = True  # False: opened without creating it, and no reader has yet
+        self._activity = ActivityReads(self.rows, self.history_shape)
 
     @classmethod
     def open(
@@ -237,79 +216,19 @@ class Store:
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
     ) -> Position | None:
         """Where one of the customer's events sits in its history (a cursor's place)."""
-        created_at = self._positions.get((tenant_id, customer_id, event_id))
-        if created_at is not None:
-            return Position(created_at, event_id)
-        sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
-        rows = self.rows(sql, parameters, POINT_READ)
-        return Position(rows[0][0], event_id) if rows else None
+        return self._activity.event_position(tenant_id, customer_id, event_id)
 
     def activity(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
         after: Position | None = None,
     ) -> list[StoredEvent]:
         """Up to `query.limit + 1` distinct events after `after`, past `query.offset` of them
-        (the extra one tells whether there are more)."""
-        events = self._activity(tenant_id, customer_id, query, after)
-        if events:
-            page = events[:query.limit]
-            self._positions.remember([((tenant_id, customer_id, e.id), e.created_at) for e in (page[0], page[-1])])
-        return events
+        (the extra one tells whether there are more): query/activity_reads.py."""
+        return self._activity.activity(tenant_id, customer_id, query, after)
 
-    def _activity(
-        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery, after: Position | None,
-    ) -> list[StoredEvent]:
-        if query.offset and query.offset + query.limit <= ONE_QUERY_ROWS:
-            # A near page in one read: the skipped rows' `data` costs less than a second query.
-            rows = self._distinct_rows(tenant_id, customer_id, query, after,
-                                       query.offset + query.limit + 1, activity_sql.PAGE_COLUMNS)
-            return [StoredEvent(*row) for row in rows[query.offset:]]
-        if query.offset:
-            # Far pages are skipped on the key columns only, then continue like a cursor.
-            keys = self._distinct_rows(tenant_id, customer_id, query, after, query.offset,
-                                       activity_sql.KEY_COLUMNS)
-            if len(keys) < query.offset:
-                return []
-            after = Position(keys[-1][1], keys[-1][0])
-        rows = self._distinct_rows(tenant_id, customer_id, query, after, query.limit + 1,
-                                   activity_sql.PAGE_COLUMNS)
-        return [StoredEvent(*row) for row in rows]
-
-    def _distinct_rows(
-        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery,
-        after: Position | None, wanted: int, columns: str,
-    ) -> list[tuple]:
-        """The first `wanted` rows with distinct ids (id is the first column): from the recent
-        months first when `activity_sql.recent_months_start` says so, then from before them if
-        those hold fewer. Copies share created_at, so they fall on the same side of the split."""
-        since = activity_sql.recent_months_start(self.history_shape(), query, after, wanted)
-        read = (tenant_id, customer_id, query, after, columns)
-        rows = self._window_rows(*read, wanted, since=since)
-        if since is None or len(rows) >= wanted:
-            return rows
-        return rows + self._window_rows(*read, wanted - len(rows), until=since)
-
-    def _window_rows(
-        self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery, after: Position | None,
-        columns: str, wanted: int, since: datetime | None = None, until: datetime | None = None,
-    ) -> list[tuple]:
-        """The first `wanted` distinct rows in [`since`, `until`). Copies are adjacent in key order
-        and exist only between a crash's re-delivery and the next merge, so the first read asks for
-        exactly `wanted` rows (each row past the page costs lazily read columns, docs/store.md); when
-        copies leave it short while more rows exist, the window doubles, past twice `wanted`."""
-        window = wanted
-        while True:
-            rows = self.rows(*activity_sql.window_sql(tenant_id, customer_id, query, after, window, columns,
-                                                      since, until), POINT_READ)
-            seen: set[uuid.UUID] = set()
-            distinct = []
-            for row in rows:
-                if row[0] not in seen:
-                    seen.add(row[0])
-                    distinct.append(row)
-            if len(distinct) >= wanted or len(rows) < window:
-                return distinct[:wanted]
-            window = max(2 * window, 2 * wanted + 16)
+    def page_read_batching(self) -> tuple[int, int]:
+        """(window reads of activity pages, queries that ran them) since the store was opened."""
+        return self._activity.batching()
 
     def history_shape(self) -> HistoryShape | None:
         """The stored history's size and span (None while empty), as of HISTORY_SHAPE_SECONDS ago at most."""

@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from mappers.events import CustomerEvent, CustomerRecord
-from query import store as store_module
+from query import activity_reads
 from query.activity_sql import ActivityQuery, recent_months_start
 from query.api.app import create_app
 from tests.query import factories as f
@@ -203,7 +203,7 @@ def test_redelivered_copies_are_stored_but_never_visible(client: TestClient, dat
 def test_near_and_far_pages_agree(client: TestClient, dataset: Dataset, monkeypatch, one_query_rows: int,
                                   order: str) -> None:
     # 0: every page skips on the key columns first; 200: dave's pages come from one query each
-    monkeypatch.setattr(store_module, "ONE_QUERY_ROWS", one_query_rows)
+    monkeypatch.setattr(activity_reads, "ONE_QUERY_ROWS", one_query_rows)
     keep = FILTERS["campaign_id"][1]
     walked = walk_with_pages(client, str(dataset.dave.id), {"order": order, "limit": 3,
                                                             "campaign_id": str(CAMPAIGN_A)})
