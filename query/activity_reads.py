@@ -62,20 +62,21 @@ class ActivityReads:
             self._read_windows, group=lambda read: (read.columns, read.query.order, read.since is not None),
             conflict=lambda read: (read.tenant_id, read.customer_id),
             concurrency=WINDOW_BATCHES, max_batch=WINDOW_BATCH_READS)
+        # Cursors not in `_positions` (another replica served their page, or it was forgotten).
+        self._lookups: BatchedReads[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = BatchedReads(
+            self._read_positions, concurrency=WINDOW_BATCHES, max_batch=WINDOW_BATCH_READS)
 
     def batching(self) -> tuple[int, int]:
-        """(window reads, queries that ran them) so far."""
-        return self._windows.reads, self._windows.batches
+        """(reads, queries that ran them) so far: window reads and cursor positions."""
+        return self._windows.reads + self._lookups.reads, self._windows.batches + self._lookups.batches
 
     def event_position(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, event_id: uuid.UUID
     ) -> Position | None:
         created_at = self._positions.get((tenant_id, customer_id, event_id))
-        if created_at is not None:
-            return Position(created_at, event_id)
-        sql, parameters = activity_sql.position_sql(tenant_id, customer_id, event_id)
-        rows = self._rows(sql, parameters, POINT_READ)
-        return Position(rows[0][0], event_id) if rows else None
+        if created_at is None:
+            created_at = self._lookups.read((tenant_id, customer_id, event_id))
+        return Position(created_at, event_id) if created_at is not None else None
 
     def activity(
         self, tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery, after: Position | None,
@@ -139,6 +140,15 @@ class ActivityReads:
             if len(distinct) >= wanted or len(rows) < window:
                 return distinct[:wanted]
             window = max(2 * window, 2 * wanted + 16)
+
+    def _read_positions(self, events: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]) -> list[datetime | None]:
+        """Each (tenant, customer, event)'s created_at, None where the customer has no such event."""
+        if len(events) == 1:
+            rows = self._rows(*activity_sql.position_sql(*events[0]), POINT_READ)
+            return [rows[0][0] if rows else None]
+        found = {(tenant_id, customer_id, event_id): created_at
+                 for tenant_id, customer_id, event_id, created_at in self._rows(*activity_sql.positions_sql(events), POINT_READ)}
+        return [found.get(event) for event in events]
 
     def _read_windows(self, reads: Sequence[WindowRead]) -> list[list[tuple]]:
         """Each read's rows: a read alone as itself, several in one query."""

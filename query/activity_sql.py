@@ -157,6 +157,17 @@ def position_sql(
     return sql, {"tenant_id": tenant_id, "customer_id": customer_id, "event_id": event_id}
 
 
+def positions_sql(events: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]) -> tuple[str, dict[str, Any]]:
+    """`position_sql` of several (tenant, customer, event) at once: rows (tenant_id,
+    customer_id, id, created_at) of those found (copies of one event included)."""
+    sql = (
+        f"SELECT tenant_id, customer_id, id, created_at FROM {EVENTS_TABLE} "
+        "WHERE (tenant_id, customer_id) IN {customers:Array(Tuple(UUID, UUID))} AND id IN {ids:Array(UUID)}"
+    )
+    customers = sorted({(tenant_id, customer_id) for tenant_id, customer_id, _ in events})
+    return sql, {"customers": customers, "ids": sorted({event_id for _, _, event_id in events})}
+
+
 def window_sql(
     tenant_id: uuid.UUID, customer_id: uuid.UUID, query: ActivityQuery, after: Position | None,
     window: int, columns: str = PAGE_COLUMNS, since: datetime | None = None, until: datetime | None = None,

@@ -227,7 +227,7 @@ class Store:
         return self._activity.activity(tenant_id, customer_id, query, after)
 
     def page_read_batching(self) -> tuple[int, int]:
-        """(window reads of activity pages, queries that ran them) since the store was opened."""
+        """(reads of activity pages: windows and cursors, queries that ran them) since the store opened."""
         return self._activity.batching()
 
     def history_shape(self) -> HistoryShape | None:

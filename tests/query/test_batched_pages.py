@@ -19,6 +19,8 @@ from query.activity_sql import (
     Position,
     WindowRead,
     batch_window_sql,
+    position_sql,
+    positions_sql,
     window_sql,
 )
 from query.store import Store, StoredEvent
@@ -119,3 +121,34 @@ def test_concurrent_pages_equal_the_pages_read_one_at_a_time(store: Store) -> No
     for thread in threads:
         thread.join()
     assert concurrent == alone
+
+
+def test_cursor_positions_read_together_equal_each_read_alone(store: Store) -> None:
+    histories = seeded(store)
+    customers = list(histories)
+    asked = [(customer, event.id) for customer, events in histories.items() for event in events[::3]]
+    # an event asked for as another customer's, and an id no customer has
+    asked += [(customers[-1], histories[customers[-2]][0].id), (customers[-1], f.stable_id("missing"))]
+    expected = {}
+    for customer, event_id in asked:
+        rows = store.rows(*position_sql(ACME.id, customer.id, event_id))
+        expected[(customer.id, event_id)] = Position(rows[0][0], event_id) if rows else None
+    assert sum(position is None for position in expected.values()) == 2
+    rows = store.rows(*positions_sql([(ACME.id, customer.id, event_id) for customer, event_id in asked]))
+    assert {(customer_id, event_id): Position(created_at, event_id)
+            for _tenant, customer_id, event_id, created_at in rows} == {
+        key: position for key, position in expected.items() if position is not None}
+    found: dict[tuple, Position | None] = {}
+    start = threading.Barrier(16)
+
+    def ask(thread: int) -> None:
+        start.wait()
+        for customer, event_id in asked[thread::16]:
+            found[(customer.id, event_id)] = store.event_position(ACME.id, customer.id, event_id)
+
+    threads = [threading.Thread(target=ask, args=(number,)) for number in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == expected
