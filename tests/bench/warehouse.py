@@ -153,6 +153,11 @@ def store_call_breakdown(population: history.Population, store: Store, requests:
     return f"API, one client in process (no HTTP, no concurrency), median per store call: {parts}."
 
 
+def _per_query(before: tuple[int, int], after: tuple[int, int]) -> str:
+    reads, queries = after[0] - before[0], after[1] - before[1]
+    return f"{reads / max(queries, 1):.1f} ({reads:,} reads in {queries:,} queries)"
+
+
 def api_part(scale: Scale, population: history.Population, store: Store, reference_dsn: str,
              workdir: Path) -> tuple[list[Figure], str]:
     breakdown = store_call_breakdown(population, store)
@@ -162,7 +167,9 @@ def api_part(scale: Scale, population: history.Population, store: Store, referen
     zipf_path = workdir / "zipf.json"
     zipf_path.write_text(json.dumps(zipf.plan(population, store, zipf_requests)))
     with serve_api(store) as target:
+        started = store.page_read_batching()
         ours = run_loadgen("http", target, plan_path, scale.api_clients, workdir)
+        uniform = store.page_read_batching()
         live = zipf.LiveWrites(population, store, target)
         writing = threading.Thread(target=live.run, name="live-writes")
         writing.start()
@@ -171,6 +178,7 @@ def api_part(scale: Scale, population: history.Population, store: Store, referen
         finally:
             live.stop.set()
             writing.join()
+        skewed_end = store.page_read_batching()
     theirs = run_loadgen("sql", reference_dsn, plan_path, scale.api_clients, workdir)
     theirs_zipf = run_loadgen("sql", reference_dsn, zipf_path, scale.api_clients, workdir)
     workload = (f"activity pages, {scale.api_clients} clients, {scale.api_requests:,} requests "
@@ -178,7 +186,9 @@ def api_part(scale: Scale, population: history.Population, store: Store, referen
     skewed = (f"Zipf s={zipf.ZIPF_EXPONENT} over customers, {zipf_requests:,} requests, "
               f"{zipf.POLL_SHARE:.0%} timeline polls, {zipf.WRITES_PER_SECOND} new events/s")
     note = (f"{breakdown} Zipf run: {live.events:,} events written meanwhile, {live.probes:,} read back "
-            f"over HTTP right after their flush, {live.stale} of them missing from the page.")
+            f"over HTTP right after their flush, {live.stale} of them missing from the page. "
+            f"Store reads per query (concurrent pages' reads batched): uniform {_per_query(started, uniform)}, "
+            f"Zipf {_per_query(uniform, skewed_end)}.")
     return [
         Figure("3. API", f"{workload}: p50", "ms", ours["p50"], theirs["p50"], "PostgreSQL SQL",
                higher_is_better=False),
