@@ -47,7 +47,7 @@ cdef class CopyRows:
     `cursor.copy()`), whose columns are `columns` of types `type_oids` (loaded as the
     connection's adapters load them in binary)."""
 
-    cdef object _get_copy_data, _consume_input, _socket, _load_sequence
+    cdef object _get_copy_data, _consume_input, _readable, _load_sequence
     cdef tuple _columns
     cdef Py_ssize_t _count
     cdef bint _started
@@ -58,7 +58,11 @@ cdef class CopyRows:
         pgconn = conn.pgconn
         self._get_copy_data = pgconn.get_copy_data
         self._consume_input = pgconn.consume_input
-        self._socket = pgconn.socket
+        # poll(), not select(): select() cannot watch a descriptor past 1023 (FD_SETSIZE), which
+        # a process holding the store's files and many connections reaches.
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        self._readable = poller.poll
         transformer = Transformer(conn)
         transformer.set_loader_types(list(type_oids), Format.BINARY)
         self._load_sequence = transformer.load_sequence
@@ -77,7 +81,7 @@ cdef class CopyRows:
             received = self._get_copy_data(1)
             size = received[0]
             if size == 0:  # nothing complete yet: wait for the socket (the lock released)
-                select.select([self._socket], [], [])
+                self._readable()
                 self._consume_input()
                 continue
             if size < 0:

@@ -2,6 +2,8 @@
 ranges by several connections with binary COPY, each row the same dict of the same Python values
 that `SELECT *` returns, tables in the order given and each in primary key order."""
 
+import os
+import resource
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -229,3 +231,31 @@ def test_copy_rows_come_in_batches_and_a_failing_copy_gives_its_error(voucher_db
                 raise copy_failure(conn, "counting")
         conn.rollback()  # the failed command left the connection idle, in a failed transaction
         assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_copy_rows_read_from_a_socket_numbered_past_select_s_limit(voucher_db):
+    # select() cannot watch a descriptor past 1023; a sidecar holding the store's files and many
+    # connections gets such numbers. Fill the numbers below 1100, then connect.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    placeholders = []
+    try:
+        while (fd := os.open(os.devnull, os.O_RDONLY)) < 1100:
+            placeholders.append(fd)
+        os.close(fd)
+        with voucher_db.connect() as conn:
+            assert conn.pgconn.socket > 1023
+            query = "SELECT i AS n FROM generate_series(1, 200000) i"
+            with conn.cursor() as cursor, cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+                rows = CopyRows(conn, ("n",), [23])
+                count, last = 0, None
+                while batch := rows.read(10_000):
+                    count, last = count + len(batch), batch[-1]
+                assert (rows.ended, rows.failed) == (True, False)
+                copy.read()
+            assert (count, last) == (200_000, {"n": 200_000})
+    finally:
+        for fd in placeholders:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
