@@ -218,17 +218,16 @@ def batch_window_sql(reads: Sequence[WindowRead]) -> tuple[str, dict[str, Any]]:
     keys = [(read.tenant_id, read.customer_id) for read in reads]
     parameters: dict[str, Any] = {"keys": keys, "window": max(read.window for read in reads)}
     conditions = ["(tenant_id, customer_id) IN {keys:Array(Tuple(UUID, UUID))}"]
-    # The reads sharing conditions (a first page's, mostly) test them once.
-    shared: dict[tuple, list[int]] = {}
+    # The reads sharing conditions (a first page's, mostly) test them once: (conditions,
+    # parameters, the reads' numbers) by the conditions and the parameters' values.
+    shared: dict[tuple, tuple[list[str], dict[str, Any], list[int]]] = {}
     for number, read in enumerate(reads):
         where, values = _window_conditions(read.query, read.after, read.since, read.until)
-        key = tuple(where), tuple((name, tuple(value) if type(value) is list else value)
-                                  for name, value in sorted(values.items()))
-        shared.setdefault(key, []).append(number)
+        shared.setdefault((tuple(where), repr(sorted(values.items()))), (where, values, []))[2].append(number)
     if len(shared) == 1:
-        ((where, values),) = shared
+        ((where, values, _numbers),) = shared.values()
         conditions += where
-        parameters |= {name: list(value) if type(value) is tuple else value for name, value in values}
+        parameters |= values
     else:
         # Bounds every read keeps to, so that the months no read wants are not opened.
         if all(read.since is not None for read in reads):
@@ -238,12 +237,11 @@ def batch_window_sql(reads: Sequence[WindowRead]) -> tuple[str, dict[str, Any]]:
             conditions.append(f"created_at < {_moment('until')}")
             parameters["until"] = _micros(max(read.until for read in reads))  # type: ignore[type-var]
         branches = []
-        for group, ((where, values), numbers) in enumerate(shared.items()):
+        for group, (where, values, numbers) in enumerate(shared.values()):
             text = " AND ".join(where) or "1"
             text = _PARAMETER.sub(lambda match, group=group: f"{{g{group}_{match[1]}:", text)
             branches.append(f"read IN ({', '.join(map(str, numbers))}), {text}")
-            parameters |= {f"g{group}_{name}": list(value) if type(value) is tuple else value
-                           for name, value in values}
+            parameters |= {f"g{group}_{name}": value for name, value in values.items()}
         conditions.append(f"multiIf({', '.join(branches)}, 0)")
     direction = _direction(reads[0].query)
     sql = (

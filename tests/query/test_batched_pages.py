@@ -4,6 +4,7 @@ equal the same pages read one at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from datetime import UTC, datetime, timedelta
@@ -66,10 +67,24 @@ def reads_of(customer: CustomerRecord, events: list[CustomerEvent]) -> list[Wind
     for query, order, after, (since, until), window, columns in itertools.product(
             queries, Order, (None, cursor), ((None, None), (split, None), (None, split)), (1, 4, 11),
             (PAGE_COLUMNS, KEY_COLUMNS)):
-        query = ActivityQuery(order=order, category=query.category, types=query.types,
-                              campaign_id=query.campaign_id, start_date=query.start_date)
-        reads.append(WindowRead(ACME.id, customer.id, query, after, window, columns, since, until))
+        reads.append(WindowRead(ACME.id, customer.id, dataclasses.replace(query, order=order), after, window,
+                                columns, since, until))
     return reads
+
+
+def on_threads(ask, threads: int = 16) -> None:
+    """`ask(number)` on `threads` threads at once, each started when all are ready."""
+    start = threading.Barrier(threads)
+
+    def run(number: int) -> None:
+        start.wait()
+        ask(number)
+
+    running = [threading.Thread(target=run, args=(number,)) for number in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
 
 
 def test_a_batch_gives_each_read_the_rows_of_its_own_query(store: Store) -> None:
@@ -106,20 +121,13 @@ def test_concurrent_pages_equal_the_pages_read_one_at_a_time(store: Store) -> No
              for limit, page, order, category in itertools.product((2, 10), (1, 3), Order, (None, Category.EFFECT))]
     alone = {index: store.activity(ACME.id, customer.id, query) for index, (customer, query) in enumerate(pages)}
     concurrent: dict[int, list[StoredEvent]] = {}
-    start = threading.Barrier(16)
-
     def ask(thread: int) -> None:
-        start.wait()
         for index in range(thread, len(pages) * 4, 16):  # every page four times
             customer, query = pages[index % len(pages)]
             events = store.activity(ACME.id, customer.id, query)
             assert concurrent.setdefault(index % len(pages), events) == events
 
-    threads = [threading.Thread(target=ask, args=(number,)) for number in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    on_threads(ask)
     assert concurrent == alone
 
 
@@ -139,16 +147,9 @@ def test_cursor_positions_read_together_equal_each_read_alone(store: Store) -> N
             for _tenant, customer_id, event_id, created_at in rows} == {
         key: position for key, position in expected.items() if position is not None}
     found: dict[tuple, Position | None] = {}
-    start = threading.Barrier(16)
-
     def ask(thread: int) -> None:
-        start.wait()
         for customer, event_id in asked[thread::16]:
             found[(customer.id, event_id)] = store.event_position(ACME.id, customer.id, event_id)
 
-    threads = [threading.Thread(target=ask, args=(number,)) for number in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    on_threads(ask)
     assert found == expected
