@@ -62,14 +62,22 @@ def reference_code(out: Source, target: str, reference: Reference) -> None:
 
 def _remember_emitted(out: Source, plan: RulePlan, passthrough: bool) -> None:
     """EventMapper's bookkeeping of an event made (`event` and `customer_uuid`, its customer_id,
-    are bound)."""
+    are bound). What a transaction's commit reads (`EventMapper._wanted`, the pass-through rows)
+    is remembered in the stream only: an initial snapshot has no commit, and its rows' events
+    are paired by their counts instead."""
+    streamed = []
+    if passthrough:
+        streamed.append(f"scratch_add('emitted', ({plan.type!r}, customer_uuid.int))")
+    if plan.blocking_kind is not None:
+        streamed.append(f"scratch_add({plan.blocking_kind!r}, subject)")
     if passthrough:
         out.when("context.snapshot", f"count_snapshot_event(customer_uuid, {plan.type!r})")
         out.line("else:")
         with out.indent():
-            out.line(f"scratch_add('emitted', ({plan.type!r}, customer_uuid.int))")
-    if plan.blocking_kind is not None:
-        out.line(f"scratch_add({plan.blocking_kind!r}, subject)")
+            for statement in streamed:
+                out.line(statement)
+    elif streamed:
+        out.when("not context.snapshot", *streamed)
 
 
 def _object_code(out: Source, target: str, resolver: str, memo: str | None, spec: ObjectSpec | None = None,
