@@ -51,6 +51,9 @@ _SNAPSHOT = EventSource.SNAPSHOT.value
 _CUSTOMER_EVENT = EventSource.CUSTOMER_EVENT.value
 TENANT_NAMES = 10_000  # tenant names kept in memory (all of them, in any deployment we know)
 CAMPAIGN_TYPES = 100_000  # campaign types kept in memory (~100 bytes each)
+# Scratch entries an initial snapshot keeps in memory: only what its rows feed later tables (a
+# publication's voucher codes), ~300 bytes an entry with its key and value, so ~60 MB at most.
+SNAPSHOT_SCRATCH_ROWS = 200_000
 # Shared by every payload: serialized, never changed.
 _EVENT_SOURCES = {source.value: event_source(source.value) for source in EventSource}
 _DELETE = Op.DELETE  # (reading an Enum member off its class costs ~80 ns in Python 3.11)
@@ -108,12 +111,14 @@ def _no_records(new: Row, old: Row, unchanged_toast: Any, position: int, context
 class EventMapper:
     def __init__(self, catalog: Catalog, state: ReferenceState, source: SourceIdentity,
                  slot: str, scratch_memory_limit: int = 100_000,
-                 match_memory_limit: int = MATCHES_IN_MEMORY, memo_bytes: int = MEMO_BYTES) -> None:
+                 match_memory_limit: int = MATCHES_IN_MEMORY, memo_bytes: int = MEMO_BYTES,
+                 snapshot_scratch_limit: int = SNAPSHOT_SCRATCH_ROWS) -> None:
         self.catalog = catalog
         self.state = state
         self.source = source
         self.slot = slot
         self._scratch = Scratch(state.connection, scratch_memory_limit)
+        self._scratch_limits = (scratch_memory_limit, snapshot_scratch_limit)
         lookup = self._lookup = state.get
         objects = object_resolvers(catalog, state, memo_bytes)
         self._rules = tuple(rule_plan(index, rule, catalog, objects)
@@ -250,6 +255,8 @@ class EventMapper:
                 raise SnapshotOrderError(
                     f"snapshot rows of {table} arrived after those of {', '.join(early)}, whose "
                     f"events need them; read the tables in this order: {', '.join(self.catalog.tables)}")
+            if not self._snapshot_started:
+                self._scratch.memory_limit = self._scratch_limits[1]
             self._snapshot_started.add(table)
         entry = self._tables[table]
         if column_types is not None and entry.column_types is not column_types:
@@ -300,6 +307,7 @@ class EventMapper:
         self._scratch.clear()
         self._snapshot_matches.clear()
         self._snapshot_started.clear()
+        self._scratch.memory_limit = self._scratch_limits[0]
         return []
 
     # -- what the generated code calls back ---------------------------------------------------

@@ -4,6 +4,7 @@ bounded cache, spilling to SQLite."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 import pytest
 
@@ -153,6 +154,28 @@ def test_scratch_keeps_order_and_answers_across_a_spill():
     scratch.clear()
     assert scratch.values("pending", "") == [] and not scratch.has("emitted", "k1")
     assert connection.execute("SELECT count(*) FROM temp.mapper_scratch").fetchone() == (0,)
+
+
+def test_scratch_values_of_every_kind_come_back_from_disk_as_they_were_added():
+    # text and None are stored as themselves, anything else pickled: each comes back equal and
+    # of its type, whether read by key or prefetched, and kinds stay apart on disk
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    scratch = Scratch(connection, memory_limit=1)
+    key = uuid.UUID(int=7)
+    values = ["V-1", None, b"raw", ("a", 2), {"n": 1.5}, 12, ""]
+    for value in values:
+        scratch.add("collect:codes", key, value)
+    scratch.add("collect:other", key, "other")
+    scratch.add("collect:other", uuid.UUID(int=8), "last")  # spills the one before it
+    assert scratch.spilled
+    read = scratch.values("collect:codes", key)
+    assert read == values and [type(value) for value in read] == [type(value) for value in values]
+    assert scratch.values("collect:other", key) == ["other"]
+    assert scratch.values("collect:missing", key) == [] and not scratch.has("collect:missing", key)
+    scratch.prefetch("collect:codes", [key, uuid.UUID(int=9)])
+    connection.execute("DELETE FROM temp.mapper_scratch")  # prefetched: not read again
+    assert scratch.values("collect:codes", key) == values
+    assert scratch.values("collect:codes", uuid.UUID(int=9)) == []
 
 
 def test_packed_level_serves_evicted_rows_without_sqlite_and_stays_in_budget(tmp_path):
