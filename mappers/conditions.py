@@ -242,8 +242,8 @@ class _Compiler:
             # ASCII letters only, as PostgreSQL's C locale; on ASCII text that is what str.upper
             # and str.lower do, ~20 times faster than a translation table (which maps per
             # character through a dict), so the table is left to other text
-            value = out.temporary()
-            return (f"(({value}.{name}() if {value}.isascii() else {value}.translate({out.bind(name + '_table', table)})) "
+            value, bound = out.temporary(), out.bind(name + "_table", table)
+            return (f"(({value}.{name}() if {value}.isascii() else {value}.translate({bound})) "
                     f"if isinstance(({value} := {argument.code(out)}), str) else {value})")
 
         return _Node(code, SqlType.TEXT)

@@ -67,8 +67,9 @@ class Scratch:
         by_key = self._memory.get(kind)
         if by_key is not None and key in by_key:
             return True
-        number = self._kinds.get(kind)
-        return self._spilled and number is not None and self.connection.execute(
+        if not self._spilled or (number := self._kinds.get(kind)) is None:
+            return False
+        return self.connection.execute(
             f"SELECT 1 FROM {_TABLE} WHERE kind = ? AND key = ? LIMIT 1", (number, spelled(key))).fetchone() is not None
 
     def values(self, kind: str, key: Any) -> list[Any]:
@@ -83,8 +84,9 @@ class Scratch:
         number = self._kinds.get(kind)
         if number is None:
             return in_memory
-        return [_loaded(value) for (value,) in self.connection.execute(
-            f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY rowid", (number, spelled(key)))] + in_memory
+        rows = self.connection.execute(
+            f"SELECT value FROM {_TABLE} WHERE kind = ? AND key = ? ORDER BY rowid", (number, spelled(key)))
+        return [_loaded(value) for (value,) in rows] + in_memory
 
     def prefetch(self, kind: str, keys: Iterable[Any]) -> None:
         """Read the spilled values of (kind, key) for every one of `keys` in one query, so that

@@ -119,7 +119,7 @@ class EventMapper:
         self.source = source
         self.slot = slot
         self._scratch = Scratch(state.connection, scratch_memory_limit)
-        self._scratch_limits = (scratch_memory_limit, snapshot_scratch_limit)
+        self._scratch_limit, self._snapshot_scratch_limit = scratch_memory_limit, snapshot_scratch_limit
         lookup = self._lookup = state.get
         objects = object_resolvers(catalog, state, memo_bytes)
         self._rules = tuple(rule_plan(index, rule, catalog, objects)
@@ -257,7 +257,7 @@ class EventMapper:
                     f"snapshot rows of {table} arrived after those of {', '.join(early)}, whose "
                     f"events need them; read the tables in this order: {', '.join(self.catalog.tables)}")
             if not self._snapshot_started:
-                self._scratch.memory_limit = self._scratch_limits[1]
+                self._scratch.memory_limit = self._snapshot_scratch_limit
             self._snapshot_started.add(table)
         entry = self._tables[table]
         if column_types is not None and entry.column_types is not column_types:
@@ -308,7 +308,7 @@ class EventMapper:
         self._scratch.clear()
         self._snapshot_matches.clear()
         self._snapshot_started.clear()
-        self._scratch.memory_limit = self._scratch_limits[0]
+        self._scratch.memory_limit = self._scratch_limit
         return []
 
     # -- what the generated code calls back ---------------------------------------------------

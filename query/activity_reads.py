@@ -146,8 +146,8 @@ class ActivityReads:
         if len(events) == 1:
             rows = self._rows(*activity_sql.position_sql(*events[0]), POINT_READ)
             return [rows[0][0] if rows else None]
-        found = {(tenant_id, customer_id, event_id): created_at
-                 for tenant_id, customer_id, event_id, created_at in self._rows(*activity_sql.positions_sql(events), POINT_READ)}
+        rows = self._rows(*activity_sql.positions_sql(events), POINT_READ)
+        found = {(tenant_id, customer_id, event_id): created_at for tenant_id, customer_id, event_id, created_at in rows}
         return [found.get(event) for event in events]
 
     def _read_windows(self, reads: Sequence[WindowRead]) -> list[list[tuple]]:

@@ -18,7 +18,7 @@ from query.api.errors import InvalidParam
 from query.api.event_types import CAMPAIGN_TYPES, EVENT_TYPES
 
 if TYPE_CHECKING:
-    from query.store import StoredEvent
+    from query.activity_reads import StoredEvent
 
 MAX_LIMIT = 100
 # Deeper than this, clients continue with starting_after_id: skipping costs a read per row.

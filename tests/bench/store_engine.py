@@ -28,9 +28,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mappers.events import CustomerEvent
+from query.activity_reads import POINT_READ
 from query.activity_sql import ActivityQuery, Order, window_sql
 from query.schema import DEDUPLICATION_WINDOW, EVENTS, POINT_READ_STORAGE
-from query.store import POINT_READ, Store, connect
+from query.store import Store, connect
 from query.writer import EventWriter
 
 TYPES = (

@@ -24,7 +24,8 @@ from query.activity_sql import (
     positions_sql,
     window_sql,
 )
-from query.store import Store, StoredEvent
+from query.activity_reads import StoredEvent
+from query.store import Store
 from tests.query import factories as f
 from tests.query.conftest import CAMPAIGN_A, write
 
