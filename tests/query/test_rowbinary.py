@@ -86,6 +86,13 @@ def test_a_uuid_is_two_little_endian_halves_high_first() -> None:
     assert encoded == bytes.fromhex("7766554433221100" "ffeeddccbbaa9988")
 
 
+@pytest.mark.parametrize("number", [0, 1, 2**30 - 1, 2**30, 2**60, 2**64 - 1, 2**64, 2**120, 2**127, 2**128 - 1])
+def test_a_uuid_of_any_size_of_int_is_its_128_bits(number: int) -> None:
+    # the int's internal digits (30 bits each) cross a 64-bit half at these values
+    encoded = encode_rows([_Row(uuid.UUID(int=number))], ("created_at",), (column_kind("UUID"),))
+    assert encoded == (number >> 64).to_bytes(8, "little") + (number & (2**64 - 1)).to_bytes(8, "little")
+
+
 def test_values_of_the_wrong_type_are_refused() -> None:
     with pytest.raises(TypeError, match="expected a UUID, got str"):
         encode_rows([_Row("00112233-4455-6677-8899-aabbccddeeff")], ("created_at",), (column_kind("UUID"),))
