@@ -128,6 +128,26 @@ class Store:
         if not stages_existed:  # events stored before the table was: fill it from them
             self._command(self._writer, stages_backfill_sql(database))
 
+    def pause_merges(self) -> bool:
+        """Stop the events table's background merges, with the embedded engine only (its merges
+        run on this process's cores; a server's on its own); whether they were stopped. Not
+        kept across a restart: the engine holds it in memory. docs/store.md, "Bulk loads"."""
+        if not self.location.embedded:
+            return False
+        self._command(self._writer, f"SYSTEM STOP MERGES {self.location.database}.{EVENTS_TABLE}")
+        return True
+
+    def resume_merges(self) -> None:
+        self._command(self._writer, f"SYSTEM START MERGES {self.location.database}.{EVENTS_TABLE}")
+
+    def most_parts_in_a_partition(self) -> int:
+        """The largest number of active parts one partition of the events table holds."""
+        rows = self.rows(
+            "SELECT max(parts) FROM (SELECT count() AS parts FROM system.parts WHERE database = "
+            "{database:String} AND table = {table:String} AND active GROUP BY partition)",
+            {"database": self.location.database, "table": EVENTS_TABLE})
+        return int(rows[0][0]) if rows else 0
+
     def insert_columns(
         self, table: str, columns: Sequence[str], types: Sequence[str],
         data: Sequence[Sequence[Any]], dedup_token: str,

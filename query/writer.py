@@ -13,15 +13,18 @@ bytes, where JSONEachRow had to escape and the engine unescape every quote in it
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mappers.events import CustomerEvent, CustomerRecord, TenantRecord
 from query.activity_cache import customer_tag, source_tag
+from query.clients import StoreError
 from query.rowbinary import column_kind, encode_rows
 from query.schema import CUSTOMERS, EVENTS, TENANTS
 
@@ -29,7 +32,16 @@ if TYPE_CHECKING:
     from query.metrics import Metrics
     from query.store import Store
 
+log = logging.getLogger(__name__)
+
 Record = CustomerEvent | TenantRecord | CustomerRecord
+
+# While merges are paused for a bulk load (`EventWriter.merges_paused`), the events table's parts
+# wait for them as long as no partition holds this many: the engine delays inserts at 1,000 parts
+# in a partition (`parts_to_delay_insert`) and refuses them at 3,000. A snapshot block adds at
+# most one part to each month it spans, so 300 covers 12M events in 40,000-row blocks; past it,
+# merges resume for the rest of the load.
+PAUSED_PARTS_LIMIT = 300
 
 # Each record type's table, its columns and how each is encoded; the Struct's field names are
 # the columns (checked here).
@@ -68,8 +80,10 @@ class EventWriter:
     def __init__(
         self, store: Store, max_rows: int = 10_000, max_age: float = 0.05,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+        paused_parts_limit: int = PAUSED_PARTS_LIMIT,
     ) -> None:
         self.store = store
+        self.paused_parts_limit = paused_parts_limit  # see PAUSED_PARTS_LIMIT
         self.max_rows = max_rows
         self.max_age = max_age
         self.metrics = metrics
@@ -90,6 +104,7 @@ class EventWriter:
         # thread's priority while it catches up, voucher_activity/priorities.py)
         self.behind_started: Callable[[], None] | None = None
         self.rows_written = 0  # rows the store has acknowledged, in all
+        self._merges_paused = False
 
     @property
     def pending(self) -> int:
@@ -105,6 +120,26 @@ class EventWriter:
     def full(self) -> bool:
         """max_rows reached: flush now, whatever the age."""
         return self._count >= self.max_rows
+
+    @contextmanager
+    def merges_paused(self) -> Iterator[None]:
+        """A bulk load (the initial snapshot): with the embedded engine, the events table's
+        background merges wait until it ends (`Store.pause_merges`), so its blocks' parts are
+        merged once, many at a time, instead of level by level while the load runs on the same
+        cores; up to `paused_parts_limit` parts in a partition. docs/store.md, "Bulk loads"."""
+        self._merges_paused = self.store.pause_merges()
+        try:
+            yield
+        finally:
+            self._resume_merges()
+
+    def _resume_merges(self) -> None:
+        if self._merges_paused:
+            self._merges_paused = False
+            try:
+                self.store.resume_merges()
+            except StoreError as error:  # not kept across a restart: the engine holds it in memory
+                log.warning("could not resume the store's merges: %s", error)
 
     @property
     def sending(self) -> bool:
@@ -189,6 +224,10 @@ class EventWriter:
             self._sending.start()
         else:
             stored.set_result(marked)  # every batch before is stored (or this raised)
+        if self._merges_paused and self.store.most_parts_in_a_partition() >= self.paused_parts_limit:
+            log.info("store merges resumed during the bulk load: a partition holds %d parts",
+                     self.paused_parts_limit)
+            self._resume_merges()
         return stored
 
     def close(self) -> None:

@@ -222,7 +222,7 @@ class Pipeline:
         prepare = (lambda conn: mapper.snapshot_pairing_types(distinct_values(conn, *pairing))) if pairing else None
         # Written behind by size only: nothing is confirmed before the snapshot ends, and an
         # insert has a fixed cost (~15 ms), so the writer's age limit would only make inserts smaller.
-        with collector_paused():
+        with collector_paused(), writer.merges_paused():
             for table, column_types, batch in read_snapshot_batches(
                 self.settings.require_source(), slot.snapshot_name, tracked_tables(mapper.catalog),
                 on_progress=lambda progress: log.info("snapshot progress", extra=progress_fields(progress)),

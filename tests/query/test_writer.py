@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from query.activity_sql import ActivityQuery
 from query.metrics import Metrics
@@ -193,3 +194,38 @@ def test_write_behind_calls_its_start_hook_on_the_thread_that_writes(store: Stor
     writer.write_behind().result()
     assert threads == ["store-writer"]
     assert len(stored(store)) == 2
+
+
+def merge_all(store: Store) -> None:
+    connect(store.location).command(f"OPTIMIZE TABLE {store.location.database}.customer_events FINAL")
+
+
+def write_batches(writer: EventWriter, numbers: range) -> None:
+    """One batch written behind per number, each stored before the next is sent."""
+    for number in numbers:
+        writer.add([ACME, DAVE, f.event(ACME, DAVE.id, number, number)])
+        writer.write_behind().result()
+
+
+def test_a_bulk_load_keeps_its_parts_unmerged_until_it_ends(store: Store) -> None:
+    writer = EventWriter(store)
+    with writer.merges_paused():
+        write_batches(writer, range(3))
+        assert store.most_parts_in_a_partition() == 3
+        with pytest.raises(DatabaseError, match="Cancelled merging parts"):
+            merge_all(store)
+    merge_all(store)
+    assert store.most_parts_in_a_partition() == 1
+    assert stored(store) == sorted((f.event(ACME, DAVE.id, n, n).id, 1) for n in range(3))
+
+
+def test_a_bulk_load_resumes_merges_once_a_partition_holds_the_parts_limit(store: Store) -> None:
+    writer = EventWriter(store, paused_parts_limit=2)
+    with writer.merges_paused():
+        write_batches(writer, range(2))  # the second batch is sent before its part is counted
+        with pytest.raises(DatabaseError, match="Cancelled merging parts"):
+            merge_all(store)
+        write_batches(writer, range(2, 3))  # sent once the second is stored: 2 parts counted
+        merge_all(store)
+        assert store.most_parts_in_a_partition() == 1
+    assert len(stored(store)) == 3
