@@ -32,7 +32,7 @@ class EncodedRows:
         self.budget = budget  # bytes; 0 keeps nothing
         self.size = 0  # bytes counted for the entries held
         self._rows: dict[Any, bytes] = {}
-        self._tables: dict[str, int] = {}  # table -> its number, shifted above a key's 128 bits
+        self.bases: dict[str, int] = {}  # table -> its number, shifted above a key's 128 bits
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -40,15 +40,15 @@ class EncodedRows:
     def key(self, table: str, key: Any) -> Any:
         """Where the row of `table` keyed `key` (a UUID, or text) is held."""
         if type(key) is UUID:
-            base = self._tables.get(table)  # `uuid_key` in place: this runs for every row read
+            base = self.bases.get(table)  # `uuid_key` in place: this runs for every row read
             return base | key.int if base is not None else self.uuid_key(table, key.int)
         return (table, key)
 
     def uuid_key(self, table: str, number: int) -> int:
         """`key` of a UUID given by its int."""
-        base = self._tables.get(table)
+        base = self.bases.get(table)
         if base is None:
-            base = self._tables[table] = (len(self._tables) + 1) << 128
+            base = self.bases[table] = (len(self.bases) + 1) << 128
         return base | number
 
     def get(self, key: Any) -> bytes | None:
@@ -89,7 +89,14 @@ class EncodedRows:
 
     def discard_row(self, table: str, key: Any) -> None:
         """Drops the encoding of the row of `table` keyed `key`, if held (for every row put or added)."""
-        blob = self._rows.pop(self.key(table, key), None)
+        if type(key) is UUID:  # `key` in place; a table without a base holds no UUID-keyed row
+            base = self.bases.get(table)
+            if base is None:
+                return
+            held = base | key.int
+        else:
+            held = (table, key)
+        blob = self._rows.pop(held, None)
         if blob is not None:
             self.size -= len(blob) + ENTRY_OVERHEAD
 

@@ -4,7 +4,9 @@ one per event of an initial snapshot, so that a snapshot taken again yields the 
 
 Made for every snapshot event (millions), so the name is assembled in one buffer, a UUID key
 spelled in place as str(key) spells it, and the UUID built from the digest's first 16 bytes
-without uuid5's checks and UUID.__init__. The SHA-1 is hashlib's.
+without uuid5's checks and UUID.__init__. The SHA-1 (FIPS 180-4) is computed here (`sha1`,
+checked against hashlib by the tests): a hashlib object per id made OpenSSL set up a digest
+context and look the algorithm up by name, ~5,000 instructions an id around ~2,000 of hashing.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -13,14 +15,73 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
-import hashlib
 import uuid
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    #define VA_ROL(x, n) ((x) << (n) | (x) >> (32 - (n)))
+    /* One SHA-1 round: the next schedule word in place (16 kept), then the state rotated. */
+    #define VA_W(i) (w[(i) & 15] = VA_ROL(w[((i) + 13) & 15] ^ w[((i) + 8) & 15] ^ w[((i) + 2) & 15] ^ w[(i) & 15], 1))
+    #define VA_ROUND(f, k, word) do { \
+            uint32_t t = VA_ROL(a, 5) + (f) + e + (k) + (word); \
+            e = d; d = c; c = VA_ROL(b, 30); b = a; a = t; \
+        } while (0)
+
+    static void va_sha1_block(uint32_t h[5], const unsigned char* block) {
+        uint32_t w[16], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        int i;
+        /* each loop unrolled, so that every schedule index is a constant */
+        _Pragma("GCC unroll 20")
+        for (i = 0; i < 16; i++) {
+            w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16
+                   | (uint32_t)block[4 * i + 2] << 8 | (uint32_t)block[4 * i + 3];
+            VA_ROUND((b & c) | (~b & d), 0x5A827999u, w[i]);
+        }
+        _Pragma("GCC unroll 20")
+        for (; i < 20; i++) VA_ROUND((b & c) | (~b & d), 0x5A827999u, VA_W(i));
+        _Pragma("GCC unroll 20")
+        for (; i < 40; i++) VA_ROUND(b ^ c ^ d, 0x6ED9EBA1u, VA_W(i));
+        _Pragma("GCC unroll 20")
+        for (; i < 60; i++) VA_ROUND((b & c) | (b & d) | (c & d), 0x8F1BBCDCu, VA_W(i));
+        _Pragma("GCC unroll 20")
+        for (; i < 80; i++) VA_ROUND(b ^ c ^ d, 0xCA62C1D6u, VA_W(i));
+        h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+    }
+
+    /* The SHA-1 digest of `size` bytes at `data`, its 20 bytes into `out`. */
+    static void va_sha1(const unsigned char* data, size_t size, unsigned char out[20]) {
+        uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+        size_t whole = size - size % 64, rest = size % 64, last;
+        unsigned char tail[128];
+        uint64_t bits = (uint64_t)size * 8;
+        for (size_t at = 0; at < whole; at += 64)
+            va_sha1_block(h, data + at);
+        memset(tail, 0, sizeof tail);
+        memcpy(tail, data + whole, rest);
+        tail[rest] = 0x80;  /* then zeros, then the message's length in bits, big-endian */
+        last = rest < 56 ? 64 : 128;
+        for (int i = 0; i < 8; i++)
+            tail[last - 1 - i] = (unsigned char)(bits >> (8 * i));
+        va_sha1_block(h, tail);
+        if (last == 128)
+            va_sha1_block(h, tail + 64);
+        for (int i = 0; i < 5; i++) {
+            out[4 * i] = (unsigned char)(h[i] >> 24);
+            out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+            out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+            out[4 * i + 3] = (unsigned char)h[i];
+        }
+    }
+    """
+    void va_sha1(const unsigned char* data, size_t size, unsigned char* out) noexcept
 
 cdef extern from "Python.h":
     object _PyLong_FromByteArray(const unsigned char* data, size_t size, int little_endian, int is_signed)
     int PyObject_GenericSetAttr(object target, object name, object value) except -1
 
-cdef object _sha1 = hashlib.sha1
 cdef object _UUID = uuid.UUID
 cdef object _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 cdef object _new_object = object.__new__
@@ -86,15 +147,21 @@ cdef class SnapshotEventIds:
         out[0] = b"/"
         memcpy(out + 1, type_text, type_size)
 
-        cdef bytes digest = _sha1(name).digest()
-        cdef unsigned char made[16]
-        memcpy(made, PyBytes_AS_STRING(digest), 16)
+        cdef unsigned char made[20]
+        va_sha1(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), made)
         made[6] = (made[6] & 0x0F) | 0x50  # version 5
         made[8] = (made[8] & 0x3F) | 0x80  # the RFC 4122 variant
         cdef object event_id = _new_object(_UUID)
         PyObject_GenericSetAttr(event_id, "int", _PyLong_FromByteArray(made, 16, 0, 0))
         PyObject_GenericSetAttr(event_id, "is_safe", _SAFE_UNKNOWN)
         return event_id
+
+
+def sha1(const unsigned char[:] data not None):
+    """The SHA-1 digest (20 bytes) of `data`, as the ids are made: hashlib.sha1(data).digest()."""
+    cdef unsigned char digest[20]
+    va_sha1(&data[0] if data.shape[0] else <const unsigned char*>b"", data.shape[0], digest)
+    return digest[:20]
 
 
 def spelled(object value):

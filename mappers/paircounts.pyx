@@ -11,7 +11,10 @@ needs no tombstones."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.list cimport PyList_Append
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.object cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
+
+from mappers.uuidbits cimport va_uuid_halves
 
 cdef extern from "Python.h":
     ctypedef struct PyLongObject:
@@ -40,6 +43,9 @@ cdef inline uint64_t _mix(uint64_t low, uint64_t high, uint32_t kind) noexcept:
 
 cdef inline void _halves(object customer, uint64_t* low, uint64_t* high) except *:
     cdef unsigned char little[16]
+    low[0] = high[0] = 0
+    if va_uuid_halves(<PyObject*>customer, low, high):
+        return
     _PyLong_AsByteArray(<PyLongObject*>customer, little, 16, 1, 0)
     low[0] = (<uint64_t*>little)[0]
     high[0] = (<uint64_t*>little)[1]

@@ -316,11 +316,11 @@ class ReferenceState:
         the second level. (The loop runs for every row a commit, an eviction or a batch of
         `add`s writes.)"""
         self.begin()
-        layouts, encode = self._codec.fast_path()
+        (layouts, encode), packed = self._codec.fast_path(), self._packed
         spans, data, upserts, deletes, kept = entity_parameters(
-            entries, layouts, encode, self._codec.encode, self._packed.key, bool(self.packed_bytes), _PACKED_ABSENT)
+            entries, layouts, encode, self._codec.encode, packed.key, packed.bases, bool(self.packed_bytes), _PACKED_ABSENT)
         if kept:
-            self._packed.store(kept)
+            packed.store(kept)
         self.rows_written += len(spans) + len(upserts) + len(deletes)
         self._writes.submit(spans, data, upserts, deletes)
 

@@ -34,6 +34,8 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
+from mappers.uuidbits cimport va_uuid_halves
+
 import datetime as _datetime_module
 import types as _types
 import uuid as _uuid_module
@@ -53,38 +55,6 @@ cdef extern from "Python.h":
     ctypedef struct PyLongObject:
         pass
     int _PyLong_AsByteArray(PyLongObject* number, unsigned char* bytes, size_t n, int little_endian, int is_signed) except -1
-
-# A UUID's int as its two 64-bit halves, read from the int's 30-bit digits where the build has
-# them and a 128-bit integer type (the generic `_PyLong_AsByteArray` walks the number byte by
-# byte: ~300 instructions a UUID, against ~20); 0 when that does not apply (a negative or
-# too large int, another layout), and the caller then asks `_PyLong_AsByteArray`.
-cdef extern from *:
-    """
-    #if defined(__SIZEOF_INT128__) && PyLong_SHIFT == 30
-    static int va_uuid_halves(PyObject* number, uint64_t* low, uint64_t* high) {
-    #if PY_VERSION_HEX >= 0x030C0000
-        uintptr_t tag = ((PyLongObject*)number)->long_value.lv_tag;
-        Py_ssize_t count = (Py_ssize_t)(tag >> 3);
-        const digit* digits = ((PyLongObject*)number)->long_value.ob_digit;
-        if ((tag & 3) == 2) return 0;  /* negative */
-    #else
-        Py_ssize_t count = Py_SIZE(number);
-        const digit* digits = ((PyLongObject*)number)->ob_digit;
-        if (count < 0) return 0;
-    #endif
-        unsigned __int128 value = 0;
-        if (count > 5 || (count == 5 && (digits[4] >> 8) != 0)) return 0;  /* past 128 bits */
-        for (Py_ssize_t index = count - 1; index >= 0; index--)
-            value = (value << 30) | digits[index];
-        *low = (uint64_t)value;
-        *high = (uint64_t)(value >> 64);
-        return 1;
-    }
-    #else
-    static int va_uuid_halves(PyObject* number, uint64_t* low, uint64_t* high) { return 0; }
-    #endif
-    """
-    int va_uuid_halves(PyObject* number, uint64_t* low, uint64_t* high) noexcept
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL

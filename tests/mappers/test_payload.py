@@ -3,15 +3,17 @@ changed row never served from the old row's bytes. (Event ids: test_mapper_behav
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mappers.eventids import key_text, spelled
+from mappers.eventids import key_text, sha1, spelled
 
 from mappers import load_default_catalog
 from mappers.payload import (
@@ -199,6 +201,17 @@ def test_snapshot_event_ids_are_uuid5_of_their_name(system_id, database, table, 
     made = snapshot_event_ids(source)(table, key, event_type)
     assert (type(made), made, made.version, str(made)) == (uuid.UUID, expected, 5, str(expected))
     assert made.is_safe is uuid.SafeUUID.unknown
+
+
+@given(st.binary(max_size=300))
+def test_the_ids_sha1_is_hashlibs(data):
+    assert sha1(data) == hashlib.sha1(data).digest()
+
+
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000])
+def test_the_ids_sha1_pads_every_length_of_the_last_block(size):
+    data = bytes(range(256)) * 4
+    assert sha1(data[:size]) == hashlib.sha1(data[:size]).digest()
 
 
 def test_a_snapshot_event_id_spells_a_uuid_key_in_lower_case_with_dashes():

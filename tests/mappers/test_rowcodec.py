@@ -147,13 +147,28 @@ def test_a_batch_of_mixed_tables_columns_and_types_is_encoded_as_each_row_alone(
     alone = codec(types)
     expected = [alone.encode(table, row) for table, _key, row, _keep in entries]
     layouts, encode = rows.fast_path()
+    bases = {"thing": 1 << 128}  # the encoded level's key of a "thing" row is worked out in place
     spans, data, upserts, deletes, kept = entity_parameters(entries, layouts, encode, rows.encode,
-                                                            lambda table, key: (table, key), True, b"")
+                                                            lambda table, key: (table, key), bases, True, b"")
     # each row as its key's 16 bytes and its encoding, laid end to end; a span per row
     assert [(table, bytes(data[start - 1:start + 15]), bytes(data[start + 15:start + 15 + length]))
             for table, start, length in spans] == [
         (table, key.int.to_bytes(16), blob) for (table, key, _row, _keep), blob in zip(entries, expected)]
     assert len(data) == sum(16 + len(blob) for blob in expected)
     assert upserts == deletes == [] and [blob for _key, blob in kept] == expected
+    assert [key for key, _blob in kept] == [
+        (1 << 128) | key.int if table == "thing" else (table, key) for table, key, _row, _keep in entries]
     assert [rows.decode(blob) for blob in expected] == batch
     assert expected[5][0] == 0x80  # the bool: pickled, as alone
+
+
+@pytest.mark.parametrize("number", [0, 2**30, 2**63, 2**64, 2**120 + 1, 2**128 - 1])
+def test_the_compiled_write_loop_spells_any_uuid_key_in_16_big_endian_bytes(number: int) -> None:
+    from mappers.entitywrite import entity_parameters
+
+    rows = codec({"thing": {"id": SqlType.UUID}})
+    layouts, encode = rows.fast_path()
+    key = uuid.UUID(int=number)
+    spans, data, *_ = entity_parameters([("thing", key, {"id": key}, False)], layouts, encode, rows.encode,
+                                        None, {}, False, b"")
+    assert bytes(data[:16]) == number.to_bytes(16, "big") and spans == [("thing", 1, len(data) - 16)]
