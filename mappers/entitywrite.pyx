@@ -20,7 +20,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTu
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
-from mappers.uuidbits cimport va_uuid_halves
+from mappers.uuidbits cimport uuid_halves
 
 import uuid
 
@@ -157,29 +157,25 @@ cdef inline void _put_big_endian(char* out, uint64_t value) noexcept:
         value >>= 8
 
 
-cdef inline bint _uuid_spelled(object value, char* spelled) except -1:
-    """A UUID's 16 bytes (`UUID.bytes`) into `spelled`; False when its int has no fast path."""
-    cdef object number = value.int
-    cdef uint64_t low = 0, high = 0
-    if not va_uuid_halves(<PyObject*>number, &low, &high):
-        return False
+cdef inline void _spell_uuid(object value, char* spelled) except *:
+    """A UUID's 16 bytes (`UUID.bytes`) into `spelled`."""
+    cdef uint64_t low, high
+    uuid_halves(value.int, &low, &high)
     _put_big_endian(spelled, high)
     _put_big_endian(spelled + 8, low)
-    return True
 
 
 cdef object _uuid_bytes(object value):
     cdef char spelled[16]
-    return PyBytes_FromStringAndSize(spelled, 16) if _uuid_spelled(value, spelled) else value.bytes
+    _spell_uuid(value, spelled)
+    return PyBytes_FromStringAndSize(spelled, 16)
 
 
 cdef void _append_disk_key(bytearray data, object key) except *:
     """`disk_key`'s 16 bytes of a UUID key, appended."""
     cdef char spelled[16]
-    if _uuid_spelled(key, spelled):
-        _append(data, spelled, 16)
-    else:
-        data += key.int.to_bytes(16)
+    _spell_uuid(key, spelled)
+    _append(data, spelled, 16)
 
 
 def entity_parameters(entries, dict layouts, object encode, object encode_row, object packed_key,

@@ -11,15 +11,9 @@ needs no tombstones."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.list cimport PyList_Append
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from cpython.object cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
 
-from mappers.uuidbits cimport va_uuid_halves
-
-cdef extern from "Python.h":
-    ctypedef struct PyLongObject:
-        pass
-    int _PyLong_AsByteArray(PyLongObject* number, unsigned char* bytes, size_t n, int little_endian, int is_signed) except -1
+from mappers.uuidbits cimport uuid_halves
 
 
 cdef struct Slot:
@@ -40,15 +34,6 @@ cdef inline uint64_t _mix(uint64_t low, uint64_t high, uint32_t kind) noexcept:
     h = (h ^ (h >> 27)) * <uint64_t>0x94D049BB133111EBULL
     return h ^ (h >> 31)
 
-
-cdef inline void _halves(object customer, uint64_t* low, uint64_t* high) except *:
-    cdef unsigned char little[16]
-    low[0] = high[0] = 0
-    if va_uuid_halves(<PyObject*>customer, low, high):
-        return
-    _PyLong_AsByteArray(<PyLongObject*>customer, little, 16, 1, 0)
-    low[0] = (<uint64_t*>little)[0]
-    high[0] = (<uint64_t*>little)[1]
 
 
 cdef class PairCounts:
@@ -121,7 +106,7 @@ cdef class PairCounts:
     def add(self, object customer, str event_type, uint32_t count=1):
         """`count` more events of (customer id's int, type)."""
         cdef uint64_t low, high
-        _halves(customer, &low, &high)
+        uuid_halves(customer, &low, &high)
         cdef uint32_t kind = self._number(event_type)
         cdef Slot* slot = self._find(low, high, kind)
         if slot.kind == 0:
@@ -141,7 +126,7 @@ cdef class PairCounts:
         if number is None:
             return False
         cdef uint64_t low, high
-        _halves(customer, &low, &high)
+        uuid_halves(customer, &low, &high)
         cdef Slot* slot = self._find(low, high, <uint32_t>number)
         if slot.kind == 0 or slot.count == 0:
             return False

@@ -1,10 +1,10 @@
-# The 128 bits of a UUID's int (`uuid.UUID.int`) as two 64-bit halves, read from the int's
-# 30-bit digits where the build has them and a 128-bit integer type: the generic
-# `_PyLong_AsByteArray` walks the number byte by byte (~300 instructions a UUID, against ~20).
-# `va_uuid_halves` returns 0 when that does not apply (a negative int or one past 128 bits,
-# another layout of ints), and the caller then asks `_PyLong_AsByteArray`. For the compiled
-# modules that read UUIDs: the store's RowBinary (query/rowbinary.pyx), the reference state's
-# disk keys (mappers/entitywrite.pyx) and the snapshot pairing's counts (mappers/paircounts.pyx).
+# The 128 bits of a UUID's int (`uuid.UUID.int`) as two 64-bit halves (`uuid_halves`), read
+# from the int's 30-bit digits where the build has them and a 128-bit integer type: the generic
+# `_PyLong_AsByteArray` walks the number byte by byte (~300 instructions a UUID, against ~20),
+# and is left to the ints the digits do not serve (another layout of ints; a negative int or
+# one past 128 bits, which it refuses with OverflowError). For the compiled modules that read
+# UUIDs: the store's RowBinary (query/rowbinary.pyx), the reference state's disk keys
+# (mappers/entitywrite.pyx) and the snapshot pairing's counts (mappers/paircounts.pyx).
 
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
@@ -36,3 +36,23 @@ cdef extern from *:
     #endif
     """
     int va_uuid_halves(PyObject* number, uint64_t* low, uint64_t* high) noexcept
+
+cdef extern from "Python.h":
+    ctypedef struct _PyLongObject "PyLongObject":
+        pass
+    int _PyLong_AsByteArray(_PyLongObject* number, unsigned char* bytes, size_t n, int little_endian,
+                            int is_signed) except -1
+
+
+cdef inline int uuid_halves(object number, uint64_t* low, uint64_t* high) except -1:
+    """`number` (a UUID's int) as its low and high 64 bits."""
+    cdef unsigned char little[16]
+    cdef int index
+    if va_uuid_halves(<PyObject*>number, low, high):
+        return 0
+    _PyLong_AsByteArray(<_PyLongObject*>number, little, 16, 1, 0)
+    low[0] = high[0] = 0
+    for index in range(7, -1, -1):
+        low[0] = low[0] << 8 | little[index]
+        high[0] = high[0] << 8 | little[index + 8]
+    return 0

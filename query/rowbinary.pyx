@@ -34,7 +34,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
-from mappers.uuidbits cimport va_uuid_halves
+from mappers.uuidbits cimport uuid_halves
 
 import datetime as _datetime_module
 import types as _types
@@ -52,9 +52,6 @@ cdef extern from "structmember.h":
 
 cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject** block, Py_ssize_t size) except -1
-    ctypedef struct PyLongObject:
-        pass
-    int _PyLong_AsByteArray(PyLongObject* number, unsigned char* bytes, size_t n, int little_endian, int is_signed) except -1
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
@@ -146,15 +143,10 @@ cdef int _write_uuid(_Buffer buffer, object value) except -1:
     cdef PyObject* held = (<PyObject**>((<char*><PyObject*>value) + _UUID_INT_SLOT))[0]
     cdef object number = <object>held if held != NULL else value.int
     cdef uint64_t low, high
-    cdef unsigned char little[16]
+    uuid_halves(number, &low, &high)
     cdef char* out = buffer.reserve(16)
-    if va_uuid_halves(<PyObject*>number, &low, &high):
-        _put_u64(out, high)
-        _put_u64(out + 8, low)
-    else:
-        _PyLong_AsByteArray(<PyLongObject*>number, little, 16, 1, 0)
-        memcpy(out, little + 8, 8)
-        memcpy(out + 8, little, 8)
+    _put_u64(out, high)
+    _put_u64(out + 8, low)
     buffer.size += 16
     return 0
 
