@@ -28,12 +28,23 @@ release = threading.Event()
 threads = [threading.Thread(target=release.wait, name=name) for name in ("state-writes_0", "store-writer_0", "http")]
 for thread in threads:
     thread.start()
+def names():
+    return {int(task): open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")}
+
+# The engine's pool threads that exist now: one that a lowered merge thread starts later takes
+# its creator's nice (as any new Linux thread does), which is not what the lowering did.
+pool = [task for task, name in names().items() if name == "ThreadPool"]
 first, again = lower_background_threads(), lower_background_threads()
 nice, engine = {}, 0
-for task in os.listdir("/proc/self/task"):
-    name = open(f"/proc/self/task/{task}/comm").read().strip()
-    nice.setdefault(name, set()).add(os.getpriority(os.PRIO_PROCESS, int(task)))
+for task, name in names().items():
+    if name != "ThreadPool":
+        nice.setdefault(name, set()).add(os.getpriority(os.PRIO_PROCESS, task))
     engine += name in ("MergeMutate", "BgSchPool")
+for task in pool:
+    try:
+        nice.setdefault("ThreadPool", set()).add(os.getpriority(os.PRIO_PROCESS, task))
+    except ProcessLookupError:  # ended meanwhile
+        pass
 nice.update({thread.name: {os.getpriority(os.PRIO_PROCESS, thread.native_id)} for thread in threads})
 release.set()
 print(json.dumps({"first": first, "again": again, "engine": engine, "main": os.getpriority(os.PRIO_PROCESS, 0),
